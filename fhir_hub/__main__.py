@@ -1,0 +1,3 @@
+from fhir_hub.cli.main import app
+
+app()

@@ -1,0 +1,225 @@
+"""The ASGI application: a plain ASGI callable that routes FHIR interactions to their handlers.
+
+No framework sits on the FHIR paths: a profile of a FastAPI route on this machine showed its
+per-request machinery costing about two thirds of read throughput (issue "Hot paths at the
+floor"). Routing is a look at the path segments; each handler gets a :class:`Request` and
+returns a :class:`Response`; a :class:`FhirError` anywhere becomes its OperationOutcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+
+from fhir_hub.config import Settings
+from fhir_hub.errors import FhirError, error
+from fhir_hub.rest import history, read, search, transaction, write
+from fhir_hub.rest.capability import capability_statement
+from fhir_hub.rest.references import ReferenceChecker
+from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, check_accept, dumps, outcome_response
+from fhir_hub.search.dates import instant
+from fhir_hub.search.tokens import TokenIndexer
+from fhir_hub.storage.port import Store, Tx
+from fhir_hub.storage.sqlite.store import SQLiteStore
+
+log = logging.getLogger("fhir_hub")
+
+_JSON_HEADERS = [CONTENT_TYPE_HEADER]
+
+
+class _NoReferenceCheck(ReferenceChecker):
+    def check(self, resource: dict[str, Any], where: str) -> None:
+        return None
+
+
+class Hub:
+    """What the handlers share: settings and the store."""
+
+    def __init__(self, settings: Settings, store: Store):
+        self.settings = settings
+        self.store = store
+        self.started = instant(time.time_ns() // 1000)
+
+    def refs(self, tx: Tx, base_url: str) -> ReferenceChecker:
+        if self.settings.enforce_references:
+            return ReferenceChecker(tx, base_url)
+        return _NoReferenceCheck(tx, base_url)
+
+
+def _method_not_allowed(method: str, path: str) -> FhirError:
+    return FhirError(405, error("not-supported", f"{method} is not allowed on {path or 'the base'}"))
+
+
+async def dispatch(hub: Hub, req: Request) -> Response:
+    """Route one request by method and path shape (http.html's URL patterns)."""
+    seg = req.segments
+    n = len(seg)
+    m = req.method
+    if m == "GET" or m == "HEAD":
+        check_accept(req)
+        if n == 2 and seg[1][0] != "_" and seg[0][0] != "_":
+            return await read.handle_read(hub, req, seg[0], seg[1])
+        if n == 4 and seg[2] == "_history":
+            return await read.handle_vread(hub, req, seg[0], seg[1], seg[3])
+        if n == 1 and seg[0] == "metadata":
+            return Response(200, dumps(capability_statement(req.base_url, hub.started), req.param("_pretty") == "true"),
+                            _JSON_HEADERS)
+        if n == 1 and seg[0] == "_history":
+            return await history.handle_history(hub, req)
+        if n == 2 and seg[1] == "_history":
+            return await history.handle_history(hub, req, seg[0])
+        if n == 3 and seg[2] == "_history":
+            return await history.handle_history(hub, req, seg[0], seg[1])
+        if n == 1:
+            return await search.handle_search(hub, req, seg[0])
+        raise FhirError(404, error("not-found", f"no FHIR endpoint at /{'/'.join(seg)}"))
+    check_accept(req)
+    if m == "POST":
+        if n == 0:
+            return await transaction.handle_bundle(hub, req)
+        if n == 1:
+            return await write.handle_create(hub, req, seg[0])
+        if n == 2 and seg[1] == "_search":
+            return await search.handle_search(hub, req, seg[0])
+    elif m == "PUT":
+        if n == 2:
+            return await write.handle_update(hub, req, seg[0], seg[1])
+        if n == 1:
+            return await write.handle_conditional_update(hub, req, seg[0])
+    elif m == "DELETE":
+        if n == 2:
+            return await write.handle_delete(hub, req, seg[0], seg[1])
+        if n == 1:
+            return await write.handle_conditional_delete(hub, req, seg[0])
+    elif m == "PATCH":
+        if n == 2:
+            return await write.handle_patch(hub, req, seg[0], seg[1])
+        if n == 1:
+            return await write.handle_patch(hub, req, seg[0], None)
+    raise _method_not_allowed(m, "/".join(seg))
+
+
+class FhirApp:
+    """The ASGI callable (HTTP + lifespan)."""
+
+    def __init__(self, settings: Settings, store: Store | None = None, sample_patients: int = 0):
+        self.settings = settings
+        self.store: Store = store or SQLiteStore(
+            settings.db,
+            synchronous=settings.sqlite_synchronous,
+            group_commit_max=settings.group_commit_max,
+            indexer=TokenIndexer(),
+        )
+        self.hub = Hub(settings, self.store)
+        self._base = settings.base_path.rstrip("/")
+        self._opened = False
+        self._sample = sample_patients
+
+    async def startup(self) -> None:
+        if not self._opened:
+            await self.store.open()
+            self._opened = True
+            if self._sample:
+                from fhir_hub.sample.seed import seed
+
+                base = self.settings.public_base_url or f"http://{self.settings.host}:{self.settings.port}{self._base}"
+                written = await seed(self.hub, self._sample, base)
+                if written:
+                    log.warning("loaded %d sample resources", written)
+
+    async def shutdown(self) -> None:
+        if self._opened:
+            await self.store.close()
+            self._opened = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # the server must not start on a store it cannot use
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        pretty = False
+        try:
+            if path == "/health":
+                response = Response(200, b'{"status":"ok"}', [(b"content-type", b"application/json")])
+            elif path == self._base or path.startswith(self._base + "/"):
+                raw_query = scope["query_string"].decode("latin-1")
+                query = parse_qsl(raw_query, keep_blank_values=True) if raw_query else []
+                pretty = ("_pretty", "true") in query
+                body = await self._body(headers, receive)
+                req = Request(method, [s for s in path[len(self._base):].split("/") if s], query, headers,
+                              body, self._base_url(scope, headers), raw_query)
+                response = await dispatch(self.hub, req)
+            else:
+                raise FhirError(404, error("not-found", f"nothing at {path}; the FHIR API is at {self._base}"))
+        except FhirError as exc:
+            response = outcome_response(exc, pretty)
+        except Exception:  # a bug, not bad input: say so without leaking internals
+            log.exception("unhandled error on %s %s", method, path)
+            response = outcome_response(FhirError(500, error("exception", "internal error; see the server log")))
+        out_headers = response.headers
+        out_headers.append((b"content-length", str(len(response.body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
+
+    async def _body(self, headers: dict[str, str], receive: Any) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise FhirError(413, error("too-costly", f"the request body of {declared} bytes exceeds the limit of "
+                                       f"{limit} bytes"))
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise FhirError(400, error("incomplete", "the client disconnected before sending the whole body"))
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise FhirError(413, error("too-costly", f"the request body exceeds the limit of {limit} bytes"))
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _base_url(self, scope: dict[str, Any], headers: dict[str, str]) -> str:
+        if self.settings.public_base_url:
+            return self.settings.public_base_url.rstrip("/")
+        host = headers.get("host")
+        if host is None:
+            server = scope.get("server") or ("localhost", self.settings.port)
+            host = f"{server[0]}:{server[1]}"
+        return f"{scope.get('scheme', 'http')}://{host}{self._base}"
+
+
+def create_app(settings: Settings | None = None) -> FhirApp:
+    """The app factory (``uvicorn --factory fhir_hub.app:create_app``)."""
+    return FhirApp(settings or Settings.from_env())
+
+
+__all__ = ["FhirApp", "Hub", "create_app", "dispatch"]

@@ -1,0 +1,1 @@
+"""The `fhir-hub` command line (typer + rich)."""

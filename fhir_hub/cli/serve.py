@@ -1,0 +1,37 @@
+"""``fhir-hub serve``: run the server on the embedded store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fhir_hub.config import Settings
+
+
+def serve(
+    host: str = typer.Option(None, help="Interface to listen on [env FHIR_HUB_HOST, default 127.0.0.1]."),
+    port: int = typer.Option(None, help="TCP port [env FHIR_HUB_PORT, default 8080]."),
+    db: Path = typer.Option(None, help="SQLite file of the embedded store [env FHIR_HUB_DB, default fhir-hub.db]."),
+    base_url: str = typer.Option(None, "--base-url", help="Public base URL for links [env FHIR_HUB_PUBLIC_BASE_URL]."),
+    no_validate: bool = typer.Option(False, "--no-validate", help="Skip structural validation on write."),
+    sample: int = typer.Option(0, "--sample", help="Load N generated sample patients if the store is empty."),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+) -> None:
+    """Start the FHIR server (uvicorn, uvloop, httptools) on the embedded SQLite store."""
+    import uvicorn
+
+    from fhir_hub.app import FhirApp
+
+    settings = Settings.from_env(
+        host=host, port=port, db=str(db) if db is not None else None, public_base_url=base_url,
+        validate=False if no_validate else None,
+    )
+    app = FhirApp(settings, sample_patients=sample)
+    typer.echo(f"fhir-hub on http://{settings.host}:{settings.port}{settings.base_path} (store: {settings.db})")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
+                loop="uvloop", http="httptools", lifespan="on")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

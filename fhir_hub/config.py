@@ -1,0 +1,62 @@
+"""Typed settings: environment variables (``FHIR_HUB_*``) overridden by CLI flags.
+
+This module is the only reader of the environment, so every knob is listed here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: SQLite file of the embedded store (``:memory:`` is not supported: readers need a shared file).
+    db: str = "fhir-hub.db"
+    #: Path prefix of the FHIR REST API.
+    base_path: str = "/fhir"
+    #: Absolute base URL used in ``Location``, ``fullUrl`` and paging links; derived from the
+    #: request's Host header when unset.
+    public_base_url: str | None = None
+    #: Largest request body accepted, in bytes (413 above it).
+    max_body_bytes: int = 128 * 1024 * 1024
+    #: Structural validation of every written resource against R4.
+    validate: bool = True
+    #: Relative references to ``Type/id`` must point at a live resource on write.
+    enforce_references: bool = True
+    #: Default and largest page size for history and search.
+    default_count: int = 50
+    max_count: int = 1000
+    #: SQLite ``synchronous`` level: FULL survives power loss; NORMAL survives a process crash only.
+    sqlite_synchronous: str = "FULL"
+    #: How many queued write units the single writer may fold into one commit (group commit).
+    group_commit_max: int = 64
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``FHIR_HUB_<FIELD>`` variables, then explicit overrides (CLI flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"FHIR_HUB_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.type, raw, f.name)
+        settings = cls(**values)
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _coerce(kind: Any, raw: str, name: str) -> Any:
+    kind = str(kind)
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("bool"):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"FHIR_HUB_{name.upper()}: expected a boolean, got {raw!r}")
+    return raw

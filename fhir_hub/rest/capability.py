@@ -1,0 +1,58 @@
+"""The CapabilityStatement at ``/metadata``, generated from what is implemented (capabilitystatement.html).
+
+It claims only what the handlers do: every interaction listed here has a test; search lists
+only the parameters the token slice can evaluate.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from fhir_hub import FHIR_VERSION, __version__, definitions
+from fhir_hub.search.tokens import token_params
+
+_TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type",
+                      "create", "search-type"]
+
+
+@cache
+def _resources() -> list[dict[str, Any]]:
+    out = []
+    for rtype in sorted(definitions.resource_types()):
+        params = [{"name": "_id", "type": "token"}]
+        params += [{"name": code, "type": "token"} for code in sorted(token_params(rtype))]
+        out.append({
+            "type": rtype,
+            "interaction": [{"code": c} for c in _TYPE_INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "full-support",
+            "conditionalUpdate": True,
+            "conditionalDelete": "multiple",
+            "referencePolicy": ["literal", "local", "enforced"],
+            "searchParam": params,
+        })
+    return out
+
+
+def capability_statement(base_url: str, released: str) -> dict[str, Any]:
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": released,
+        "publisher": "fhir-hub",
+        "kind": "instance",
+        "software": {"name": "fhir-hub", "version": __version__},
+        "implementation": {"description": "fhir-hub FHIR R4 server", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": _resources(),
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+        }],
+    }

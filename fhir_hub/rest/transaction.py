@@ -1,0 +1,377 @@
+"""Batch and transaction bundles (http.html#transaction).
+
+A transaction is resolved first and written once (design note 4): on the event loop every entry
+is parsed and validated; then a single unit on the writer resolves ids (``ifNoneExist``,
+conditional URLs), rewrites ``urn:uuid:`` and conditional references, applies the entries in the
+spec's order — DELETE, POST, PUT/PATCH, GET — and checks referential integrity. Any failure raises,
+and the store's unit of work rolls everything back.
+
+A batch runs each entry as its own unit; the store's group commit still folds them into one
+fsync, and one entry's failure becomes that entry's ``response.outcome``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from fhir_hub import definitions
+from fhir_hub.errors import FhirError, error, precondition
+from fhir_hub.rest import write
+from fhir_hub.rest.references import ReferenceChecker, iter_reference_holders, strip_base
+from fhir_hub.rest.respond import prefer_return
+from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps, parse_json, require_json_body
+from fhir_hub.search.dates import instant
+from fhir_hub.search.tokens import parse_criteria
+from fhir_hub.storage.port import StoredVersion, TokenMatch, Tx
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 404: "404 Not Found",
+                410: "410 Gone"}
+
+
+@dataclass(slots=True)
+class Entry:
+    """One parsed bundle entry: what to do, to what, with which body."""
+
+    index: int
+    method: str
+    rtype: str
+    rid: str | None = None
+    vid: str | None = None
+    #: Criteria of a conditional URL (``Patient?identifier=...``).
+    criteria: list[TokenMatch] | None = None
+    resource: dict[str, Any] | None = None
+    full_url: str | None = None
+    if_none_exist: list[TokenMatch] | None = None
+    if_match: int | None = None
+    #: ``("json", ops)`` or ``("fhirpath", Parameters)`` for PATCH entries.
+    patch: tuple[str, Any] | None = None
+    #: Filled while resolving: the id a POST found through ``ifNoneExist`` (no write then).
+    existing: str | None = None
+    #: Ids a conditional DELETE resolved to.
+    targets: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+
+# -- parsing (event loop) --------------------------------------------------------------------
+
+
+def _parse_url(raw: str, base_url: str, where: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Path segments and query of ``request.url``.
+
+    An absolute URL (this server's or another's, as the spec's own example bundles use) is read
+    from its first resource-type segment on, the way HAPI treats them.
+    """
+    url = strip_base(raw, base_url)
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if parts.scheme:
+        start = next((i for i, s in enumerate(segments) if definitions.is_resource_type(s)), None)
+        if start is None:
+            raise FhirError(400, error("invalid", f"request.url {raw!r} names no resource type",
+                                       f"{where}.request.url"))
+        segments = segments[start:]
+    return segments, parse_qsl(parts.query, keep_blank_values=True)
+
+
+def _patch_body(resource: Any, where: str) -> tuple[str, Any]:
+    if not isinstance(resource, dict):
+        raise FhirError(400, error("required", "a PATCH entry needs a resource (Parameters or Binary)",
+                                   f"{where}.resource"))
+    if resource.get("resourceType") == "Parameters":
+        return "fhirpath", resource
+    if resource.get("resourceType") == "Binary" and "json-patch" in str(resource.get("contentType", "")):
+        try:
+            return "json", orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            raise FhirError(400, error("invalid", f"the JSON Patch in Binary.data cannot be read: {exc}",
+                                       f"{where}.resource.data")) from None
+    raise FhirError(400, error("invalid", "a PATCH entry's resource must be a FHIRPath Patch Parameters or a "
+                               "Binary with contentType application/json-patch+json", f"{where}.resource"))
+
+
+def parse_entry(raw: Any, index: int, base_url: str, validate: bool) -> Entry:
+    where = f"Bundle.entry[{index}]"
+    if not isinstance(raw, dict):
+        raise FhirError(400, error("structure", "a bundle entry must be an object", where))
+    request = raw.get("request")
+    if not isinstance(request, dict):
+        raise FhirError(400, error("required", "entry.request is required in a batch or transaction",
+                                   f"{where}.request"))
+    method = request.get("method")
+    if method not in _ORDER:
+        raise FhirError(400, error("invalid", f"request.method {method!r} is not GET, HEAD, POST, PUT, PATCH or "
+                                   "DELETE", f"{where}.request.method"))
+    url = request.get("url")
+    if not isinstance(url, str) or not url:
+        raise FhirError(400, error("required", "request.url is required", f"{where}.request.url"))
+    segments, query = _parse_url(url, base_url, where)
+    if not segments:
+        raise FhirError(400, error("invalid", f"request.url {url!r} names no resource type", f"{where}.request.url"))
+    rtype = segments[0]
+    if method != "GET" and method != "HEAD":
+        write.check_type(rtype)
+    entry = Entry(index, method, rtype, full_url=raw.get("fullUrl"))
+    if len(segments) >= 2:
+        entry.rid = segments[1]
+        if method != "GET":
+            write.check_id(entry.rid)
+    if len(segments) == 4 and segments[2] == "_history":
+        entry.vid = segments[3]
+    if method in ("GET", "HEAD"):
+        entry.criteria = None
+        entry.resource = {"query": query, "segments": segments}
+        return entry
+    if len(segments) > 2 or (len(segments) == 2 and method == "POST"):
+        raise FhirError(400, error("invalid", f"request.url {url!r} does not fit {method}", f"{where}.request.url"))
+    if entry.rid is None and method != "POST":
+        entry.criteria = parse_criteria(rtype, query, f"{where}.request.url")
+    if_match = request.get("ifMatch")
+    if if_match is not None:
+        entry.if_match = write.etag_version(str(if_match), f"{where}.request.ifMatch")
+    if method == "POST" and request.get("ifNoneExist"):
+        entry.if_none_exist = parse_criteria(rtype, write.query_pairs(str(request["ifNoneExist"])),
+                                             f"{where}.request.ifNoneExist")
+    resource = raw.get("resource")
+    if method == "PATCH":
+        entry.patch = _patch_body(resource, where)
+        return entry
+    if method == "DELETE":
+        return entry
+    if not isinstance(resource, dict):
+        raise FhirError(400, error("required", f"a {method} entry needs a resource", f"{where}.resource"))
+    if resource.get("resourceType") != rtype:
+        raise FhirError(400, error("invalid", f"resourceType {resource.get('resourceType')!r} does not match "
+                                   f"request.url {url!r}", f"{where}.resource.resourceType"))
+    if method == "POST":
+        resource.pop("id", None)
+    elif entry.rid is not None:
+        if resource.get("id") != entry.rid:
+            raise FhirError(400, error("invalid", f"resource id {resource.get('id')!r} does not match request.url "
+                                       f"{url!r}", f"{where}.resource.id"))
+    write.validate(resource, f"{where}.resource", validate)
+    entry.resource = resource
+    return entry
+
+
+def parse_bundle(req: Request, validate: bool) -> tuple[str, list[Any]]:
+    require_json_body(req)
+    bundle = parse_json(req.body)
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise FhirError(400, error("invalid", "POST to the base expects a Bundle of type batch or transaction",
+                                   "resourceType"))
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise FhirError(400, error("invalid", f"Bundle.type {kind!r}: only batch and transaction can be "
+                                   "processed at the base", "Bundle.type"))
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise FhirError(400, error("structure", "Bundle.entry must be an array", "Bundle.entry"))
+    return kind, entries
+
+
+# -- resolving and applying (writer) ---------------------------------------------------------
+
+
+def _resolve_conditional_ref(tx: Tx, ref: str, path: str) -> str:
+    rtype, _, query = ref.partition("?")
+    write.check_type(rtype)
+    criteria = parse_criteria(rtype, parse_qsl(query, keep_blank_values=True), f"{path}.reference")
+    found = tx.find(rtype, criteria, 2)
+    if not found:
+        raise FhirError(400, error("not-found", f"conditional reference {ref!r} matched no {rtype}",
+                                   f"{path}.reference"))
+    if len(found) > 1:
+        raise precondition(f"conditional reference {ref!r} at {path} matched more than one {rtype}")
+    return f"{rtype}/{found[0]}"
+
+
+def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
+    """Give every entry its target id and rewrite the references between entries."""
+    aliases: dict[str, str] = {}
+    targets: dict[tuple[str, str], int] = {}
+
+    def claim(e: Entry, rid: str) -> None:
+        key = (e.rtype, rid)
+        if key in targets:
+            raise FhirError(400, error("invalid", f"{e.rtype}/{rid} is the target of entries {targets[key]} and "
+                                       f"{e.index}: a transaction may touch a resource only once", e.where))
+        targets[key] = e.index
+
+    for e in entries:
+        if e.method == "POST":
+            if e.if_none_exist is not None:
+                found = tx.find(e.rtype, e.if_none_exist, 2)
+                if len(found) > 1:
+                    raise precondition(f"{e.where}: ifNoneExist matched more than one {e.rtype}")
+                if found:
+                    e.existing = found[0]
+            e.rid = e.existing or write.new_id()
+            claim(e, e.rid)
+        elif e.method in ("PUT", "PATCH", "DELETE") and e.criteria is not None:
+            found = tx.find(e.rtype, e.criteria, write.MAX_CONDITIONAL_DELETE + 1 if e.method == "DELETE" else 2)
+            if e.method == "DELETE":
+                if len(found) > write.MAX_CONDITIONAL_DELETE:
+                    raise precondition(f"{e.where}: conditional delete matched too many {e.rtype}")
+                e.targets = found
+                for rid in found:
+                    claim(e, rid)
+                continue
+            if len(found) > 1:
+                raise precondition(f"{e.where}: conditional {e.method} matched more than one {e.rtype}")
+            if e.method == "PATCH" and not found:
+                raise FhirError(404, error("not-found", f"{e.where}: conditional PATCH matched no {e.rtype}"))
+            body_id = e.resource.get("id") if e.resource else None
+            if found and body_id is not None and body_id != found[0]:
+                raise FhirError(400, error("invalid", f"resource id {body_id!r} differs from the matching "
+                                           f"{e.rtype}/{found[0]}", f"{e.where}.resource.id"))
+            e.rid = found[0] if found else (body_id or write.new_id())
+            e.criteria = None
+            claim(e, e.rid)
+        elif e.method != "GET" and e.method != "HEAD" and e.rid is not None:
+            claim(e, e.rid)
+        if e.full_url and e.rid is not None and e.method in ("POST", "PUT"):
+            aliases[e.full_url] = f"{e.rtype}/{e.rid}"
+
+    for e in entries:
+        if e.resource is None or e.method not in ("POST", "PUT"):
+            continue
+        for holder, path in iter_reference_holders(e.resource, f"{e.where}.resource"):
+            ref = holder["reference"]
+            target = aliases.get(ref)
+            if target is not None:
+                holder["reference"] = target
+                continue
+            rel = strip_base(ref, base_url)
+            if "?" in rel and not rel.startswith("urn:") and definitions.is_resource_type(rel.split("?", 1)[0]):
+                holder["reference"] = _resolve_conditional_ref(tx, rel, path)
+            elif rel != ref:
+                holder["reference"] = rel
+
+
+def _response(status: int, v: StoredVersion | None, with_body: bool) -> dict[str, Any]:
+    response: dict[str, Any] = {"status": _STATUS_TEXT.get(status, str(status))}
+    out: dict[str, Any] = {"response": response}
+    if v is not None:
+        if status == 201:
+            response["location"] = f"{v.rtype}/{v.rid}/_history/{v.vid}"
+        response["etag"] = f'W/"{v.vid}"'
+        response["lastModified"] = instant(v.ts)
+        if with_body and v.body is not None:
+            out["resource"] = orjson.Fragment(v.body)
+    return out
+
+
+def _read_entry(tx: Tx, e: Entry, base_url: str) -> dict[str, Any]:
+    assert e.resource is not None
+    segments: list[str] = e.resource["segments"]
+    query: list[tuple[str, str]] = e.resource["query"]
+    if len(segments) == 1:
+        write.check_type(e.rtype)
+        criteria = parse_criteria(e.rtype, query, f"{e.where}.request.url")
+        ids = tx.find(e.rtype, criteria, 1000)
+        found = [tx.current(e.rtype, rid) for rid in ids]
+        bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(found),
+                  "entry": [{"fullUrl": f"{base_url}/{v.rtype}/{v.rid}", "resource": orjson.Fragment(v.body),
+                             "search": {"mode": "match"}} for v in found if v is not None and v.body is not None]}
+        return {"resource": bundle, "response": {"status": "200 OK"}}
+    if len(segments) == 2:
+        v = tx.current(e.rtype, segments[1])
+    elif len(segments) == 4 and segments[2] == "_history" and segments[3].isdigit():
+        v = tx.vread(e.rtype, segments[1], int(segments[3]))
+    else:
+        raise FhirError(400, error("not-supported", f"{e.where}: this GET is not supported inside a bundle yet",
+                                   f"{e.where}.request.url"))
+    if v is None:
+        raise FhirError(404, error("not-found", f"{e.where}: {'/'.join(segments)} is not known"))
+    if v.body is None:
+        raise FhirError(410, error("deleted", f"{e.where}: {'/'.join(segments)} was deleted"))
+    out = _response(200, v, True)
+    if e.method == "HEAD":
+        out.pop("resource", None)
+    return out
+
+
+def execute(tx: Tx, entries: list[Entry], hub: Any, base_url: str, with_body: bool) -> list[dict[str, Any]]:
+    """Resolve, then apply entries in the spec's order; returns response entries in bundle order."""
+    _resolve(tx, entries, base_url)
+    refs: ReferenceChecker = hub.refs(tx, base_url)
+    for e in entries:
+        if e.method in ("POST", "PUT", "PATCH") and e.rid is not None:
+            refs.known(e.rtype, e.rid)
+    results: dict[int, dict[str, Any]] = {}
+    validate = hub.settings.validate
+    for e in sorted(entries, key=lambda x: _ORDER[x.method]):
+        where = f"{e.where}.resource"
+        if e.method == "DELETE":
+            if e.rid is not None and not e.targets:
+                w = write.delete(tx, e.rtype, e.rid, if_match=e.if_match)
+                results[e.index] = _response(w.status if w.version else 204, w.version, False)
+            else:
+                for rid in e.targets:
+                    tx.delete(e.rtype, rid)
+                results[e.index] = _response(204 if not e.targets else 200, None, False)
+        elif e.method == "POST":
+            assert e.resource is not None and e.rid is not None
+            if e.existing is not None:
+                results[e.index] = _response(200, tx.current(e.rtype, e.existing), with_body)
+            else:
+                w = write.create(tx, e.rtype, e.resource, refs, rid=e.rid, where=where)
+                results[e.index] = _response(201, w.version, with_body)
+        elif e.method == "PUT":
+            assert e.resource is not None and e.rid is not None
+            w = write.update(tx, e.rtype, e.rid, e.resource, refs, if_match=e.if_match, where=where)
+            results[e.index] = _response(w.status, w.version, with_body)
+        elif e.method == "PATCH":
+            assert e.rid is not None and e.patch is not None
+            w = write.patch(tx, e.rtype, e.rid, e.patch, refs, if_match=e.if_match, validate_on=validate,
+                            where=where)
+            results[e.index] = _response(w.status, w.version, with_body)
+        else:
+            results[e.index] = _read_entry(tx, e, base_url)
+    return [results[e.index] for e in entries]
+
+
+# -- HTTP handler ----------------------------------------------------------------------------
+
+
+def _entry_error(exc: FhirError) -> dict[str, Any]:
+    return {"response": {"status": str(exc.status), "outcome": exc.outcome()}}
+
+
+async def handle_bundle(hub: Any, req: Request) -> Response:
+    validate = hub.settings.validate
+    kind, raw_entries = parse_bundle(req, validate)
+    with_body = prefer_return(req) == "representation" and "return=representation" in req.headers.get("prefer", "")
+    base_url = req.base_url
+    if kind == "transaction":
+        entries = [parse_entry(raw, i, base_url, validate) for i, raw in enumerate(raw_entries)]
+        results = await hub.store.transact(lambda tx: execute(tx, entries, hub, base_url, with_body))
+    else:
+        results = await asyncio.gather(*(_batch_entry(hub, raw, i, base_url, with_body)
+                                         for i, raw in enumerate(raw_entries)))
+    bundle = {"resourceType": "Bundle", "type": f"{kind}-response", "entry": results}
+    return Response(200, dumps(bundle, req.param("_pretty") == "true"), [CONTENT_TYPE_HEADER])
+
+
+async def _batch_entry(hub: Any, raw: Any, index: int, base_url: str, with_body: bool) -> dict[str, Any]:
+    try:
+        entry = parse_entry(raw, index, base_url, hub.settings.validate)
+        for holder, path in iter_reference_holders(entry.resource if entry.method in ("POST", "PUT") else None,
+                                                   entry.where):
+            if holder["reference"].startswith("urn:uuid:"):
+                raise FhirError(400, error("invalid", "references between batch entries are not allowed "
+                                           "(use a transaction)", f"{path}.reference"))
+        results = await hub.store.transact(lambda tx: execute(tx, [entry], hub, base_url, with_body))
+        return results[0]
+    except FhirError as exc:
+        return _entry_error(exc)

@@ -1,0 +1,329 @@
+"""Create, update and delete, plain and conditional (http.html#create, #update, #delete, #cond-update).
+
+The decisions that depend on stored state (does the id exist, does ``If-Match`` hold, how many
+resources match the criteria) are made inside the writer's transaction, in the functions that
+take a :class:`~fhir_hub.storage.port.Tx`. Transactions call the same functions entry by entry.
+Parsing and validation happen before, on the event loop, so the writer only writes.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fhir_hub import definitions
+from fhir_hub.errors import FhirError, Issue, error, precondition
+from fhir_hub.rest import patch as fhir_patch
+from fhir_hub.rest.references import ReferenceChecker
+from fhir_hub.rest.respond import location, prefer_return, version_headers
+from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, information, parse_json, require_json_body
+from fhir_hub.search.tokens import parse_criteria
+from fhir_hub.storage.port import StoredVersion, TokenMatch, Tx
+from fhir_hub.validation import structure
+
+#: How many resources a conditional delete may remove at once before it answers 412.
+MAX_CONDITIONAL_DELETE = 100
+
+
+@dataclass(slots=True)
+class Written:
+    """What a write did: the HTTP status it earns and the version it produced (or found)."""
+
+    status: int
+    version: StoredVersion | None
+    created: bool = False
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# -- checks on the loop ----------------------------------------------------------------------
+
+
+def check_type(rtype: str) -> None:
+    if not definitions.is_resource_type(rtype):
+        raise FhirError(404, error("not-supported", f"unknown resource type {rtype!r}"))
+
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def check_id(rid: str) -> None:
+    if not _ID.match(rid):
+        raise FhirError(400, error("invalid", f"{rid!r} is not a valid resource id "
+                                   "(1-64 characters of A-Z, a-z, 0-9, '-' and '.')"))
+
+
+def parse_resource(req: Request, rtype: str) -> dict[str, Any]:
+    require_json_body(req)
+    resource = parse_json(req.body)
+    if not isinstance(resource, dict):
+        raise FhirError(400, error("structure", "the request body must be a JSON object (a resource)"))
+    found = resource.get("resourceType")
+    if found != rtype:
+        raise FhirError(400, error("invalid", f"resourceType {found!r} does not match the URL's {rtype!r}",
+                                   "resourceType"))
+    return resource
+
+
+def validate(resource: dict[str, Any], where: str | None = None, enabled: bool = True) -> None:
+    """Structural R4 validation; every error becomes an issue with its FHIRPath location.
+
+    ``where`` re-roots the locations, e.g. ``Bundle.entry[3].resource`` inside a transaction.
+    """
+    if not enabled:
+        return
+    issues = structure.validate(resource)
+    errors = [i for i in issues if i.severity in ("error", "fatal")]
+    if not errors:
+        return
+    if where is not None:
+        rtype = str(resource.get("resourceType"))
+        errors = [Issue(i.severity, i.code, i.diagnostics, tuple(_reroot(e, rtype, where) for e in i.expression))
+                  for i in errors]
+    raise FhirError(400, errors)
+
+
+def _reroot(expr: str, rtype: str, where: str) -> str:
+    return where + expr[len(rtype):] if expr.startswith(rtype) else f"{where}.{expr}"
+
+
+def etag_version(raw: str, where: str = "If-Match") -> int:
+    """The version number in an ETag such as ``W/"3"`` (``If-Match``, ``entry.request.ifMatch``)."""
+    tag = raw.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    tag = tag.strip('"')
+    if not tag.isdigit():
+        raise FhirError(400, error("invalid", f"{where} {raw!r} is not a version ETag like W/\"3\"", where))
+    return int(tag)
+
+
+def if_match_version(req: Request) -> int | None:
+    raw = req.headers.get("if-match")
+    return None if raw is None else etag_version(raw)
+
+
+# -- decisions on the writer -----------------------------------------------------------------
+
+
+def create(tx: Tx, rtype: str, resource: dict[str, Any], refs: ReferenceChecker, *,
+           if_none_exist: list[TokenMatch] | None = None, rid: str | None = None, where: str = "") -> Written:
+    if if_none_exist is not None:
+        found = tx.find(rtype, if_none_exist, 2)
+        if len(found) > 1:
+            raise precondition(f"If-None-Exist matched more than one {rtype}: the criteria are not selective enough")
+        if found:
+            return Written(200, tx.current(rtype, found[0]))
+    rid = rid or new_id()
+    refs.check(resource, where or rtype)
+    refs.known(rtype, rid)
+    return Written(201, tx.put(rtype, rid, resource, "POST"), created=True)
+
+
+def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: ReferenceChecker, *,
+           if_match: int | None = None, method: str = "PUT", where: str = "") -> Written:
+    cur = tx.current(rtype, rid)
+    if if_match is not None:
+        if cur is None or cur.deleted:
+            raise precondition(f"If-Match: {rtype}/{rid} does not exist")
+        if cur.vid != if_match:
+            raise precondition(f"If-Match W/\"{if_match}\" does not match the current version "
+                               f"W/\"{cur.vid}\" of {rtype}/{rid}")
+    refs.check(resource, where or rtype)
+    refs.known(rtype, rid)
+    created = cur is None or cur.deleted
+    return Written(201 if created else 200, tx.put(rtype, rid, resource, method), created=created)
+
+
+def conditional_update(tx: Tx, rtype: str, criteria: list[TokenMatch], resource: dict[str, Any],
+                       refs: ReferenceChecker, *, if_match: int | None = None, where: str = "") -> Written:
+    found = tx.find(rtype, criteria, 2)
+    if len(found) > 1:
+        raise precondition(f"conditional update matched more than one {rtype}")
+    body_id = resource.get("id")
+    if found:
+        if body_id is not None and body_id != found[0]:
+            raise FhirError(400, error("invalid", f"the resource id {body_id!r} differs from the matching "
+                                       f"{rtype}/{found[0]}", "id"))
+        return update(tx, rtype, found[0], resource, refs, if_match=if_match, where=where)
+    if body_id is not None:
+        return update(tx, rtype, body_id, resource, refs, if_match=if_match, where=where)
+    return create(tx, rtype, resource, refs, where=where)
+
+
+def delete(tx: Tx, rtype: str, rid: str, *, if_match: int | None = None) -> Written:
+    if if_match is not None:
+        cur = tx.current(rtype, rid)
+        if cur is None or cur.deleted or cur.vid != if_match:
+            raise precondition(f"If-Match W/\"{if_match}\" does not match the current version of {rtype}/{rid}")
+    gone = tx.delete(rtype, rid)
+    return Written(200 if gone is not None else 204, gone)
+
+
+def conditional_delete(tx: Tx, rtype: str, criteria: list[TokenMatch]) -> list[StoredVersion]:
+    found = tx.find(rtype, criteria, MAX_CONDITIONAL_DELETE + 1)
+    if len(found) > MAX_CONDITIONAL_DELETE:
+        raise precondition(f"conditional delete matched more than {MAX_CONDITIONAL_DELETE} {rtype} resources")
+    out: list[StoredVersion] = []
+    for rid in found:
+        gone = tx.delete(rtype, rid)
+        if gone is not None:
+            out.append(gone)
+    return out
+
+
+# -- HTTP handlers ---------------------------------------------------------------------------
+
+
+def written_response(req: Request, w: Written) -> Response:
+    v = w.version
+    assert v is not None and v.body is not None
+    headers = version_headers(v)
+    if w.status == 201 or w.created:
+        headers.append((b"location", location(req.base_url, v)))
+    mode = prefer_return(req)
+    if mode == "minimal":
+        return Response(w.status, b"", [h for h in headers if h[0] != b"content-type"])
+    if mode == "OperationOutcome":
+        verb = "created" if w.created else ("updated" if w.status == 200 and req.method != "POST" else "found")
+        return Response(w.status, information(f"{v.rtype}/{v.rid} {verb}, version {v.vid}"), headers)
+    return Response(w.status, v.body, headers)
+
+
+async def handle_create(hub: Any, req: Request, rtype: str) -> Response:
+    check_type(rtype)
+    resource = parse_resource(req, rtype)
+    resource.pop("id", None)  # the server assigns ids on create (http.html#create)
+    validate(resource, enabled=hub.settings.validate)
+    criteria = None
+    if_none_exist = req.headers.get("if-none-exist")
+    if if_none_exist is not None:
+        criteria = parse_criteria(rtype, query_pairs(if_none_exist), "If-None-Exist")
+    w = await hub.store.transact(lambda tx: create(tx, rtype, resource, hub.refs(tx, req.base_url), if_none_exist=criteria))
+    return written_response(req, w)
+
+
+async def handle_update(hub: Any, req: Request, rtype: str, rid: str) -> Response:
+    check_type(rtype)
+    check_id(rid)
+    resource = parse_resource(req, rtype)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise FhirError(400, error("required", "the resource has no id; an update needs the id of the URL", "id"))
+    if body_id != rid:
+        raise FhirError(400, error("invalid", f"the resource id {body_id!r} does not match the URL's {rid!r}", "id"))
+    validate(resource, enabled=hub.settings.validate)
+    if_match = if_match_version(req)
+    w = await hub.store.transact(lambda tx: update(tx, rtype, rid, resource, hub.refs(tx, req.base_url), if_match=if_match))
+    return written_response(req, w)
+
+
+async def handle_conditional_update(hub: Any, req: Request, rtype: str) -> Response:
+    check_type(rtype)
+    criteria = parse_criteria(rtype, req.query, "conditional update")
+    resource = parse_resource(req, rtype)
+    if "id" in resource:
+        check_id(str(resource["id"]))
+    validate(resource, enabled=hub.settings.validate)
+    if_match = if_match_version(req)
+    w = await hub.store.transact(
+        lambda tx: conditional_update(tx, rtype, criteria, resource, hub.refs(tx, req.base_url), if_match=if_match))
+    return written_response(req, w)
+
+
+def _deleted_response(req: Request, gone: list[StoredVersion], what: str) -> Response:
+    headers: list[tuple[bytes, bytes]] = []
+    if len(gone) == 1:
+        headers.append((b"etag", b'W/"%d"' % gone[0].vid))
+    if prefer_return(req) == "OperationOutcome" or gone:
+        text = f"deleted {what}" if gone else f"nothing to delete: {what}"
+        return Response(200, information(text), [CONTENT_TYPE_HEADER, *headers])
+    return Response(204, b"", headers)
+
+
+async def handle_delete(hub: Any, req: Request, rtype: str, rid: str) -> Response:
+    check_type(rtype)
+    check_id(rid)
+    if_match = if_match_version(req)
+    w = await hub.store.transact(lambda tx: delete(tx, rtype, rid, if_match=if_match))
+    return _deleted_response(req, [w.version] if w.version else [], f"{rtype}/{rid}")
+
+
+async def handle_conditional_delete(hub: Any, req: Request, rtype: str) -> Response:
+    check_type(rtype)
+    criteria = parse_criteria(rtype, req.query, "conditional delete")
+    gone = await hub.store.transact(lambda tx: conditional_delete(tx, rtype, criteria))
+    return _deleted_response(req, gone, f"{len(gone)} {rtype} resource(s)")
+
+
+def query_pairs(text: str) -> list[tuple[str, str]]:
+    """Criteria like ``identifier=a|b&_id=x`` (an ``If-None-Exist`` value or a conditional URL)."""
+    from urllib.parse import parse_qsl
+
+    text = text.split("?", 1)[1] if "?" in text else text
+    return parse_qsl(text, keep_blank_values=True)
+
+
+
+
+def _patch_document(req: Request) -> tuple[str, Any]:
+    ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json-patch+json":
+        return "json", parse_json(req.body, "JSON Patch document")
+    if ctype in ("application/fhir+json", "application/json"):
+        return "fhirpath", parse_json(req.body, "FHIRPath Patch Parameters")
+    raise FhirError(415, error("not-supported", f"PATCH with Content-Type {ctype or '(none)'!r} is not supported; "
+                               "send application/json-patch+json or application/fhir+json (FHIRPath Patch)"))
+
+
+def apply_patch(resource: dict[str, Any], document: tuple[str, Any]) -> dict[str, Any]:
+    kind, body = document
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    if kind == "json":
+        out = fhir_patch.apply_json_patch(resource, body)
+    else:
+        out = fhir_patch.apply_fhirpath_patch(resource, body)
+    if out.get("resourceType") != rtype or out.get("id") != rid:
+        raise FhirError(422, error("processing", "a patch may not change resourceType or id"))
+    return out
+
+
+def patch(tx: Tx, rtype: str, rid: str, document: tuple[str, Any], refs: ReferenceChecker, *,
+          if_match: int | None, validate_on: bool, where: str = "") -> Written:
+    """Read, patch and write back on the writer, so no concurrent update slips in between."""
+    cur = tx.current(rtype, rid)
+    if cur is None or cur.body is None:
+        raise FhirError(404, error("not-found", f"{rtype}/{rid} does not exist, nothing to patch"))
+    patched = apply_patch(orjson.loads(cur.body), document)
+    validate(patched, where or None, enabled=validate_on)
+    return update(tx, rtype, rid, patched, refs, if_match=if_match, method="PATCH", where=where)
+
+
+async def handle_patch(hub: Any, req: Request, rtype: str, rid: str | None) -> Response:
+    check_type(rtype)
+    document = _patch_document(req)
+    if_match = if_match_version(req)
+    criteria = parse_criteria(rtype, req.query, "conditional patch") if rid is None else None
+    if rid is not None:
+        check_id(rid)
+
+    def run(tx: Tx) -> Written:
+        target = rid
+        if criteria is not None:
+            found = tx.find(rtype, criteria, 2)
+            if len(found) != 1:
+                if found:
+                    raise precondition(f"conditional patch matched more than one {rtype}")
+                raise FhirError(404, error("not-found", f"conditional patch matched no {rtype}"))
+            target = found[0]
+        assert target is not None
+        return patch(tx, rtype, target, document, hub.refs(tx, req.base_url), if_match=if_match,
+                     validate_on=hub.settings.validate)
+
+    return written_response(req, await hub.store.transact(run))

@@ -1,0 +1,125 @@
+"""The storage port: what the REST layer may ask of a backend, with no SQL in sight.
+
+Reads are async calls served from committed state. Writes go through ``transact``: the caller
+hands over a plain function that receives a synchronous :class:`Tx` and runs on the backend's
+single writer, inside one database transaction. Everything the function does commits together,
+or — if it raises — nothing does. Because all writes are serialised through that one writer,
+conditional operations (``If-None-Exist``, ``If-Match``, conditional references) decide on a
+state that no concurrent request can change under them.
+
+The shape follows Blaze's ``Db`` protocol: a handful of primitives, and index maintenance as a
+hook the search module fills (:class:`Indexer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One version of one resource, as kept: the exact JSON bytes served on read."""
+
+    rtype: str
+    rid: str
+    vid: int
+    #: Microseconds since the epoch (UTC) of the commit that wrote this version.
+    ts: int
+    #: ``POST`` | ``PUT`` | ``PATCH`` | ``DELETE``: how the version came to be (history entries).
+    method: str
+    #: The resource JSON with ``meta.versionId``/``meta.lastUpdated`` set; ``None`` for a delete.
+    body: bytes | None
+    #: Position in the store's global change order (system history, paging cursors).
+    seq: int = 0
+
+    @property
+    def deleted(self) -> bool:
+        return self.body is None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Which versions a history interaction lists, newest first."""
+
+    rtype: str | None = None
+    rid: str | None = None
+    #: Only versions with ``ts >= since`` (µs).
+    since: int | None = None
+    #: Only versions current at some point of the period ``(start, end)`` in µs: written no later
+    #: than ``end`` and not superseded before ``start`` (http.html#history, ``_at``).
+    at: tuple[int, int] | None = None
+    #: Keyset cursor: only versions with ``seq < before_seq``.
+    before_seq: int | None = None
+    count: int = 50
+
+
+class Indexer(Protocol):
+    """Turns a resource into search-index rows; the search module provides it."""
+
+    def rows(self, rtype: str, resource: dict[str, Any]) -> Sequence[tuple[str, str, str | None, str]]:
+        """``(kind, param, system, value)`` rows; kind names an index table (``token``, ...)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenMatch:
+    """One token criterion of a conditional operation: ``param=[system|]code`` (OR of values)."""
+
+    param: str
+    #: ``(system, code)`` pairs; system ``None`` means any system, ``""`` means no system.
+    values: tuple[tuple[str | None, str], ...]
+
+
+class Tx(Protocol):
+    """The synchronous view of the store inside one write transaction (runs on the writer)."""
+
+    #: Commit time of this unit in µs; every version written by the unit carries it.
+    ts: int
+
+    def current(self, rtype: str, rid: str) -> StoredVersion | None:
+        """The latest version (possibly a delete tombstone), seeing this transaction's writes."""
+        ...
+
+    def vread(self, rtype: str, rid: str, vid: int) -> StoredVersion | None: ...
+
+    def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str) -> StoredVersion:
+        """Write the next version of ``rtype/rid``; sets ``id`` and ``meta`` in ``resource``."""
+        ...
+
+    def delete(self, rtype: str, rid: str) -> StoredVersion | None:
+        """Write a tombstone; ``None`` if there was nothing live to delete."""
+        ...
+
+    def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int) -> list[str]:
+        """Ids of live resources of ``rtype`` matching all criteria (AND of ORs), at most ``limit``."""
+        ...
+
+    def history(self, query: HistoryQuery) -> list[StoredVersion]: ...
+
+
+class Store(Protocol):
+    """A backend. SQLite is the embedded default; PostgreSQL comes later behind the same port."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def read(self, rtype: str, rid: str) -> StoredVersion | None:
+        """The latest version, or ``None`` if the resource never existed."""
+        ...
+
+    async def vread(self, rtype: str, rid: str, vid: int) -> StoredVersion | None: ...
+
+    async def history(self, query: HistoryQuery) -> list[StoredVersion]: ...
+
+    async def history_total(self, query: HistoryQuery) -> int: ...
+
+    async def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int) -> list[str]: ...
+
+    async def transact(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` on the writer in one atomic transaction; its result once durably committed."""
+        ...

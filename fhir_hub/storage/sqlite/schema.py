@@ -1,0 +1,83 @@
+"""The embedded store's schema: one row per version, a pointer to the current one, index tables.
+
+``version`` is the append-only log (its rowid ``seq`` is the global change order that system
+history and paging cursors use); ``current`` points each (type, id) at its latest version so a
+read is two primary-key seeks; ``idx_token`` is the first narrow index table (HAPI's layout),
+filled by the search module's indexer and always pointing at current versions only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS version (
+    seq    INTEGER PRIMARY KEY,
+    rtype  TEXT    NOT NULL,
+    rid    TEXT    NOT NULL,
+    vid    INTEGER NOT NULL,
+    ts     INTEGER NOT NULL,
+    method TEXT    NOT NULL,
+    body   BLOB,
+    UNIQUE (rtype, rid, vid)
+);
+CREATE INDEX IF NOT EXISTS version_type_seq ON version (rtype, seq);
+CREATE INDEX IF NOT EXISTS version_ts ON version (ts);
+
+CREATE TABLE IF NOT EXISTS current (
+    rtype   TEXT    NOT NULL,
+    rid     TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    vid     INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (rtype, rid)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS idx_token (
+    rtype  TEXT NOT NULL,
+    param  TEXT NOT NULL,
+    code   TEXT NOT NULL,
+    system TEXT NOT NULL,
+    rid    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_token_lookup ON idx_token (rtype, param, code, system);
+CREATE INDEX IF NOT EXISTS idx_token_owner ON idx_token (rtype, rid);
+
+CREATE TABLE IF NOT EXISTS store_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class SchemaMismatch(RuntimeError):
+    """The database file was written by another schema version of fhir-hub."""
+
+
+def connect(path: str, synchronous: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open a connection configured the same way everywhere (WAL, busy timeout, sync level)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA mmap_size = 268435456")
+    return conn
+
+
+def ensure(conn: sqlite3.Connection) -> None:
+    """Create the schema in a new file, or check that an existing file has ours."""
+    conn.executescript(_DDL)
+    row = conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+    elif int(row[0]) != SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"database schema version {row[0]} is not the version {SCHEMA_VERSION} this fhir-hub uses"
+        )

@@ -1,0 +1,204 @@
+"""The storage port's contract. Every backend runs this one suite unchanged.
+
+A backend joins by adding a factory to ``BACKENDS``: it gets a fresh, empty store and may be
+closed and reopened on the same data (``reopen``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from fhir_hub.search.tokens import TokenIndexer
+from fhir_hub.storage.port import HistoryQuery, Store, TokenMatch, Tx
+from fhir_hub.storage.sqlite.store import SQLiteStore
+
+
+def _sqlite(tmp: Path) -> Store:
+    return SQLiteStore(str(tmp / "store.db"), indexer=TokenIndexer())
+
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": _sqlite}
+
+
+class Opened:
+    def __init__(self, factory: Callable[[Path], Store], tmp: Path):
+        self._factory = factory
+        self._tmp = tmp
+        self.store = factory(tmp)
+
+    async def reopen(self) -> Store:
+        await self.store.close()
+        self.store = self._factory(self._tmp)
+        await self.store.open()
+        return self.store
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def opened(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opened]:
+    o = Opened(BACKENDS[request.param], tmp_path)
+    await o.store.open()
+    yield o
+    await o.store.close()
+
+
+def patient(family: str, ident: str | None = None) -> dict[str, Any]:
+    p: dict[str, Any] = {"resourceType": "Patient", "name": [{"family": family}]}
+    if ident:
+        p["identifier"] = [{"system": "urn:test", "value": ident}]
+    return p
+
+
+async def put(store: Store, rtype: str, rid: str, resource: dict[str, Any], method: str = "PUT") -> Any:
+    return await store.transact(lambda tx: tx.put(rtype, rid, resource, method))
+
+
+async def test_put_then_read_gives_the_stored_bytes_with_meta(opened: Opened) -> None:
+    store = opened.store
+    v = await put(store, "Patient", "a", patient("Nguyễn"))
+    assert (v.vid, v.deleted) == (1, False)
+    got = await store.read("Patient", "a")
+    assert got is not None and got.body == v.body
+    doc = orjson.loads(got.body)
+    assert doc["id"] == "a" and doc["meta"]["versionId"] == "1" and doc["name"][0]["family"] == "Nguyễn"
+    assert doc["meta"]["lastUpdated"].endswith("Z")
+
+
+async def test_every_version_is_kept_and_readable(opened: Opened) -> None:
+    store = opened.store
+    for i in range(3):
+        await put(store, "Patient", "a", patient(f"v{i}"))
+    assert (await store.read("Patient", "a")).vid == 3  # type: ignore[union-attr]
+    for vid in (1, 2, 3):
+        v = await store.vread("Patient", "a", vid)
+        assert v is not None and orjson.loads(v.body or b"")["name"][0]["family"] == f"v{vid - 1}"
+    assert await store.vread("Patient", "a", 4) is None
+    assert await store.read("Patient", "nope") is None
+
+
+async def test_delete_is_a_versioned_tombstone(opened: Opened) -> None:
+    store = opened.store
+    await put(store, "Patient", "a", patient("x"))
+    gone = await store.transact(lambda tx: tx.delete("Patient", "a"))
+    assert gone.vid == 2 and gone.deleted
+    cur = await store.read("Patient", "a")
+    assert cur is not None and cur.deleted and cur.vid == 2
+    assert await store.transact(lambda tx: tx.delete("Patient", "a")) is None  # nothing live left
+    assert (await store.vread("Patient", "a", 1)).body is not None  # type: ignore[union-attr]
+    again = await put(store, "Patient", "a", patient("y"))
+    assert again.vid == 3
+
+
+async def test_a_failing_unit_leaves_nothing_behind(opened: Opened) -> None:
+    store = opened.store
+    await put(store, "Patient", "keep", patient("keep", "k1"))
+
+    def half_then_fail(tx: Tx) -> None:
+        tx.put("Patient", "b", patient("b", "b1"), "POST")
+        tx.put("Patient", "keep", patient("changed"), "PUT")
+        tx.delete("Patient", "keep")
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        await store.transact(half_then_fail)
+    assert await store.read("Patient", "b") is None
+    keep = await store.read("Patient", "keep")
+    assert keep is not None and keep.vid == 1
+    assert await store.find("Patient", [TokenMatch("identifier", (("urn:test", "b1"),))], 10) == []
+    assert len(await store.history(HistoryQuery())) == 1
+
+
+async def test_units_see_their_own_writes(opened: Opened) -> None:
+    def unit(tx: Tx) -> tuple[int, int]:
+        tx.put("Patient", "s", patient("one"), "POST")
+        cur = tx.current("Patient", "s")
+        tx.put("Patient", "s", patient("two"), "PUT")
+        return cur.vid if cur else 0, tx.current("Patient", "s").vid  # type: ignore[union-attr]
+
+    assert await opened.store.transact(unit) == (1, 2)
+
+
+async def test_concurrent_units_are_serialised_and_all_commit(opened: Opened) -> None:
+    store = opened.store
+    await put(store, "Patient", "counter", {"resourceType": "Patient", "multipleBirthInteger": 0})
+
+    def increment(tx: Tx) -> int:
+        cur = tx.current("Patient", "counter")
+        assert cur is not None and cur.body is not None
+        doc = orjson.loads(cur.body)
+        doc["multipleBirthInteger"] += 1
+        return tx.put("Patient", "counter", doc, "PUT").vid
+
+    vids = await asyncio.gather(*(store.transact(increment) for _ in range(200)))
+    assert sorted(vids) == list(range(2, 202))
+    final = orjson.loads((await store.read("Patient", "counter")).body)  # type: ignore[union-attr, arg-type]
+    assert final["multipleBirthInteger"] == 200
+
+
+async def test_one_failing_unit_among_concurrent_ones_fails_alone(opened: Opened) -> None:
+    store = opened.store
+
+    def ok(i: int) -> Callable[[Tx], int]:
+        return lambda tx: tx.put("Patient", f"p{i}", patient(str(i)), "POST").vid
+
+    def bad(tx: Tx) -> None:
+        tx.put("Patient", "bad", patient("bad"), "POST")
+        raise KeyError("bad")
+
+    results = await asyncio.gather(*(store.transact(ok(i)) for i in range(20)), store.transact(bad),
+                                   *(store.transact(ok(i)) for i in range(20, 40)), return_exceptions=True)
+    assert sum(1 for r in results if isinstance(r, KeyError)) == 1
+    assert await store.read("Patient", "bad") is None
+    for i in range(40):
+        assert await store.read("Patient", f"p{i}") is not None
+
+
+async def test_find_by_token_and_id_sees_only_live_current_versions(opened: Opened) -> None:
+    store = opened.store
+    await put(store, "Patient", "a", patient("a", "111"))
+    await put(store, "Patient", "b", patient("b", "222"))
+    await put(store, "Patient", "a", patient("a", "333"))  # a no longer has 111
+    by = lambda system, code: [TokenMatch("identifier", ((system, code),))]  # noqa: E731
+    assert await store.find("Patient", by("urn:test", "111"), 10) == []
+    assert await store.find("Patient", by("urn:test", "333"), 10) == ["a"]
+    assert await store.find("Patient", by(None, "222"), 10) == ["b"]
+    assert await store.find("Patient", by("urn:other", "222"), 10) == []
+    assert sorted(await store.find("Patient", by("urn:test", ""), 10)) == ["a", "b"]
+    either = [TokenMatch("identifier", (("urn:test", "222"), ("urn:test", "333")))]
+    assert sorted(await store.find("Patient", either, 10)) == ["a", "b"]
+    both = [TokenMatch("identifier", (("urn:test", "222"),)), TokenMatch("_id", ((None, "b"),))]
+    assert await store.find("Patient", both, 10) == ["b"]
+    await store.transact(lambda tx: tx.delete("Patient", "b"))
+    assert await store.find("Patient", by(None, "222"), 10) == []
+
+
+async def test_history_newest_first_with_since_and_cursor(opened: Opened) -> None:
+    store = opened.store
+    for i in range(5):
+        await put(store, "Patient", "h", patient(str(i)))
+    await put(store, "Observation", "o", {"resourceType": "Observation", "status": "final",
+                                          "code": {"text": "x"}})
+    inst = await store.history(HistoryQuery("Patient", "h", count=10))
+    assert [v.vid for v in inst] == [5, 4, 3, 2, 1]
+    page1 = await store.history(HistoryQuery("Patient", "h", count=2))
+    page2 = await store.history(HistoryQuery("Patient", "h", before_seq=page1[-1].seq, count=2))
+    assert [v.vid for v in page1 + page2] == [5, 4, 3, 2]
+    since = await store.history(HistoryQuery(since=inst[1].ts, count=10))
+    assert [(v.rtype, v.vid) for v in since] == [("Observation", 1), ("Patient", 5), ("Patient", 4)]
+    assert await store.history_total(HistoryQuery("Patient")) == 5
+    at = await store.history(HistoryQuery("Patient", "h", at=(inst[2].ts, inst[2].ts), count=10))
+    assert [v.vid for v in at] == [3]
+
+
+async def test_writes_survive_reopen(opened: Opened) -> None:
+    await put(opened.store, "Patient", "durable", patient("d", "dd"))
+    store = await opened.reopen()
+    v = await store.read("Patient", "durable")
+    assert v is not None and v.vid == 1
+    later = await put(store, "Patient", "durable", patient("e"))
+    assert later.vid == 2 and later.ts > v.ts
