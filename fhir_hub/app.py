@@ -13,7 +13,6 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-
 from fhir_hub.config import Settings
 from fhir_hub.errors import FhirError, error
 from fhir_hub.rest import history, read, search, transaction, write
@@ -24,6 +23,7 @@ from fhir_hub.search.dates import instant
 from fhir_hub.search.tokens import TokenIndexer
 from fhir_hub.storage.port import Store, Tx
 from fhir_hub.storage.sqlite.store import SQLiteStore
+from fhir_hub.validation import structure
 
 log = logging.getLogger("fhir_hub")
 
@@ -120,6 +120,7 @@ class FhirApp:
 
     async def startup(self) -> None:
         if not self._opened:
+            structure.warm_up()  # compile the validators before the first request, not during it
             await self.store.open()
             self._opened = True
             if self._sample:

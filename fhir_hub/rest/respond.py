@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fhir_hub.errors import FhirError, error
 from fhir_hub.rest import elements
-from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps, etag, http_date
+from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, dumps, etag, http_date
 from fhir_hub.storage.port import StoredVersion
 
 

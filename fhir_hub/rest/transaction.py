@@ -241,6 +241,11 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
             claim(e, e.rid)
         if e.full_url and e.rid is not None and e.method in ("POST", "PUT"):
             aliases[e.full_url] = f"{e.rtype}/{e.rid}"
+            tail = _fullurl_tail(e.full_url, e.rtype)
+            if e.method == "POST" and tail is not None:
+                # a relative reference to an absolute fullUrl's Type/id means that entry
+                # (references.html#bundle-references); its placeholder id is replaced
+                aliases.setdefault(tail, f"{e.rtype}/{e.rid}")
 
     for e in entries:
         if e.resource is None or e.method not in ("POST", "PUT"):
@@ -256,6 +261,15 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
                 holder["reference"] = _resolve_conditional_ref(tx, rel, path)
             elif rel != ref:
                 holder["reference"] = rel
+
+
+def _fullurl_tail(full_url: str, rtype: str) -> str | None:
+    if not (full_url.startswith("http://") or full_url.startswith("https://")):
+        return None
+    parts = full_url.rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == rtype:
+        return f"{rtype}/{parts[-1]}"
+    return None
 
 
 def _response(status: int, v: StoredVersion | None, with_body: bool) -> dict[str, Any]:

@@ -20,7 +20,14 @@ from fhir_hub.errors import FhirError, Issue, error, precondition
 from fhir_hub.rest import patch as fhir_patch
 from fhir_hub.rest.references import ReferenceChecker
 from fhir_hub.rest.respond import location, prefer_return, version_headers
-from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, information, parse_json, require_json_body
+from fhir_hub.rest.wire import (
+    CONTENT_TYPE_HEADER,
+    Request,
+    Response,
+    information,
+    parse_json,
+    require_json_body,
+)
 from fhir_hub.search.tokens import parse_criteria
 from fhir_hub.storage.port import StoredVersion, TokenMatch, Tx
 from fhir_hub.validation import structure

@@ -10,13 +10,13 @@ from __future__ import annotations
 import calendar
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 _DATE = re.compile(
     r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
     r"(Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _us(dt: datetime) -> int:
@@ -32,18 +32,18 @@ def period(text: str) -> tuple[int, int] | None:
     try:
         y = int(year)
         if month is None:
-            start = datetime(y, 1, 1, tzinfo=timezone.utc)
-            return _us(start), _us(datetime(y + 1, 1, 1, tzinfo=timezone.utc)) - 1
+            start = datetime(y, 1, 1, tzinfo=UTC)
+            return _us(start), _us(datetime(y + 1, 1, 1, tzinfo=UTC)) - 1
         mo = int(month)
         if day is None:
-            start = datetime(y, mo, 1, tzinfo=timezone.utc)
+            start = datetime(y, mo, 1, tzinfo=UTC)
             days = calendar.monthrange(y, mo)[1]
             return _us(start), _us(start + timedelta(days=days)) - 1
         d = int(day)
         if hour is None:
-            start = datetime(y, mo, d, tzinfo=timezone.utc)
+            start = datetime(y, mo, d, tzinfo=UTC)
             return _us(start), _us(start + timedelta(days=1)) - 1
-        zone = timezone.utc
+        zone = UTC
         if tz and tz != "Z":
             sign = 1 if tz[0] == "+" else -1
             zone = timezone(sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])))
