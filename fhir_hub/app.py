@@ -31,7 +31,8 @@ _JSON_HEADERS = [CONTENT_TYPE_HEADER]
 
 
 class _NoReferenceCheck(ReferenceChecker):
-    def check(self, resource: dict[str, Any], where: str) -> None:
+    def check(self, resource: dict[str, Any], where: str,
+              holders: list[dict[str, Any]] | None = None) -> None:
         return None
 
 

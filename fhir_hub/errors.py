@@ -16,8 +16,9 @@ Constructors are plain functions so call sites read ``raise not_found("Patient/1
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)

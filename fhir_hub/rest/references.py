@@ -39,6 +39,39 @@ def iter_reference_holders(node: Any, path: str) -> Iterator[tuple[dict[str, Any
                 yield from iter_reference_holders(value, f"{path}.{key}")
 
 
+def reference_holders(node: Any) -> list[dict[str, Any]]:
+    """Every dict with a string ``reference`` key, without locations: the fast path of writes.
+
+    Locations cost a string per node; :func:`path_of` finds one when an error needs it.
+    """
+    out: list[dict[str, Any]] = []
+    stack = [node]
+    pop, push = stack.pop, stack.append
+    while stack:
+        n = pop()
+        if n.__class__ is dict:
+            if n.get("reference").__class__ is str:
+                out.append(n)
+            for v in n.values():
+                c = v.__class__
+                if c is dict or c is list:
+                    push(v)
+        else:
+            for v in n:
+                c = v.__class__
+                if c is dict or c is list:
+                    push(v)
+    return out
+
+
+def path_of(root: Any, holder: dict[str, Any], where: str) -> str:
+    """FHIRPath location of ``holder``'s ``reference`` inside ``root``."""
+    for candidate, path in iter_reference_holders(root, where):
+        if candidate is holder:
+            return f"{path}.reference"
+    return where
+
+
 def parse_relative(ref: str) -> tuple[str, str, str | None] | None:
     """``(type, id, vid)`` of a relative literal reference to a known resource type, else ``None``."""
     m = _RELATIVE.match(ref)
@@ -63,37 +96,39 @@ class ReferenceChecker:
     def __init__(self, tx: Tx, base_url: str):
         self._tx = tx
         self._base = base_url
-        self._live: set[tuple[str, str]] = set()
+        #: ``Type/id`` strings known to be live in this unit of work.
+        self._live: set[str] = set()
 
     def known(self, rtype: str, rid: str) -> None:
-        self._live.add((rtype, rid))
+        self._live.add(f"{rtype}/{rid}")
 
-    def forget(self, rtype: str, rid: str) -> None:
-        self._live.discard((rtype, rid))
-
-    def check(self, resource: dict[str, Any], where: str) -> None:
-        for holder, path in iter_reference_holders(resource, where):
+    def check(self, resource: dict[str, Any], where: str,
+              holders: list[dict[str, Any]] | None = None) -> None:
+        """Raise a 409 for the first reference that does not resolve; ``holders`` may be reused."""
+        for holder in reference_holders(resource) if holders is None else holders:
             ref: str = holder["reference"]
-            if ref.startswith("#"):
+            if ref in self._live or ref[0] == "#":
                 continue
-            rel = strip_base(ref, self._base)
-            if rel.startswith("urn:uuid:") or rel.startswith("urn:oid:"):
-                raise FhirError(400, error("invalid", f"reference {ref!r} does not resolve to any entry of "
-                                           "this bundle", f"{path}.reference"))
-            parsed = parse_relative(rel)
-            if parsed is None:
-                continue  # absolute, logical or unknown-type reference: not ours to check
-            rtype, rid, vid = parsed
-            if (rtype, rid) in self._live and vid is None:
-                continue
-            if vid is not None:
-                if not vid.isdigit() or self._tx.vread(rtype, rid, int(vid)) is None:
-                    raise FhirError(409, error("not-found", f"reference {ref!r}: no such version",
-                                               f"{path}.reference"))
-                continue
-            cur = self._tx.current(rtype, rid)
-            if cur is None or cur.deleted:
-                state = "is deleted" if cur is not None else "does not exist"
-                raise FhirError(409, error("not-found", f"reference {ref!r}: the target {state}",
-                                           f"{path}.reference"))
-            self._live.add((rtype, rid))
+            problem = self._problem(ref)
+            if problem is not None:
+                code, text = problem
+                status = 400 if code == "invalid" else 409
+                raise FhirError(status, error(code, f"reference {ref!r}: {text}", path_of(resource, holder, where)))
+
+    def _problem(self, ref: str) -> tuple[str, str] | None:
+        rel = strip_base(ref, self._base)
+        if rel.startswith("urn:uuid:") or rel.startswith("urn:oid:"):
+            return "invalid", "does not resolve to any entry of this bundle"
+        parsed = parse_relative(rel)
+        if parsed is None:
+            return None  # absolute, logical or unknown-type reference: not ours to check
+        rtype, rid, vid = parsed
+        if vid is not None:
+            if not vid.isdigit() or self._tx.vread(rtype, rid, int(vid)) is None:
+                return "not-found", "no such version"
+            return None
+        cur = self._tx.current(rtype, rid)
+        if cur is None or cur.deleted:
+            return "not-found", "the target is deleted" if cur is not None else "the target does not exist"
+        self._live.add(f"{rtype}/{rid}")
+        return None

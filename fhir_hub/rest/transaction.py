@@ -23,7 +23,7 @@ import orjson
 from fhir_hub import definitions
 from fhir_hub.errors import FhirError, error, precondition
 from fhir_hub.rest import write
-from fhir_hub.rest.references import ReferenceChecker, iter_reference_holders, strip_base
+from fhir_hub.rest.references import ReferenceChecker, iter_reference_holders, path_of, reference_holders, strip_base
 from fhir_hub.rest.respond import prefer_return
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps, parse_json, require_json_body
 from fhir_hub.search.dates import instant
@@ -56,6 +56,8 @@ class Entry:
     existing: str | None = None
     #: Ids a conditional DELETE resolved to.
     targets: list[str] = field(default_factory=list)
+    #: The dicts holding the resource's references (found once, rewritten, then checked).
+    holders: list[dict[str, Any]] | None = None
 
     @property
     def where(self) -> str:
@@ -250,7 +252,8 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
     for e in entries:
         if e.resource is None or e.method not in ("POST", "PUT"):
             continue
-        for holder, path in iter_reference_holders(e.resource, f"{e.where}.resource"):
+        e.holders = reference_holders(e.resource)
+        for holder in e.holders:
             ref = holder["reference"]
             target = aliases.get(ref)
             if target is not None:
@@ -258,7 +261,8 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
                 continue
             rel = strip_base(ref, base_url)
             if "?" in rel and not rel.startswith("urn:") and definitions.is_resource_type(rel.split("?", 1)[0]):
-                holder["reference"] = _resolve_conditional_ref(tx, rel, path)
+                path = path_of(e.resource, holder, f"{e.where}.resource")
+                holder["reference"] = _resolve_conditional_ref(tx, rel, path.removesuffix(".reference"))
             elif rel != ref:
                 holder["reference"] = rel
 
@@ -339,11 +343,13 @@ def execute(tx: Tx, entries: list[Entry], hub: Any, base_url: str, with_body: bo
             if e.existing is not None:
                 results[e.index] = _response(200, tx.current(e.rtype, e.existing), with_body)
             else:
-                w = write.create(tx, e.rtype, e.resource, refs, rid=e.rid, where=where)
+                w = write.create(tx, e.rtype, e.resource, refs, rid=e.rid, fresh=True, where=where,
+                                 holders=e.holders)
                 results[e.index] = _response(201, w.version, with_body)
         elif e.method == "PUT":
             assert e.resource is not None and e.rid is not None
-            w = write.update(tx, e.rtype, e.rid, e.resource, refs, if_match=e.if_match, where=where)
+            w = write.update(tx, e.rtype, e.rid, e.resource, refs, if_match=e.if_match, where=where,
+                             holders=e.holders)
             results[e.index] = _response(w.status, w.version, with_body)
         elif e.method == "PATCH":
             assert e.rid is not None and e.patch is not None

@@ -120,21 +120,25 @@ def if_match_version(req: Request) -> int | None:
 
 
 def create(tx: Tx, rtype: str, resource: dict[str, Any], refs: ReferenceChecker, *,
-           if_none_exist: list[TokenMatch] | None = None, rid: str | None = None, where: str = "") -> Written:
+           if_none_exist: list[TokenMatch] | None = None, rid: str | None = None, fresh: bool = False,
+           where: str = "", holders: list[dict[str, Any]] | None = None) -> Written:
+    """POST: ``rid`` is an id chosen ahead (transactions); ``fresh`` says it was just generated."""
     if if_none_exist is not None:
         found = tx.find(rtype, if_none_exist, 2)
         if len(found) > 1:
             raise precondition(f"If-None-Exist matched more than one {rtype}: the criteria are not selective enough")
         if found:
             return Written(200, tx.current(rtype, found[0]))
+    fresh = rid is None or fresh
     rid = rid or new_id()
-    refs.check(resource, where or rtype)
+    refs.check(resource, where or rtype, holders)
     refs.known(rtype, rid)
-    return Written(201, tx.put(rtype, rid, resource, "POST"), created=True)
+    return Written(201, tx.put(rtype, rid, resource, "POST", fresh=fresh), created=True)
 
 
 def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: ReferenceChecker, *,
-           if_match: int | None = None, method: str = "PUT", where: str = "") -> Written:
+           if_match: int | None = None, method: str = "PUT", where: str = "",
+           holders: list[dict[str, Any]] | None = None) -> Written:
     cur = tx.current(rtype, rid)
     if if_match is not None:
         if cur is None or cur.deleted:
@@ -142,7 +146,7 @@ def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: Referen
         if cur.vid != if_match:
             raise precondition(f"If-Match W/\"{if_match}\" does not match the current version "
                                f"W/\"{cur.vid}\" of {rtype}/{rid}")
-    refs.check(resource, where or rtype)
+    refs.check(resource, where or rtype, holders)
     refs.known(rtype, rid)
     created = cur is None or cur.deleted
     return Written(201 if created else 200, tx.put(rtype, rid, resource, method), created=created)

@@ -11,7 +11,7 @@ parameter is refused with a clear 400 until then rather than matching nothing si
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -55,39 +55,48 @@ def _paths(expression: str, rtype: str) -> tuple[tuple[str, ...], ...]:
     return tuple(out)
 
 
-def _walk(node: Any, path: tuple[str, ...], i: int = 0) -> Iterator[Any]:
-    if i == len(path):
-        if isinstance(node, list):
-            yield from node
-        else:
-            yield node
-        return
-    if isinstance(node, list):
-        for item in node:
-            yield from _walk(item, path, i)
-        return
-    if isinstance(node, dict):
-        child = node.get(path[i])
-        if child is not None:
-            yield from _walk(child, path, i + 1)
+def _values(resource: dict[str, Any], path: tuple[str, ...]) -> list[Any]:
+    """Values at a dotted path, lists flattened at every step (FHIRPath's collection semantics)."""
+    nodes: list[Any] = [resource]
+    for name in path:
+        found: list[Any] = []
+        for node in nodes:
+            if node.__class__ is dict:
+                child = node.get(name)
+                if child is None:
+                    continue
+                if child.__class__ is list:
+                    found.extend(child)
+                else:
+                    found.append(child)
+        if not found:
+            return found
+        nodes = found
+    return nodes
 
 
-def _tokens(value: Any) -> Iterator[tuple[str, str]]:
-    """(system, code) pairs of a value of any token-able type; system ``""`` when absent."""
-    if isinstance(value, str):
-        yield "", value
-    elif isinstance(value, bool):
-        yield "", "true" if value else "false"
-    elif isinstance(value, dict):
+def _tokens(value: Any, out: set[tuple[str, str]]) -> None:
+    """Add the (system, code) pairs of a value of any token-able type; system ``""`` when absent."""
+    cls = value.__class__
+    if cls is str:
+        out.add(("", value))
+    elif cls is bool:
+        out.add(("", "true" if value else "false"))
+    elif cls is dict:
         codings = value.get("coding")
-        if isinstance(codings, list):  # CodeableConcept
+        if codings.__class__ is list:  # CodeableConcept
             for coding in codings:
-                if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                    yield coding.get("system") or "", coding["code"]
-        elif isinstance(value.get("code"), str):  # Coding
-            yield value.get("system") or "", value["code"]
-        elif isinstance(value.get("value"), str):  # Identifier, ContactPoint
-            yield value.get("system") or "", value["value"]
+                if coding.__class__ is dict and coding.get("code").__class__ is str:
+                    out.add((coding.get("system") or "", coding["code"]))
+        elif value.get("code").__class__ is str:  # Coding
+            out.add((value.get("system") or "", value["code"]))
+        elif value.get("value").__class__ is str:  # Identifier, ContactPoint
+            out.add((value.get("system") or "", value["value"]))
+
+
+@cache
+def _plan(rtype: str) -> tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]:
+    return tuple((p.code, p.paths) for p in token_params(rtype).values())
 
 
 class TokenIndexer:
@@ -95,14 +104,12 @@ class TokenIndexer:
 
     def rows(self, rtype: str, resource: dict[str, Any]) -> list[tuple[str, str, str | None, str]]:
         rows: list[tuple[str, str, str | None, str]] = []
-        for param in token_params(rtype).values():
-            seen: set[tuple[str, str]] = set()
-            for path in param.paths:
-                for value in _walk(resource, path):
-                    for pair in _tokens(value):
-                        if pair not in seen:
-                            seen.add(pair)
-                            rows.append(("token", param.code, pair[0], pair[1]))
+        for code, paths in _plan(rtype):
+            pairs: set[tuple[str, str]] = set()
+            for path in paths:
+                for value in _values(resource, path):
+                    _tokens(value, pairs)
+            rows.extend(("token", code, system, value) for system, value in pairs)
         return rows
 
 

@@ -86,8 +86,13 @@ class Tx(Protocol):
 
     def vread(self, rtype: str, rid: str, vid: int) -> StoredVersion | None: ...
 
-    def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str) -> StoredVersion:
-        """Write the next version of ``rtype/rid``; sets ``id`` and ``meta`` in ``resource``."""
+    def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str, *,
+            fresh: bool = False) -> StoredVersion:
+        """Write the next version of ``rtype/rid``; sets ``id`` and ``meta`` in ``resource``.
+
+        ``fresh`` promises that the id was never used (a server-assigned UUID), so the backend may
+        skip looking for an earlier version: the hot path of ingest.
+        """
         ...
 
     def delete(self, rtype: str, rid: str) -> StoredVersion | None:

@@ -102,49 +102,86 @@ def _find_sql(rtype: str, criteria: Sequence[TokenMatch], limit: int) -> tuple[s
     return sql, args
 
 
-class _Tx:
-    """The writer's view inside one unit of work (see :class:`fhir_hub.storage.port.Tx`)."""
+_INSERT_VERSION = "INSERT INTO version (seq, rtype, rid, vid, ts, method, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_UPSERT_CURRENT = (
+    "INSERT INTO current (rtype, rid, seq, vid, deleted) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (rtype, rid) DO UPDATE SET seq = excluded.seq, vid = excluded.vid, deleted = excluded.deleted"
+)
+_INSERT_TOKEN = "INSERT INTO idx_token (rtype, param, code, system, rid) VALUES (?, ?, ?, ?, ?)"
+_DELETE_TOKENS = "DELETE FROM idx_token WHERE rtype = ? AND rid = ?"
 
-    def __init__(self, conn: sqlite3.Connection, ts: int, indexer: Indexer | None):
+
+class _Tx:
+    """The writer's view inside one unit of work (see :class:`fhir_hub.storage.port.Tx`).
+
+    Writes are buffered and sent as a few ``executemany`` calls — before any read of the unit
+    (so reads see them) and when the unit ends — instead of four statements per resource.
+    Sequence numbers are assigned here, so no write waits for ``lastrowid``.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, ts: int, indexer: Indexer | None, seq: int):
         self._conn = conn
         self.ts = ts
+        self._instant = instant(ts)
         self._indexer = indexer
+        self.seq = seq
+        self._versions: list[tuple[Any, ...]] = []
+        self._current: list[tuple[Any, ...]] = []
+        self._stale: list[tuple[str, str]] = []
+        self._tokens: list[tuple[str, str, str, str, str]] = []
+        #: Latest vid written by this unit per (type, id), so rewrites need no lookup.
+        self._written: dict[tuple[str, str], tuple[int, bool]] = {}
+
+    def flush(self) -> None:
+        conn = self._conn
+        if self._versions:
+            conn.executemany(_INSERT_VERSION, self._versions)
+            conn.executemany(_UPSERT_CURRENT, self._current)
+            self._versions.clear()
+            self._current.clear()
+        if self._stale:
+            conn.executemany(_DELETE_TOKENS, self._stale)
+            self._stale.clear()
+        if self._tokens:
+            conn.executemany(_INSERT_TOKEN, self._tokens)
+            self._tokens.clear()
 
     def current(self, rtype: str, rid: str) -> StoredVersion | None:
+        self.flush()
         row = self._conn.execute(_READ, (rtype, rid)).fetchone()
         return None if row is None else _row(rtype, rid, row)
 
     def vread(self, rtype: str, rid: str, vid: int) -> StoredVersion | None:
+        self.flush()
         row = self._conn.execute(_VREAD, (rtype, rid, vid)).fetchone()
         return None if row is None else _row(rtype, rid, row)
 
-    def _next_vid(self, rtype: str, rid: str) -> int:
+    def _latest(self, rtype: str, rid: str) -> tuple[int, bool] | None:
+        """(vid, deleted) of the latest version, or None if the id was never used."""
+        known = self._written.get((rtype, rid))
+        if known is not None:
+            return known
         row = self._conn.execute(
-            "SELECT vid FROM current WHERE rtype = ? AND rid = ?", (rtype, rid)
+            "SELECT vid, deleted FROM current WHERE rtype = ? AND rid = ?", (rtype, rid)
         ).fetchone()
-        return 1 if row is None else row[0] + 1
+        return None if row is None else (row[0], bool(row[1]))
 
-    def _append(self, rtype: str, rid: str, vid: int, method: str, body: bytes | None) -> int:
-        cur = self._conn.execute(
-            "INSERT INTO version (rtype, rid, vid, ts, method, body) VALUES (?, ?, ?, ?, ?, ?)",
-            (rtype, rid, vid, self.ts, method, body),
-        )
-        seq = cur.lastrowid
-        assert seq is not None
-        self._conn.execute(
-            "INSERT INTO current (rtype, rid, seq, vid, deleted) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (rtype, rid) DO UPDATE SET seq = excluded.seq, vid = excluded.vid, "
-            "deleted = excluded.deleted",
-            (rtype, rid, seq, vid, 1 if body is None else 0),
-        )
-        self._conn.execute("DELETE FROM idx_token WHERE rtype = ? AND rid = ?", (rtype, rid))
-        return seq
+    def _append(self, rtype: str, rid: str, vid: int, method: str, body: bytes | None, fresh: bool) -> int:
+        self.seq += 1
+        self._versions.append((self.seq, rtype, rid, vid, self.ts, method, body))
+        self._current.append((rtype, rid, self.seq, vid, 1 if body is None else 0))
+        if not fresh:
+            self._stale.append((rtype, rid))
+        self._written[(rtype, rid)] = (vid, body is None)
+        return self.seq
 
-    def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str) -> StoredVersion:
-        vid = self._next_vid(rtype, rid)
+    def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str, *,
+            fresh: bool = False) -> StoredVersion:
+        latest = None if fresh else self._latest(rtype, rid)
+        vid = 1 if latest is None else latest[0] + 1
         meta = dict(resource.get("meta") or {})
         meta["versionId"] = str(vid)
-        meta["lastUpdated"] = instant(self.ts)
+        meta["lastUpdated"] = self._instant
         resource.pop("id", None)
         resource.pop("meta", None)
         resource.pop("resourceType", None)
@@ -152,31 +189,27 @@ class _Tx:
         resource.clear()
         resource.update(stored)
         body = orjson.dumps(stored)
-        seq = self._append(rtype, rid, vid, method, body)
+        seq = self._append(rtype, rid, vid, method, body, fresh or latest is None)
         if self._indexer is not None:
-            rows = self._indexer.rows(rtype, stored)
-            if rows:
-                self._conn.executemany(
-                    "INSERT INTO idx_token (rtype, param, code, system, rid) VALUES (?, ?, ?, ?, ?)",
-                    [(rtype, param, value, system or "", rid) for _kind, param, system, value in rows],
-                )
+            self._tokens.extend((rtype, param, value, system or "", rid)
+                                for _kind, param, system, value in self._indexer.rows(rtype, stored))
         return StoredVersion(rtype, rid, vid, self.ts, method, body, seq)
 
     def delete(self, rtype: str, rid: str) -> StoredVersion | None:
-        row = self._conn.execute(
-            "SELECT vid, deleted FROM current WHERE rtype = ? AND rid = ?", (rtype, rid)
-        ).fetchone()
-        if row is None or row[1]:
+        latest = self._latest(rtype, rid)
+        if latest is None or latest[1]:
             return None
-        vid = row[0] + 1
-        seq = self._append(rtype, rid, vid, "DELETE", None)
+        vid = latest[0] + 1
+        seq = self._append(rtype, rid, vid, "DELETE", None, False)
         return StoredVersion(rtype, rid, vid, self.ts, "DELETE", None, seq)
 
     def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int) -> list[str]:
+        self.flush()
         sql, args = _find_sql(rtype, criteria, limit)
         return [r[0] for r in self._conn.execute(sql, args)]
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]:
+        self.flush()
         return _history(self._conn, query)
 
 
@@ -216,14 +249,17 @@ class SQLiteStore:
         self._writer: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
         self._last_ts = 0
+        #: Highest ``seq`` committed or written by the writer (assigned by the store, not SQLite).
+        self._seq = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         wconn = schema.connect(self.path, self._synchronous)
         schema.ensure(wconn)
-        row = wconn.execute("SELECT max(ts) FROM version").fetchone()
+        row = wconn.execute("SELECT max(ts), max(seq) FROM version").fetchone()
         self._last_ts = row[0] or 0
+        self._seq = row[1] or 0
         self._reader = schema.connect(self.path, self._synchronous, readonly=True)
         self._writer = threading.Thread(target=self._write_loop, args=(wconn,), name="fhir-hub-writer", daemon=True)
         self._writer.start()
@@ -310,14 +346,17 @@ class SQLiteStore:
                 if not unit.future.set_running_or_notify_cancel():
                     continue
                 conn.execute("SAVEPOINT unit")
+                tx = _Tx(conn, self._next_ts(), self._indexer, self._seq)
                 try:
-                    value = unit.fn(_Tx(conn, self._next_ts(), self._indexer))
+                    value = unit.fn(tx)
+                    tx.flush()
                 except BaseException as exc:  # the unit fails alone; the group goes on
                     conn.execute("ROLLBACK TO unit")
                     conn.execute("RELEASE unit")
                     results.append((unit, False, exc))
                 else:
                     conn.execute("RELEASE unit")
+                    self._seq = tx.seq
                     results.append((unit, True, value))
             conn.execute("COMMIT")
         except BaseException as exc:

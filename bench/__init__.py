@@ -1,0 +1,1 @@
+"""Benchmarks of fhir-hub against floors measured in the same run (see bench/README.md)."""

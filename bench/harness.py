@@ -1,0 +1,399 @@
+"""Process plumbing shared by the benches: servers, wrk, py-spy, /proc memory, profile summaries.
+
+Everything listens on 127.0.0.1; every loop is bounded by a deadline; every process started here
+is stopped by its own pid (:class:`Proc.stop`).
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+
+
+def rel(p: Path) -> str:
+    """``p`` relative to the repository when inside it (for the results files)."""
+    try:
+        return str(p.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for servers: the repository on the path (fhir_hub need not be installed)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra)
+    return env
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+def proc_status_kb(pid: int, key: str) -> int | None:
+    """``VmRSS``/``VmHWM``/... of a process in kB, from /proc/PID/status."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def proc_mem_kb(pid: int) -> dict[str, int]:
+    """VmRSS, RssAnon, RssFile, RssShmem and VmHWM of a process in kB ({} once it is gone)."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"):
+                    out[key] = int(line.split()[1])
+    except OSError:
+        return {}
+    return out
+
+
+class RssSampler:
+    """Polls VmRSS of ``pid`` on a thread until stopped; ``peak_kb`` is the largest sample."""
+
+    def __init__(self, pid: int, interval: float = 0.02):
+        self.pid = pid
+        self.interval = interval
+        self.peak_kb = 0
+        #: the heap part of RSS (file-backed pages, e.g. SQLite's mmap of the db, are RssFile)
+        self.peak_anon_kb = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            mem = proc_mem_kb(self.pid)
+            if not mem:
+                return
+            self.samples += 1
+            self.peak_kb = max(self.peak_kb, mem.get("VmRSS", 0))
+            self.peak_anon_kb = max(self.peak_anon_kb, mem.get("RssAnon", 0))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+# --- servers -----------------------------------------------------------------------------------
+
+
+def http_get(port: int, path: str, headers: dict[str, str] | None = None,
+             timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Proc:
+    """A server started by a bench; ``startup_ms`` is spawn → first 200 on ``ready_path``."""
+
+    name: str
+    cmd: list[str]
+    port: int
+    log_path: Path
+    ready_path: str = "/health"
+    ready_statuses: tuple[int, ...] = (200,)
+    env: dict[str, str] = field(default_factory=child_env)
+    popen: subprocess.Popen[bytes] | None = None
+    startup_ms: float | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def start(self, timeout: float = 60.0) -> Proc:
+        log = open(self.log_path, "ab")
+        t0 = time.perf_counter()
+        self.popen = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = t0 + timeout
+        while time.perf_counter() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode} before answering; "
+                                   f"log tail:\n{self.log_tail()}")
+            try:
+                status, _, _ = http_get(self.port, self.ready_path, timeout=1.0)
+                if status in self.ready_statuses:
+                    self.startup_ms = (time.perf_counter() - t0) * 1000
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.01)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer {self.ready_statuses} on {self.ready_path} within {timeout}s; "
+                           f"log tail:\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def rss_kb(self) -> int | None:
+        return proc_status_kb(self.pid, "VmRSS")
+
+    def hwm_kb(self) -> int | None:
+        return proc_status_kb(self.pid, "VmHWM")
+
+    def mem_kb(self) -> dict[str, int]:
+        return proc_mem_kb(self.pid)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown (lifespan closes the store)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+        return self.popen.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def fhir_hub_proc(port: int, db: Path, log: Path) -> Proc:
+    cmd = [sys.executable, "-m", "fhir_hub", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", str(db)]
+    return Proc("fhir-hub", cmd, port, log)
+
+
+def floor_proc(name: str, factory: str, port: int, db: Path, log: Path) -> Proc:
+    """A floor app under uvicorn with the same server settings fhir-hub uses."""
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", f"bench.floors:{factory}", "--host", "127.0.0.1",
+           "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+           "--log-level", "warning", "--lifespan", "off"]
+    # an unknown id answers 404: any such answer means the app is up
+    return Proc(name, cmd, port, log, ready_path="/Patient/__ready__", ready_statuses=(200, 404),
+                env=child_env(BENCH_FLOOR_DB=str(db)))
+
+
+# --- wrk ---------------------------------------------------------------------------------------
+
+LUA_RANDOM_GET = """
+local ids = {}
+for line in io.lines(%(ids)s) do if #line > 0 then ids[#ids + 1] = line end end
+local prefix, suffix = %(prefix)s, %(suffix)s
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("tid", counter) end
+function init(args) math.randomseed(os.time() * 1000 + (tid or 1) * 7919) end
+%(headers)s
+function request() return wrk.format("GET", prefix .. ids[math.random(#ids)] .. suffix) end
+"""
+
+LUA_POST = """
+local f = assert(io.open(%(body)s, "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/fhir+json"
+%(headers)s
+"""
+
+
+def lua_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string literal is a valid Lua string literal for these inputs
+
+
+def lua_headers(headers: dict[str, str]) -> str:
+    return "\n".join(f"wrk.headers[{lua_str(k)}] = {lua_str(v)}" for k, v in headers.items())
+
+
+def random_get_script(path: Path, ids_file: Path, prefix: str, suffix: str = "",
+                      headers: dict[str, str] | None = None) -> Path:
+    path.write_text(LUA_RANDOM_GET % {"ids": lua_str(str(ids_file)), "prefix": lua_str(prefix),
+                                      "suffix": lua_str(suffix), "headers": lua_headers(headers or {})})
+    return path
+
+
+def post_script(path: Path, body_file: Path, headers: dict[str, str] | None = None) -> Path:
+    path.write_text(LUA_POST % {"body": lua_str(str(body_file)), "headers": lua_headers(headers or {})})
+    return path
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"unparsed wrk duration {text!r}")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """Requests/s, the latency distribution (ms) and error counts from ``wrk --latency`` output."""
+    res: dict[str, Any] = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["req_s"] = float(m.group(1)) if m else None
+    m = re.search(r"(\d+) requests in ([\d.]+\w+),", out)
+    res["requests"] = int(m.group(1)) if m else None
+    dist: dict[str, float] = {}
+    block = out.split("Latency Distribution", 1)
+    if len(block) == 2:
+        for pct, value in re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)\s*$", block[1], re.M):
+            dist[pct] = _ms(value)
+    res["latency_ms"] = dist
+    res["p50_ms"] = dist.get("50")
+    res["p99_ms"] = dist.get("99")
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    res["non_2xx_3xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)) if m else {}
+    return res
+
+
+def wrk(url: str, script: Path, duration: float, connections: int, threads: int = 2,
+        timeout_s: int = 10) -> dict[str, Any]:
+    cmd = [WRK, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+           f"--timeout={timeout_s}s", "-s", str(script), url]
+    load_before = loadavg()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    res = parse_wrk(proc.stdout)
+    res.update(cmd=" ".join(cmd), exit=proc.returncode, loadavg_before=load_before, loadavg_after=loadavg())
+    if proc.returncode != 0 or res["req_s"] is None:
+        res["stderr"] = proc.stderr[-2000:]
+        res["stdout"] = proc.stdout[-2000:]
+    return res
+
+
+# --- profiles ----------------------------------------------------------------------------------
+
+
+class PySpy:
+    """``py-spy record`` on a running server, stopped with SIGINT (py-spy then writes the file)."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 250):
+        self.pid = pid
+        self.out = out
+        self.cmd = [PY_SPY, "record", "--pid", str(pid), "--rate", str(rate), "--format", "speedscope",
+                    "--output", str(out), "--nonblocking"]
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.error: str | None = None
+
+    def __enter__(self) -> PySpy:
+        try:
+            self.out.unlink(missing_ok=True)
+            self.popen = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            self.error = f"py-spy could not start: {exc}"
+            return self
+        time.sleep(0.7)  # attach before the load starts
+        if self.popen.poll() is not None:
+            out = self.popen.stdout.read().decode(errors="replace") if self.popen.stdout else ""
+            self.error = f"py-spy exited with {self.popen.returncode}: {out[-800:]}"
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.popen.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            out, _ = self.popen.communicate(timeout=10)
+        if not self.out.exists() and self.error is None:
+            self.error = f"py-spy wrote no profile (exit {self.popen.returncode}): " \
+                         f"{(out or b'').decode(errors='replace')[-800:]}"
+
+
+def summarize_speedscope(path: Path, top: int = 15) -> dict[str, Any]:
+    """Top frames of a py-spy speedscope file: self (leaf) and inclusive share of all samples,
+    over all threads, plus each thread's share. Frames are keyed by function and file:line of
+    the definition-less py-spy frame name (``function (file:line)``)."""
+    doc = json.loads(path.read_text())
+    frames = doc["shared"]["frames"]
+
+    def key(i: int) -> str:
+        f = frames[i]
+        file = f.get("file") or ""
+        short = "/".join(Path(file).parts[-2:]) if file else "?"
+        return f"{f['name']} ({short})"
+
+    self_w: collections.Counter[str] = collections.Counter()
+    incl_w: collections.Counter[str] = collections.Counter()
+    threads: dict[str, float] = {}
+    total = 0.0
+    n_samples = 0
+    for prof in doc["profiles"]:
+        t_total = 0.0
+        for stack, w in zip(prof["samples"], prof["weights"], strict=True):
+            t_total += w
+            n_samples += 1
+            if not stack:
+                continue
+            self_w[key(stack[-1])] += w
+            # the launcher chain (runpy, typer, uvicorn.run, ... down to asyncio's Runner.run) is in
+            # every sample of the main thread: leave it out of the inclusive list
+            start = 0
+            for j, i in enumerate(stack):
+                if frames[i]["name"] == "Runner.run":
+                    start = j + 1
+                    break
+            for k in {key(i) for i in stack[start:]}:
+                incl_w[k] += w
+        threads[prof.get("name", "?")] = t_total
+        total += t_total
+    if total == 0:
+        return {"samples": 0, "self": [], "inclusive": [], "threads": {}}
+
+    def pct(c: collections.Counter[str]) -> list[dict[str, Any]]:
+        return [{"frame": k, "pct": round(100 * v / total, 1)} for k, v in c.most_common(top)]
+
+    return {"samples": n_samples, "sampled_s": round(total, 2), "self": pct(self_w), "inclusive": pct(incl_w),
+            "threads": {k: round(100 * v / total, 1) for k, v in threads.items()}}
