@@ -33,13 +33,15 @@ class Server:
     port: int
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    #: Extra ``fhir-hub serve`` flags.
+    args: tuple[str, ...] = ()
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}/fhir"
 
     def start(self, timeout: float = 20.0) -> Server:
-        cmd = [sys.executable, "-m", "fhir_hub", "serve", "--port", str(self.port), "--db", str(self.db)]
+        cmd = [sys.executable, "-m", "fhir_hub", "serve", "--port", str(self.port), "--db", str(self.db), *self.args]
         self.proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout

@@ -23,7 +23,13 @@ import orjson
 from fhir_hub import definitions
 from fhir_hub.errors import FhirError, error, precondition
 from fhir_hub.rest import write
-from fhir_hub.rest.references import ReferenceChecker, iter_reference_holders, path_of, reference_holders, strip_base
+from fhir_hub.rest.references import (
+    ReferenceChecker,
+    iter_reference_holders,
+    path_of,
+    reference_holders,
+    strip_base,
+)
 from fhir_hub.rest.respond import prefer_return
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps, parse_json, require_json_body
 from fhir_hub.search.dates import instant

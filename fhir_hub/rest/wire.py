@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -74,7 +75,13 @@ def etag(vid: int) -> bytes:
 
 
 def http_date(ts_us: int) -> bytes:
-    return formatdate(ts_us / 1_000_000, usegmt=True).encode("ascii")
+    return _http_date_of_second(ts_us // 1_000_000)
+
+
+@lru_cache(maxsize=4096)
+def _http_date_of_second(seconds: int) -> bytes:
+    """HTTP dates have whole seconds, and a bundle's versions share one: format each second once."""
+    return formatdate(seconds, usegmt=True).encode("ascii")
 
 
 def parse_http_date(text: str) -> int | None:
