@@ -171,9 +171,8 @@ class FhirApp:
                 raw_query = scope["query_string"].decode("latin-1")
                 query = parse_qsl(raw_query, keep_blank_values=True) if raw_query else []
                 pretty = ("_pretty", "true") in query
-                body = await self._body(headers, receive)
                 req = Request(method, [s for s in path[len(self._base):].split("/") if s], query, headers,
-                              body, self._base_url(scope, headers), raw_query)
+                              await self._body(headers, receive), self._base_url(scope, headers), raw_query)
                 response = await dispatch(self.hub, req)
             else:
                 raise FhirError(404, error("not-found", f"nothing at {path}; the FHIR API is at {self._base}"))

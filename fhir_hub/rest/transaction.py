@@ -174,6 +174,7 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool) -> Entry:
 def parse_bundle(req: Request, validate: bool) -> tuple[str, list[Any]]:
     require_json_body(req)
     bundle = parse_json(req.body)
+    req.body = b""  # a large bundle's bytes are not needed once parsed
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FhirError(400, error("invalid", "POST to the base expects a Bundle of type batch or transaction",
                                    "resourceType"))
@@ -336,35 +337,43 @@ def execute(tx: Tx, entries: list[Entry], hub: Any, base_url: str, with_body: bo
     validate = hub.settings.validate
     for e in sorted(entries, key=lambda x: _ORDER[x.method]):
         where = f"{e.where}.resource"
-        if e.method == "DELETE":
-            if e.rid is not None and not e.targets:
-                w = write.delete(tx, e.rtype, e.rid, if_match=e.if_match)
-                results[e.index] = _response(w.status if w.version else 204, w.version, False)
-            else:
-                for rid in e.targets:
-                    tx.delete(e.rtype, rid)
-                results[e.index] = _response(204 if not e.targets else 200, None, False)
-        elif e.method == "POST":
-            assert e.resource is not None and e.rid is not None
-            if e.existing is not None:
-                results[e.index] = _response(200, tx.current(e.rtype, e.existing), with_body)
-            else:
-                w = write.create(tx, e.rtype, e.resource, refs, rid=e.rid, fresh=True, where=where,
-                                 holders=e.holders)
-                results[e.index] = _response(201, w.version, with_body)
-        elif e.method == "PUT":
-            assert e.resource is not None and e.rid is not None
-            w = write.update(tx, e.rtype, e.rid, e.resource, refs, if_match=e.if_match, where=where,
-                             holders=e.holders)
-            results[e.index] = _response(w.status, w.version, with_body)
-        elif e.method == "PATCH":
-            assert e.rid is not None and e.patch is not None
-            w = write.patch(tx, e.rtype, e.rid, e.patch, refs, if_match=e.if_match, validate_on=validate,
-                            where=where)
-            results[e.index] = _response(w.status, w.version, with_body)
-        else:
-            results[e.index] = _read_entry(tx, e, base_url)
+        results[e.index] = _apply(tx, e, refs, base_url, with_body, validate, where)
+        if e.method != "GET" and e.method != "HEAD":
+            e.resource = e.holders = None  # written: the stored bytes are all that is needed now
     return [results[e.index] for e in entries]
+
+
+def _apply(tx: Tx, e: Entry, refs: ReferenceChecker, base_url: str, with_body: bool, validate: bool,
+           where: str) -> dict[str, Any]:
+    """Apply one resolved entry; returns its response entry."""
+    if e.method == "DELETE":
+        if e.rid is not None and not e.targets:
+            w = write.delete(tx, e.rtype, e.rid, if_match=e.if_match)
+            return _response(w.status if w.version else 204, w.version, False)
+        else:
+            for rid in e.targets:
+                tx.delete(e.rtype, rid)
+            return _response(204 if not e.targets else 200, None, False)
+    elif e.method == "POST":
+        assert e.resource is not None and e.rid is not None
+        if e.existing is not None:
+            return _response(200, tx.current(e.rtype, e.existing), with_body)
+        else:
+            w = write.create(tx, e.rtype, e.resource, refs, rid=e.rid, fresh=True, where=where,
+                             holders=e.holders)
+            return _response(201, w.version, with_body)
+    elif e.method == "PUT":
+        assert e.resource is not None and e.rid is not None
+        w = write.update(tx, e.rtype, e.rid, e.resource, refs, if_match=e.if_match, where=where,
+                         holders=e.holders)
+        return _response(w.status, w.version, with_body)
+    elif e.method == "PATCH":
+        assert e.rid is not None and e.patch is not None
+        w = write.patch(tx, e.rtype, e.rid, e.patch, refs, if_match=e.if_match, validate_on=validate,
+                        where=where)
+        return _response(w.status, w.version, with_body)
+    else:
+        return _read_entry(tx, e, base_url)
 
 
 # -- HTTP handler ----------------------------------------------------------------------------

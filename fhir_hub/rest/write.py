@@ -8,8 +8,9 @@ Parsing and validation happen before, on the event loop, so the writer only writ
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,17 @@ class Written:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A time-ordered UUID (version 7 layout, RFC 9562) for server-assigned ids.
+
+    Ids that grow with time land at the right edge of every B-tree keyed by id (``current``,
+    the version and token indexes): random UUIDs dirty a random page per insert, which showed up
+    as the largest cost of ingest (WAL growth and checkpoints) once a store held 200,000 resources.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | (((rand >> 62) & 0xFFF) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 # -- checks on the loop ----------------------------------------------------------------------

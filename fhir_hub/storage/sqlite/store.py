@@ -109,6 +109,7 @@ _UPSERT_CURRENT = (
 )
 _INSERT_TOKEN = "INSERT INTO idx_token (rtype, param, code, system, rid) VALUES (?, ?, ?, ?, ?)"
 _DELETE_TOKENS = "DELETE FROM idx_token WHERE rtype = ? AND rid = ?"
+_FLUSH_ROWS = 500
 
 
 class _Tx:
@@ -173,6 +174,8 @@ class _Tx:
         if not fresh:
             self._stale.append((rtype, rid))
         self._written[(rtype, rid)] = (vid, body is None)
+        if len(self._versions) >= _FLUSH_ROWS:
+            self.flush()  # bound the buffer: a 50 MB bundle must not hold every body twice
         return self.seq
 
     def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str, *,
