@@ -304,13 +304,23 @@ def _patch_document(req: Request) -> tuple[str, Any]:
                                "send application/json-patch+json or application/fhir+json (FHIRPath Patch)"))
 
 
+def _repeats(element: str) -> bool | None:
+    """Cardinality from the R4 element model, for FHIRPath Patch creating a new element."""
+    owner, _, name = element.rpartition(".")
+    try:
+        el = definitions.type_model(owner).get(name) if owner else None
+    except KeyError:
+        return None
+    return None if el is None else el["max"] == "*" or (isinstance(el["max"], int) and el["max"] > 1)
+
+
 def apply_patch(resource: dict[str, Any], document: tuple[str, Any]) -> dict[str, Any]:
     kind, body = document
     rtype, rid = resource.get("resourceType"), resource.get("id")
     if kind == "json":
         out = fhir_patch.apply_json_patch(resource, body)
     else:
-        out = fhir_patch.apply_fhirpath_patch(resource, body)
+        out = fhir_patch.apply_fhirpath_patch(resource, body, is_repeating=_repeats)
     if out.get("resourceType") != rtype or out.get("id") != rid:
         raise FhirError(422, error("processing", "a patch may not change resourceType or id"))
     return out

@@ -11,6 +11,7 @@ import calendar
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 _DATE = re.compile(
     r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
@@ -61,6 +62,7 @@ def period(text: str) -> tuple[int, int] | None:
         return None
 
 
+@lru_cache(maxsize=1024)
 def instant(ts: int) -> str:
     """FHIR ``instant`` text for a µs timestamp, in UTC with microseconds."""
     secs, micros = divmod(ts, 1_000_000)
