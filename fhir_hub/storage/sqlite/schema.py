@@ -3,14 +3,16 @@
 ``version`` is the append-only log (its rowid ``seq`` is the global change order that system
 history and paging cursors use); ``current`` points each (type, id) at its latest version so a
 read is two primary-key seeks; ``idx_token`` is the first narrow index table (HAPI's layout),
-filled by the search module's indexer and always pointing at current versions only.
+filled by the search module's indexer and always pointing at current versions only. It is one
+B-tree (its primary key is the lookup order); rows of a replaced version are found again by
+extracting them from that version's body, so no second index by owner is kept.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS version (
@@ -40,10 +42,9 @@ CREATE TABLE IF NOT EXISTS idx_token (
     param  TEXT NOT NULL,
     code   TEXT NOT NULL,
     system TEXT NOT NULL,
-    rid    TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_token_lookup ON idx_token (rtype, param, code, system);
-CREATE INDEX IF NOT EXISTS idx_token_owner ON idx_token (rtype, rid);
+    rid    TEXT NOT NULL,
+    PRIMARY KEY (rtype, param, code, system, rid)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS store_meta (
     key   TEXT PRIMARY KEY,

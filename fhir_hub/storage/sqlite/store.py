@@ -108,7 +108,11 @@ _UPSERT_CURRENT = (
     "ON CONFLICT (rtype, rid) DO UPDATE SET seq = excluded.seq, vid = excluded.vid, deleted = excluded.deleted"
 )
 _INSERT_TOKEN = "INSERT INTO idx_token (rtype, param, code, system, rid) VALUES (?, ?, ?, ?, ?)"
-_DELETE_TOKENS = "DELETE FROM idx_token WHERE rtype = ? AND rid = ?"
+_DELETE_TOKEN = "DELETE FROM idx_token WHERE rtype = ? AND param = ? AND code = ? AND system = ? AND rid = ?"
+_LATEST = (
+    "SELECT c.vid, c.deleted, v.body FROM current c JOIN version v ON v.seq = c.seq "
+    "WHERE c.rtype = ? AND c.rid = ?"
+)
 _FLUSH_ROWS = 500
 
 
@@ -128,10 +132,10 @@ class _Tx:
         self.seq = seq
         self._versions: list[tuple[Any, ...]] = []
         self._current: list[tuple[Any, ...]] = []
-        self._stale: list[tuple[str, str]] = []
+        self._stale: list[tuple[str, str, str, str, str]] = []
         self._tokens: list[tuple[str, str, str, str, str]] = []
-        #: Latest vid written by this unit per (type, id), so rewrites need no lookup.
-        self._written: dict[tuple[str, str], tuple[int, bool]] = {}
+        #: Latest (vid, deleted, token rows) written by this unit per (type, id).
+        self._written: dict[tuple[str, str], tuple[int, bool, list[tuple[str, str, str, str, str]]]] = {}
 
     def flush(self) -> None:
         conn = self._conn
@@ -141,7 +145,7 @@ class _Tx:
             self._versions.clear()
             self._current.clear()
         if self._stale:
-            conn.executemany(_DELETE_TOKENS, self._stale)
+            conn.executemany(_DELETE_TOKEN, self._stale)
             self._stale.clear()
         if self._tokens:
             conn.executemany(_INSERT_TOKEN, self._tokens)
@@ -157,23 +161,32 @@ class _Tx:
         row = self._conn.execute(_VREAD, (rtype, rid, vid)).fetchone()
         return None if row is None else _row(rtype, rid, row)
 
-    def _latest(self, rtype: str, rid: str) -> tuple[int, bool] | None:
-        """(vid, deleted) of the latest version, or None if the id was never used."""
+    def _token_rows(self, rtype: str, rid: str, resource: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+        if self._indexer is None:
+            return []
+        return [(rtype, param, value, system or "", rid)
+                for _kind, param, system, value in self._indexer.rows(rtype, resource)]
+
+    def _latest(self, rtype: str, rid: str) -> tuple[int, bool, list[tuple[str, str, str, str, str]]] | None:
+        """(vid, deleted, index rows) of the latest version, or None if the id was never used."""
         known = self._written.get((rtype, rid))
         if known is not None:
+            self.flush()  # its rows must be in the table before they can be replaced
             return known
-        row = self._conn.execute(
-            "SELECT vid, deleted FROM current WHERE rtype = ? AND rid = ?", (rtype, rid)
-        ).fetchone()
-        return None if row is None else (row[0], bool(row[1]))
+        row = self._conn.execute(_LATEST, (rtype, rid)).fetchone()
+        if row is None:
+            return None
+        rows = [] if row[2] is None else self._token_rows(rtype, rid, orjson.loads(row[2]))
+        return row[0], bool(row[1]), rows
 
-    def _append(self, rtype: str, rid: str, vid: int, method: str, body: bytes | None, fresh: bool) -> int:
+    def _append(self, rtype: str, rid: str, vid: int, method: str, body: bytes | None,
+                stale: list[tuple[str, str, str, str, str]], rows: list[tuple[str, str, str, str, str]]) -> int:
         self.seq += 1
         self._versions.append((self.seq, rtype, rid, vid, self.ts, method, body))
         self._current.append((rtype, rid, self.seq, vid, 1 if body is None else 0))
-        if not fresh:
-            self._stale.append((rtype, rid))
-        self._written[(rtype, rid)] = (vid, body is None)
+        self._stale.extend(stale)
+        self._tokens.extend(rows)
+        self._written[(rtype, rid)] = (vid, body is None, rows)
         if len(self._versions) >= _FLUSH_ROWS:
             self.flush()  # bound the buffer: a 50 MB bundle must not hold every body twice
         return self.seq
@@ -192,10 +205,8 @@ class _Tx:
         resource.clear()
         resource.update(stored)
         body = orjson.dumps(stored)
-        seq = self._append(rtype, rid, vid, method, body, fresh or latest is None)
-        if self._indexer is not None:
-            self._tokens.extend((rtype, param, value, system or "", rid)
-                                for _kind, param, system, value in self._indexer.rows(rtype, stored))
+        seq = self._append(rtype, rid, vid, method, body, latest[2] if latest else [],
+                           self._token_rows(rtype, rid, stored))
         return StoredVersion(rtype, rid, vid, self.ts, method, body, seq)
 
     def delete(self, rtype: str, rid: str) -> StoredVersion | None:
@@ -203,7 +214,7 @@ class _Tx:
         if latest is None or latest[1]:
             return None
         vid = latest[0] + 1
-        seq = self._append(rtype, rid, vid, "DELETE", None, False)
+        seq = self._append(rtype, rid, vid, "DELETE", None, latest[2], [])
         return StoredVersion(rtype, rid, vid, self.ts, "DELETE", None, seq)
 
     def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int) -> list[str]:
