@@ -181,8 +181,8 @@ class FhirApp:
         except Exception:  # a bug, not bad input: say so without leaking internals
             log.exception("unhandled error on %s %s", method, path)
             response = outcome_response(FhirError(500, error("exception", "internal error; see the server log")))
-        out_headers = response.headers
-        out_headers.append((b"content-length", str(len(response.body)).encode()))
+        # a new list: handlers may answer with shared, precomputed header lists
+        out_headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
         await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
 
