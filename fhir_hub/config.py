@@ -23,6 +23,8 @@ class Settings:
     public_base_url: str | None = None
     #: Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = 128 * 1024 * 1024
+    #: Bundles larger than this are parsed entry by entry, keeping memory near their size.
+    stream_bundle_bytes: int = 8 * 1024 * 1024
     #: Structural validation of every written resource against R4.
     validate: bool = True
     #: Relative references to ``Type/id`` must point at a live resource on write.

@@ -1,47 +1,145 @@
-"""Copy the small code lists the sample generator needs from ../shared/vn into the package.
+"""Build the sample generator's data files in ``fhir_hub/sample/data/`` from ``../shared/vn/code-lists``.
 
-Run as ``python tools/build_sample_data.py [--shared DIR]``; the outputs in
-``fhir_hub/sample/data/`` are committed, so the package never reads ``shared/`` at run time.
+Run as ``python tools/build_sample_data.py [--shared DIR]``. The outputs are committed, so the
+package never reads ``shared/`` at run time. Province populations (thousands, approximate) are only
+sampling weights for where generated people were born; the facility codes are invented in the
+real 5-character format (province code + 3 digits).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import random
+import unicodedata
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "fhir_hub" / "sample" / "data"
 
-#: Common outpatient diagnoses (ICD-10, Vietnamese edition); names come from the catalogue.
-ICD10 = ("J00 J02.9 J03.9 J06.9 J18.9 J20.9 J45.9 I10 I11.9 I20.9 I25.1 E11.9 E78.5 E66.9 K21.9 K29.7 K30 "
-         "K59.0 M54.5 M17.9 M81.9 N39.0 N18.9 A09 B34.9 L20.9 L30.9 H10.9 H52.1 R51 R50.9 G43.9 F41.9 F32.9 "
-         "D50.9 Z00.0 K02.9 E03.9 A15.0").split()
+
+def nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def build(src: Path) -> None:
+    def rows(name: str) -> list[dict[str, Any]]:
+        with open(src / name, encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    with open(OUT / "provinces.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["code", "name"])
+        for r in rows("provinces_2025.csv"):
+            w.writerow([r["province_code"], nfc(r["province_name"])])
+    with open(OUT / "wards.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["code", "name", "province_code"])
+        for r in rows("wards_2025.csv"):
+            w.writerow([r["ward_code"], nfc(r["ward_name"]), r["province_code"]])
+
+    POP = dict(
+        x.split(":")
+        for x in """01:8587 02:900 04:548 06:327 08:805 10:770 11:640 12:482 14:1300 15:850 17:880 19:1335
+    20:802 22:1363 24:1922 25:1516 26:1212 27:1518 30:1956 31:2105 33:1290 34:1880 35:885 36:1876 37:1010 38:3740 40:3442
+    42:1323 44:913 45:650 46:1166 48:1245 49:1520 51:1245 52:1505 54:878 56:1260 58:600 60:1250 62:580 64:1590 66:1918
+    67:670 68:1332 70:1030 72:1190 74:2763 75:3310 77:1187 79:9456 80:1735 82:1790 83:1300 84:1020 86:1030 87:1600
+    89:1910 91:1760 92:1250 93:730 94:1200 95:925 96:1210""".split()
+    )
+    pre = rows("provinces_pre2025.csv")
+    assert len(pre) == 63 and set(POP) == {r["province_code"] for r in pre}
+    with open(OUT / "provinces_pre2025.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["code", "name", "province_code_2025", "population_thousands"])
+        for r in pre:
+            w.writerow(
+                [
+                    r["province_code"],
+                    nfc(r["province_name"]),
+                    r["province_code_2025"],
+                    POP[r["province_code"]],
+                ]
+            )
+
+    ICD = """I10 E11.9 E78.5 K29.5 M17.9 J44.9 J45.9 B18.1 M10.9 N18.9 I25.9 K76.0 E03.9
+    J06.9 J00 J02.9 J03.9 J20.9 J18.9 J11.1 A09 A97.0 B08.4 B01.9 H66.9 H10.9 L30.9 L50.9 K29.7 K21.9 K30 K59.0 M54.5
+    R51 G44.2 N39.0 G47.0 F41.9 J30.4 D50.9 M79.1 K02.9 R50.9 Z00.0""".split()
+    cat = {r["code"]: r for r in rows("icd10_vn_catalogue.csv")}
+    with open(OUT / "icd10_outpatient.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["code", "name_vi"])
+        for c in ICD:
+            w.writerow([c, nfc(cat[c]["name_vi"])])
+
+    with open(OUT / "ethnic_groups.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["code", "name_vi"])
+        for r in rows("ethnic_groups.csv"):
+            w.writerow([r["code"], nfc(r["name_vi"])])
+
+    with open(OUT / "bhyt_beneficiary_codes.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["object_code", "payer_group", "benefit_level", "description_vi"])
+        for r in rows("bhyt_beneficiary_codes.csv"):
+            w.writerow(
+                [r["object_code"], r["payer_group"], r["typical_benefit_level"], nfc(r["description_vi"])]
+            )
+
+    # facilities: one provincial general hospital (PP001) and one commune health station (PP101) per 2025 province
+    prov = rows("provinces_2025.csv")
+    wards = rows("wards_2025.csv")
+    conventional = {"79", "48", "75", "92"}
+    rng = random.Random(2025)
+    fac = []
+    for p in prov:
+        pc = p["province_code"]
+        pw = [w_ for w_ in wards if w_["province_code"] == pc]
+        phuong = [w_ for w_ in pw if w_["division_type"] == "phường"] or pw
+        xa = [w_ for w_ in pw if w_["division_type"] == "xã"] or pw
+        pname = nfc(p["province_name"])
+        lower = pname.replace("Tỉnh ", "tỉnh ").replace("Thành phố ", "thành phố ")
+        area = p["phone_area_code"]
+
+        def phone(area: str = area) -> str:
+            return "0" + area + "".join(str(rng.randrange(10)) for _ in range(10 - len(area)))
+
+        h = phuong[0]
+        fac.append(
+            {
+                "code": pc + "001",
+                "name": f"Bệnh viện Đa khoa {lower}",
+                "kind": "hospital",
+                "province_code": pc,
+                "ward_code": h["ward_code"],
+                "phone": phone(),
+                "lab_units": "conventional" if pc in conventional else "si",
+            }
+        )
+        s = xa[len(xa) // 2]
+        sname = nfc(s["ward_name"])
+        stype, _, rest = sname.partition(" ")
+        fac.append(
+            {
+                "code": pc + "101",
+                "name": f"Trạm Y tế {stype.lower()} {rest}",
+                "kind": "station",
+                "province_code": pc,
+                "ward_code": s["ward_code"],
+                "phone": phone(),
+                "lab_units": "si",
+            }
+        )
+    (OUT / "facilities.json").write_text(
+        json.dumps(fac, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    lists = parser.parse_args().shared / "vn" / "code-lists"
-    OUT.mkdir(parents=True, exist_ok=True)
-    with open(lists / "provinces_2025.csv", encoding="utf-8") as f, \
-            open(OUT / "provinces.csv", "w", encoding="utf-8", newline="") as out:
-        w = csv.writer(out)
-        w.writerow(["code", "name"])
-        for row in csv.DictReader(f):
-            w.writerow([row["province_code"], row["province_name"]])
-    with open(lists / "wards_2025.csv", encoding="utf-8") as f, \
-            open(OUT / "wards.csv", "w", encoding="utf-8", newline="") as out:
-        w = csv.writer(out)
-        w.writerow(["code", "name", "province_code"])
-        for row in csv.DictReader(f):
-            w.writerow([row["ward_code"], row["ward_name"], row["province_code"]])
-    catalogue = {r["code"]: r for r in csv.DictReader(open(lists / "icd10_vn_catalogue.csv", encoding="utf-8"))}
-    with open(OUT / "icd10.csv", "w", encoding="utf-8", newline="") as out:
-        w = csv.writer(out)
-        w.writerow(["code", "name_vi"])
-        for code in ICD10:
-            w.writerow([code, catalogue[code]["name_vi"]])
+    build(parser.parse_args().shared / "vn" / "code-lists")
 
 
 if __name__ == "__main__":

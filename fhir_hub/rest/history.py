@@ -98,7 +98,8 @@ async def handle_history(hub: Any, req: Request, rtype: str | None = None, rid: 
     if more and versions:
         links.append({"relation": "next", "url": _link(base, q, req, versions[-1].seq)})
     bundle["link"] = links
-    bundle["entry"] = [_entry(req.base_url, v) for v in versions]
+    if versions:  # FHIR JSON has no empty arrays: no versions, no entry element
+        bundle["entry"] = [_entry(req.base_url, v) for v in versions]
     headers = [CONTENT_TYPE_HEADER]
     if versions:
         headers.append((b"last-modified", http_date(versions[0].ts)))

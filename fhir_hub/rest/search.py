@@ -49,6 +49,8 @@ async def handle_search(hub: Any, req: Request, rtype: str) -> Response:
             entries.append({"fullUrl": f"{req.base_url}/{rtype}/{rid}", "resource": orjson.Fragment(v.body),
                             "search": {"mode": "match"}})
     self_url = f"{req.base_url}/{rtype}" + (f"?{req.raw_query}" if req.raw_query else "")
-    bundle = {"resourceType": "Bundle", "type": "searchset", "link": [{"relation": "self", "url": self_url}],
-              "entry": entries}
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",
+                              "link": [{"relation": "self", "url": self_url}]}
+    if entries:  # FHIR JSON has no empty arrays
+        bundle["entry"] = entries
     return Response(200, dumps(bundle, req.param("_pretty") == "true"), [CONTENT_TYPE_HEADER])

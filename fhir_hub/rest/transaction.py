@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import ijson
 import orjson
 
 from fhir_hub import definitions
@@ -64,6 +67,19 @@ class Entry:
     targets: list[str] = field(default_factory=list)
     #: The dicts holding the resource's references (found once, rewritten, then checked).
     holders: list[dict[str, Any]] | None = None
+    #: The resource as compact JSON instead of ``resource``, for bundles too large to hold as dicts.
+    packed: bytes | None = None
+    #: ``resource.id`` as sent (conditional PUT checks it against the match).
+    body_id: str | None = None
+    #: For GET/HEAD entries: the URL's path segments and query.
+    segments: list[str] = field(default_factory=list)
+    query: list[tuple[str, str]] = field(default_factory=list)
+
+    def load(self) -> dict[str, Any] | None:
+        if self.resource is None and self.packed is not None:
+            loaded: dict[str, Any] = orjson.loads(self.packed)
+            return loaded
+        return self.resource
 
     @property
     def where(self) -> str:
@@ -107,7 +123,7 @@ def _patch_body(resource: Any, where: str) -> tuple[str, Any]:
                                "Binary with contentType application/json-patch+json", f"{where}.resource"))
 
 
-def parse_entry(raw: Any, index: int, base_url: str, validate: bool) -> Entry:
+def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool = False) -> Entry:
     where = f"Bundle.entry[{index}]"
     if not isinstance(raw, dict):
         raise FhirError(400, error("structure", "a bundle entry must be an object", where))
@@ -136,8 +152,7 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool) -> Entry:
     if len(segments) == 4 and segments[2] == "_history":
         entry.vid = segments[3]
     if method in ("GET", "HEAD"):
-        entry.criteria = None
-        entry.resource = {"query": query, "segments": segments}
+        entry.segments, entry.query = segments, query
         return entry
     if len(segments) > 2 or (len(segments) == 2 and method == "POST"):
         raise FhirError(400, error("invalid", f"request.url {url!r} does not fit {method}", f"{where}.request.url"))
@@ -167,25 +182,66 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool) -> Entry:
             raise FhirError(400, error("invalid", f"resource id {resource.get('id')!r} does not match request.url "
                                        f"{url!r}", f"{where}.resource.id"))
     write.validate(resource, f"{where}.resource", validate)
-    entry.resource = resource
+    entry.body_id = resource.get("id")
+    if pack:
+        entry.packed = orjson.dumps(resource)
+    else:
+        entry.resource = resource
     return entry
 
 
-def parse_bundle(req: Request, validate: bool) -> tuple[str, list[Any]]:
+def _bad_bundle(detail: str, *expression: str) -> FhirError:
+    return FhirError(400, error("invalid", detail, *expression))
+
+
+def parse_bundle(req: Request, stream_above: int) -> tuple[str, Iterable[Any], bool]:
+    """Bundle type, its raw entries (a list, or a lazy stream for a large body), and whether streamed.
+
+    Bodies over ``stream_above`` bytes are read entry by entry (ijson) and their entries kept as
+    compact JSON: a 50 MB bundle parsed whole into dicts takes about ten times its size in memory.
+    """
     require_json_body(req)
-    bundle = parse_json(req.body)
-    req.body = b""  # a large bundle's bytes are not needed once parsed
+    body = req.body
+    req.body = b""  # a large bundle's bytes are not kept by the request once parsing starts
+    if len(body) > stream_above:
+        return *_stream_bundle(body), True
+    bundle = parse_json(body)
+    del body
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        raise FhirError(400, error("invalid", "POST to the base expects a Bundle of type batch or transaction",
-                                   "resourceType"))
+        raise _bad_bundle("POST to the base expects a Bundle of type batch or transaction", "resourceType")
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
-        raise FhirError(400, error("invalid", f"Bundle.type {kind!r}: only batch and transaction can be "
-                                   "processed at the base", "Bundle.type"))
+        raise _bad_bundle(f"Bundle.type {kind!r}: only batch and transaction can be processed at the base",
+                          "Bundle.type")
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise FhirError(400, error("structure", "Bundle.entry must be an array", "Bundle.entry"))
-    return kind, entries
+    return kind, entries, False
+
+
+def _first(body: bytes, prefix: str) -> Any:
+    try:
+        return next(ijson.items(io.BytesIO(body), prefix, use_float=True), None)
+    except ijson.JSONError as exc:
+        raise FhirError(400, error("structure", f"the request body is not valid JSON: {exc}")) from None
+
+
+def _stream_bundle(body: bytes) -> tuple[str, Iterable[Any]]:
+    if _first(body, "resourceType") != "Bundle":
+        raise _bad_bundle("POST to the base expects a Bundle of type batch or transaction", "resourceType")
+    kind = _first(body, "type")
+    if kind not in ("batch", "transaction"):
+        raise _bad_bundle(f"Bundle.type {kind!r}: only batch and transaction can be processed at the base",
+                          "Bundle.type")
+
+    def entries() -> Iterator[Any]:
+        try:
+            yield from ijson.items(io.BytesIO(body), "entry.item", use_float=True)
+        except ijson.JSONError as exc:
+            raise FhirError(400, error("structure", f"the request body is not valid JSON: {exc}",
+                                       "Bundle.entry")) from None
+
+    return str(kind), entries()
 
 
 # -- resolving and applying (writer) ---------------------------------------------------------
@@ -239,7 +295,7 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
                 raise precondition(f"{e.where}: conditional {e.method} matched more than one {e.rtype}")
             if e.method == "PATCH" and not found:
                 raise FhirError(404, error("not-found", f"{e.where}: conditional PATCH matched no {e.rtype}"))
-            body_id = e.resource.get("id") if e.resource else None
+            body_id = e.body_id
             if found and body_id is not None and body_id != found[0]:
                 raise FhirError(400, error("invalid", f"resource id {body_id!r} differs from the matching "
                                            f"{e.rtype}/{found[0]}", f"{e.where}.resource.id"))
@@ -257,21 +313,32 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
                 aliases.setdefault(tail, f"{e.rtype}/{e.rid}")
 
     for e in entries:
-        if e.resource is None or e.method not in ("POST", "PUT"):
+        resource = e.load()
+        if resource is None or e.method not in ("POST", "PUT"):
             continue
-        e.holders = reference_holders(e.resource)
-        for holder in e.holders:
-            ref = holder["reference"]
-            target = aliases.get(ref)
-            if target is not None:
-                holder["reference"] = target
-                continue
-            rel = strip_base(ref, base_url)
-            if "?" in rel and not rel.startswith("urn:") and definitions.is_resource_type(rel.split("?", 1)[0]):
-                path = path_of(e.resource, holder, f"{e.where}.resource")
-                holder["reference"] = _resolve_conditional_ref(tx, rel, path.removesuffix(".reference"))
-            elif rel != ref:
-                holder["reference"] = rel
+        holders = reference_holders(resource)
+        _rewrite(tx, e, resource, holders, aliases, base_url)
+        if e.packed is not None:
+            e.packed = orjson.dumps(resource)  # back to compact form: one entry's dicts at a time
+        else:
+            e.holders = holders
+
+
+def _rewrite(tx: Tx, e: Entry, resource: dict[str, Any], holders: list[dict[str, Any]], aliases: dict[str, str],
+         base_url: str) -> None:
+    """Point references at the ids the transaction resolved (urn:uuid, fullUrl, conditional)."""
+    for holder in holders:
+        ref = holder["reference"]
+        target = aliases.get(ref)
+        if target is not None:
+            holder["reference"] = target
+            continue
+        rel = strip_base(ref, base_url)
+        if "?" in rel and not rel.startswith("urn:") and definitions.is_resource_type(rel.split("?", 1)[0]):
+            path = path_of(resource, holder, f"{e.where}.resource")
+            holder["reference"] = _resolve_conditional_ref(tx, rel, path.removesuffix(".reference"))
+        elif rel != ref:
+            holder["reference"] = rel
 
 
 def _fullurl_tail(full_url: str, rtype: str) -> str | None:
@@ -297,17 +364,17 @@ def _response(status: int, v: StoredVersion | None, with_body: bool) -> dict[str
 
 
 def _read_entry(tx: Tx, e: Entry, base_url: str) -> dict[str, Any]:
-    assert e.resource is not None
-    segments: list[str] = e.resource["segments"]
-    query: list[tuple[str, str]] = e.resource["query"]
+    segments, query = e.segments, e.query
     if len(segments) == 1:
         write.check_type(e.rtype)
         criteria = parse_criteria(e.rtype, query, f"{e.where}.request.url")
         ids = tx.find(e.rtype, criteria, 1000)
         found = [tx.current(e.rtype, rid) for rid in ids]
-        bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(found),
-                  "entry": [{"fullUrl": f"{base_url}/{v.rtype}/{v.rid}", "resource": orjson.Fragment(v.body),
-                             "search": {"mode": "match"}} for v in found if v is not None and v.body is not None]}
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(found)}
+        matches = [{"fullUrl": f"{base_url}/{v.rtype}/{v.rid}", "resource": orjson.Fragment(v.body),
+                    "search": {"mode": "match"}} for v in found if v is not None and v.body is not None]
+        if matches:
+            bundle["entry"] = matches
         return {"resource": bundle, "response": {"status": "200 OK"}}
     if len(segments) == 2:
         v = tx.current(e.rtype, segments[1])
@@ -339,7 +406,7 @@ def execute(tx: Tx, entries: list[Entry], hub: Any, base_url: str, with_body: bo
         where = f"{e.where}.resource"
         results[e.index] = _apply(tx, e, refs, base_url, with_body, validate, where)
         if e.method != "GET" and e.method != "HEAD":
-            e.resource = e.holders = None  # written: the stored bytes are all that is needed now
+            e.resource = e.holders = e.packed = None  # written: the stored bytes are all that is needed now
     return [results[e.index] for e in entries]
 
 
@@ -355,16 +422,19 @@ def _apply(tx: Tx, e: Entry, refs: ReferenceChecker, base_url: str, with_body: b
                 tx.delete(e.rtype, rid)
             return _response(204 if not e.targets else 200, None, False)
     elif e.method == "POST":
-        assert e.resource is not None and e.rid is not None
+        assert e.rid is not None
         if e.existing is not None:
             return _response(200, tx.current(e.rtype, e.existing), with_body)
         else:
-            w = write.create(tx, e.rtype, e.resource, refs, rid=e.rid, fresh=True, where=where,
+            resource = e.load()
+            assert resource is not None
+            w = write.create(tx, e.rtype, resource, refs, rid=e.rid, fresh=True, where=where,
                              holders=e.holders)
             return _response(201, w.version, with_body)
     elif e.method == "PUT":
-        assert e.resource is not None and e.rid is not None
-        w = write.update(tx, e.rtype, e.rid, e.resource, refs, if_match=e.if_match, where=where,
+        resource = e.load()
+        assert resource is not None and e.rid is not None
+        w = write.update(tx, e.rtype, e.rid, resource, refs, if_match=e.if_match, where=where,
                          holders=e.holders)
         return _response(w.status, w.version, with_body)
     elif e.method == "PATCH":
@@ -385,16 +455,18 @@ def _entry_error(exc: FhirError) -> dict[str, Any]:
 
 async def handle_bundle(hub: Any, req: Request) -> Response:
     validate = hub.settings.validate
-    kind, raw_entries = parse_bundle(req, validate)
+    kind, raw_entries, streamed = parse_bundle(req, hub.settings.stream_bundle_bytes)
     with_body = prefer_return(req) == "representation" and "return=representation" in req.headers.get("prefer", "")
     base_url = req.base_url
     if kind == "transaction":
-        entries = [parse_entry(raw, i, base_url, validate) for i, raw in enumerate(raw_entries)]
+        entries = [parse_entry(raw, i, base_url, validate, pack=streamed) for i, raw in enumerate(raw_entries)]
         results = await hub.store.transact(lambda tx: execute(tx, entries, hub, base_url, with_body))
     else:
         results = await asyncio.gather(*(_batch_entry(hub, raw, i, base_url, with_body)
-                                         for i, raw in enumerate(raw_entries)))
-    bundle = {"resourceType": "Bundle", "type": f"{kind}-response", "entry": results}
+                                         for i, raw in enumerate(list(raw_entries))))
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": f"{kind}-response"}
+    if results:
+        bundle["entry"] = results
     return Response(200, dumps(bundle, req.param("_pretty") == "true"), [CONTENT_TYPE_HEADER])
 
 

@@ -9,15 +9,21 @@ demo-data``, ``serve --sample``), benches and tests.  Everything comes from one
 One Bundle per patient (``transaction``, every entry ``POST`` with a ``urn:uuid:`` fullUrl drawn
 from the seeded generator; references inside the bundle use those URNs):
 
-* the facilities the patient visited: ``Organization`` with ``request.ifNoneExist =
-  identifier=<system>|<code>`` so that loading many bundles (or the same ones twice) leaves one
-  Organization per facility code;
+* the patient's facility (the one they are registered with, visited every time):
+  ``Organization`` with ``request.ifNoneExist = identifier=<system>|<code>`` so that loading many
+  bundles (or the same ones twice) leaves one Organization per facility code;
 * the ``Patient``;
 * per visit an outpatient ``Encounter`` (class AMB, finished, visit number scoped to the
   facility through ``assigner``), vital signs exactly as the R4 vital-signs profiles want, a few
   lab results with reference ranges, and 1–3 ICD-10 ``Condition`` (encounter-diagnosis).
 
-With the default five visits a bundle has about 60–105 entries.
+With the default five visits a bundle has about 60–105 entries (mean ~72).
+
+Labs are reported in SI units (mmol/L, µmol/L, g/L, G/L) with the matching LOINC codes, as most
+Vietnamese laboratories do; the hospitals of four provinces report conventional units (mg/dL,
+g/dL) with *their* LOINC codes (e.g. glucose 14749-6 mmol/L vs 2345-7 mg/dL), so that consumers
+of the data meet both.  Values follow the person (a per-person level per test) and the diagnoses
+(diabetes raises glucose and HbA1c, dengue lowers platelets and white cells, …).
 
 Identifier systems are those of the MOH draft VN Core IG (``shared/vn/fhir-ig-refs``):
 ``…/sid/national_id`` (CCCD, type NI), ``…/sid/insurance_number`` (BHYT, type SB),
@@ -65,7 +71,7 @@ from itertools import accumulate
 from typing import Any
 
 __all__ = [
-    "ACT_CODE", "ADMIN_ADDRESS", "FACILITY_CODE", "ICD10", "INSURANCE_NUMBER", "LOINC", "NATIONAL_ID",
+    "ACT_CODE", "ADMIN_ADDRESS", "FACILITY_CODE", "ICD10", "INSURANCE_NUMBER", "LOINC", "NATIONAL_ID", "Facility",
     "PATIENT_INTERNAL_ID", "UCUM", "VISIT_NUMBER", "VN_TZ", "facilities", "patient_bundles",
 ]
 
@@ -1076,26 +1082,17 @@ def _patient_bundle(rng: random.Random, encounters: int, today: date) -> dict[st
     geo = _geo()
     p = _draw_person(rng, geo)
     hospital, station = _facilities_by_province()[p.province]
-    usual, other = (station, hospital) if rng.random() < 0.45 else (hospital, station)
-    referral_province = "01" if p.province < "38" else "48" if p.province < "51" else "79"
-    referral = _facilities_by_province()[referral_province][0]
+    # One facility per patient, the one they are registered with (BHYT "nơi đăng ký KCB ban đầu"):
+    # the commune health station or the provincial hospital of the home province.
+    facility = station if rng.random() < 0.45 else hospital
     days = _visit_days(rng, encounters, p.birth, today)
-    visited: list[Facility] = []
-    for _ in days:
-        r = rng.random()
-        visited.append(usual if r < 0.75 else other if r < 0.95 else referral)
-    org_urns: dict[str, str] = {}
-    entries: list[dict[str, Any]] = []
-    for f in (usual, *visited):
-        if f.code not in org_urns:
-            org_urns[f.code] = urn = _urn(rng)
-            entry = _entry(urn, _organization(f, geo))
-            entry["request"]["ifNoneExist"] = f"identifier={FACILITY_CODE}|{f.code}"
-            entries.append(entry)
+    org_urn = _urn(rng)
+    org = _entry(org_urn, _organization(facility, geo))
+    org["request"]["ifNoneExist"] = f"identifier={FACILITY_CODE}|{facility.code}"
     patient_urn = _urn(rng)
-    entries.append(_entry(patient_urn, _patient(rng, geo, p, usual, org_urns[usual.code])))
-    for day, f in zip(days, visited, strict=True):
-        _visit(rng, p, day, today, f, org_urns[f.code], patient_urn, entries)
+    entries = [org, _entry(patient_urn, _patient(rng, geo, p, facility, org_urn))]
+    for day in days:
+        _visit(rng, p, day, today, facility, org_urn, patient_urn, entries)
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
