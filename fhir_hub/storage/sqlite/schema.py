@@ -57,7 +57,7 @@ class SchemaMismatch(RuntimeError):
     """The database file was written by another schema version of fhir-hub."""
 
 
-def connect(path: str, synchronous: str, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: str, synchronous: str, *, readonly: bool = False, cache_mib: int = 64) -> sqlite3.Connection:
     """Open a connection configured the same way everywhere (WAL, busy timeout, sync level)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
     conn.execute("PRAGMA busy_timeout = 10000")
@@ -65,7 +65,7 @@ def connect(path: str, synchronous: str, *, readonly: bool = False) -> sqlite3.C
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA temp_store = MEMORY")
-    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute(f"PRAGMA cache_size = -{cache_mib * 1024}")
     conn.execute("PRAGMA mmap_size = 268435456")
     return conn
 

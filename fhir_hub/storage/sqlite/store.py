@@ -134,8 +134,8 @@ class _Tx:
         self._current: list[tuple[Any, ...]] = []
         self._stale: list[tuple[str, str, str, str, str]] = []
         self._tokens: list[tuple[str, str, str, str, str]] = []
-        #: Latest (vid, deleted, token rows) written by this unit per (type, id).
-        self._written: dict[tuple[str, str], tuple[int, bool, list[tuple[str, str, str, str, str]]]] = {}
+        #: Resources written by this unit whose rows may still be buffered (flush before reading one).
+        self._touched: set[tuple[str, str]] = set()
 
     def flush(self) -> None:
         conn = self._conn
@@ -169,10 +169,8 @@ class _Tx:
 
     def _latest(self, rtype: str, rid: str) -> tuple[int, bool, list[tuple[str, str, str, str, str]]] | None:
         """(vid, deleted, index rows) of the latest version, or None if the id was never used."""
-        known = self._written.get((rtype, rid))
-        if known is not None:
-            self.flush()  # its rows must be in the table before they can be replaced
-            return known
+        if (rtype, rid) in self._touched:
+            self.flush()  # its rows must be in the tables before they can be read and replaced
         row = self._conn.execute(_LATEST, (rtype, rid)).fetchone()
         if row is None:
             return None
@@ -186,7 +184,7 @@ class _Tx:
         self._current.append((rtype, rid, self.seq, vid, 1 if body is None else 0))
         self._stale.extend(stale)
         self._tokens.extend(rows)
-        self._written[(rtype, rid)] = (vid, body is None, rows)
+        self._touched.add((rtype, rid))
         if len(self._versions) >= _FLUSH_ROWS:
             self.flush()  # bound the buffer: a 50 MB bundle must not hold every body twice
         return self.seq
@@ -269,7 +267,8 @@ class SQLiteStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        wconn = schema.connect(self.path, self._synchronous)
+        # the writer's cache only has to hold what one group dirties; reads keep the big cache
+        wconn = schema.connect(self.path, self._synchronous, cache_mib=16)
         schema.ensure(wconn)
         row = wconn.execute("SELECT max(ts), max(seq) FROM version").fetchone()
         self._last_ts = row[0] or 0
