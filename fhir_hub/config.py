@@ -6,6 +6,7 @@ This module is the only reader of the environment, so every knob is listed here.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -38,12 +39,12 @@ class Settings:
     group_commit_max: int = 64
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``FHIR_HUB_<FIELD>`` variables, then explicit overrides (CLI flags)."""
-        env = os.environ if env is None else env
+        source: Mapping[str, str] = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = env.get(f"FHIR_HUB_{f.name.upper()}")
+            raw = source.get(f"FHIR_HUB_{f.name.upper()}")
             if raw is None:
                 continue
             values[f.name] = _coerce(f.type, raw, f.name)
