@@ -52,6 +52,16 @@ class Settings:
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``FHIR_HUB_*`` variables that rebuild ``settings`` (for worker processes)."""
+    out: dict[str, str] = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if value is not None:
+            out[f"FHIR_HUB_{f.name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
 def _coerce(kind: Any, raw: str, name: str) -> Any:
     kind = str(kind)
     if kind.startswith("int"):

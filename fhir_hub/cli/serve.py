@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from fhir_hub.config import Settings
+from fhir_hub.config import Settings, settings_env
 
 
 def serve(
@@ -16,6 +19,8 @@ def serve(
     base_url: str = typer.Option(None, "--base-url", help="Public base URL for links [env FHIR_HUB_PUBLIC_BASE_URL]."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip structural validation on write."),
     sample: int = typer.Option(0, "--sample", help="Load N generated sample patients if the store is empty."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Server processes sharing the store (SQLite "
+                                "serialises their writes)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
     """Start the FHIR server (uvicorn, uvloop, httptools) on the embedded SQLite store."""
@@ -27,10 +32,25 @@ def serve(
         host=host, port=port, db=str(db) if db is not None else None, public_base_url=base_url,
         validate=False if no_validate else None,
     )
+    typer.echo(f"fhir-hub on http://{settings.host}:{settings.port}{settings.base_path} (store: {settings.db}, "
+               f"{workers} worker{'s' if workers > 1 else ''})")
+    common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": log_level, "access_log": False,
+              "loop": "uvloop", "http": "httptools", "lifespan": "on"}
+    if workers == 1:
+        uvicorn.run(FhirApp(settings, sample_patients=sample), **common)
+        return
+    if sample:
+        asyncio.run(_seed_first(settings, sample))  # once, before the workers race for an empty store
+    os.environ.update(settings_env(settings))  # workers build their settings from the environment
+    uvicorn.run("fhir_hub.app:create_app", factory=True, workers=workers, **common)
+
+
+async def _seed_first(settings: Settings, sample: int) -> None:
+    from fhir_hub.app import FhirApp
+
     app = FhirApp(settings, sample_patients=sample)
-    typer.echo(f"fhir-hub on http://{settings.host}:{settings.port}{settings.base_path} (store: {settings.db})")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-                loop="uvloop", http="httptools", lifespan="on")
+    await app.startup()
+    await app.shutdown()
 
 
 def register(app: typer.Typer) -> None:

@@ -37,7 +37,7 @@ from fhir_hub.rest.respond import prefer_return
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps, parse_json, require_json_body
 from fhir_hub.search.dates import instant
 from fhir_hub.search.tokens import parse_criteria
-from fhir_hub.storage.port import StoredVersion, TokenMatch, Tx
+from fhir_hub.storage.port import Indexer, IndexRow, StoredVersion, TokenMatch, Tx
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 404: "404 Not Found",
@@ -71,6 +71,8 @@ class Entry:
     packed: bytes | None = None
     #: ``resource.id`` as sent (conditional PUT checks it against the match).
     body_id: str | None = None
+    #: Search-index rows extracted on the event loop (see ``Tx.put``).
+    index_rows: Sequence[IndexRow] | None = None
     #: For GET/HEAD entries: the URL's path segments and query.
     segments: Sequence[str] = ()
     query: Sequence[tuple[str, str]] = ()
@@ -128,7 +130,13 @@ def _tight(data: bytes) -> bytes:
     return bytes(memoryview(data))
 
 
-def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool = False) -> Entry:
+def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool = False,
+                indexer: Indexer | None = None) -> Entry:
+    """Parse and check one entry on the event loop.
+
+    Everything that does not depend on stored state is done here, while the writer is busy with
+    SQL: validation, and for POST/PUT the search-index rows and the reference holders.
+    """
     where = f"Bundle.entry[{index}]"
     if not isinstance(raw, dict):
         raise FhirError(400, error("structure", "a bundle entry must be an object", where))
@@ -188,10 +196,13 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool 
                                        f"{url!r}", f"{where}.resource.id"))
     write.validate(resource, f"{where}.resource", validate)
     entry.body_id = resource.get("id")
+    if indexer is not None:
+        entry.index_rows = indexer.rows(rtype, resource)
     if pack:
         entry.packed = _tight(orjson.dumps(resource))
     else:
         entry.resource = resource
+        entry.holders = reference_holders(resource)
     return entry
 
 
@@ -321,12 +332,10 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
         resource = e.load()
         if resource is None or e.method not in ("POST", "PUT"):
             continue
-        holders = reference_holders(resource)
+        holders = e.holders if e.holders is not None else reference_holders(resource)
         _rewrite(tx, e, resource, holders, aliases, base_url)
         if e.packed is not None:
             e.packed = _tight(orjson.dumps(resource))  # back to compact form: one entry's dicts at a time
-        else:
-            e.holders = holders
 
 
 def _rewrite(tx: Tx, e: Entry, resource: dict[str, Any], holders: list[dict[str, Any]], aliases: dict[str, str],
@@ -411,7 +420,7 @@ def execute(tx: Tx, entries: list[Entry], hub: Any, base_url: str, with_body: bo
         where = f"{e.where}.resource"
         results[e.index] = _apply(tx, e, refs, base_url, with_body, validate, where)
         if e.method != "GET" and e.method != "HEAD":
-            e.resource = e.holders = e.packed = None  # written: the stored bytes are all that is needed now
+            e.resource = e.holders = e.packed = e.index_rows = None  # written: the stored bytes are all that is needed
     return [results[e.index] for e in entries]
 
 
@@ -434,13 +443,13 @@ def _apply(tx: Tx, e: Entry, refs: ReferenceChecker, base_url: str, with_body: b
             resource = e.load()
             assert resource is not None
             w = write.create(tx, e.rtype, resource, refs, rid=e.rid, fresh=True, where=where,
-                             holders=e.holders)
+                             holders=e.holders, index=e.index_rows)
             return _response(201, w.version, with_body)
     elif e.method == "PUT":
         resource = e.load()
         assert resource is not None and e.rid is not None
         w = write.update(tx, e.rtype, e.rid, resource, refs, if_match=e.if_match, where=where,
-                         holders=e.holders)
+                         holders=e.holders, index=e.index_rows)
         return _response(w.status, w.version, with_body)
     elif e.method == "PATCH":
         assert e.rid is not None and e.patch is not None
@@ -464,7 +473,9 @@ async def handle_bundle(hub: Any, req: Request) -> Response:
     with_body = prefer_return(req) == "representation" and "return=representation" in req.headers.get("prefer", "")
     base_url = req.base_url
     if kind == "transaction":
-        entries = [parse_entry(raw, i, base_url, validate, pack=streamed) for i, raw in enumerate(raw_entries)]
+        indexer = hub.store.indexer
+        entries = [parse_entry(raw, i, base_url, validate, pack=streamed, indexer=indexer)
+                   for i, raw in enumerate(raw_entries)]
         results = await hub.store.transact(lambda tx: execute(tx, entries, hub, base_url, with_body))
     else:
         results = await asyncio.gather(*(_batch_entry(hub, raw, i, base_url, with_body)
@@ -477,7 +488,7 @@ async def handle_bundle(hub: Any, req: Request) -> Response:
 
 async def _batch_entry(hub: Any, raw: Any, index: int, base_url: str, with_body: bool) -> dict[str, Any]:
     try:
-        entry = parse_entry(raw, index, base_url, hub.settings.validate)
+        entry = parse_entry(raw, index, base_url, hub.settings.validate, indexer=hub.store.indexer)
         for holder, path in iter_reference_holders(entry.resource if entry.method in ("POST", "PUT") else None,
                                                    entry.where):
             if holder["reference"].startswith("urn:uuid:"):

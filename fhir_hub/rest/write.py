@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from fhir_hub.rest.wire import (
     require_json_body,
 )
 from fhir_hub.search.tokens import parse_criteria
-from fhir_hub.storage.port import StoredVersion, TokenMatch, Tx
+from fhir_hub.storage.port import IndexRow, StoredVersion, TokenMatch, Tx
 from fhir_hub.validation import structure
 
 #: How many resources a conditional delete may remove at once before it answers 412.
@@ -132,8 +133,12 @@ def if_match_version(req: Request) -> int | None:
 
 def create(tx: Tx, rtype: str, resource: dict[str, Any], refs: ReferenceChecker, *,
            if_none_exist: list[TokenMatch] | None = None, rid: str | None = None, fresh: bool = False,
-           where: str = "", holders: list[dict[str, Any]] | None = None) -> Written:
-    """POST: ``rid`` is an id chosen ahead (transactions); ``fresh`` says it was just generated."""
+           where: str = "", holders: list[dict[str, Any]] | None = None,
+           index: Sequence[IndexRow] | None = None) -> Written:
+    """POST: ``rid`` is an id chosen ahead (transactions); ``fresh`` says it was just generated.
+
+    ``holders`` and ``index`` are the reference holders and index rows found on the event loop.
+    """
     if if_none_exist is not None:
         found = tx.find(rtype, if_none_exist, 2)
         if len(found) > 1:
@@ -144,12 +149,12 @@ def create(tx: Tx, rtype: str, resource: dict[str, Any], refs: ReferenceChecker,
     rid = rid or new_id()
     refs.check(resource, where or rtype, holders)
     refs.known(rtype, rid)
-    return Written(201, tx.put(rtype, rid, resource, "POST", fresh=fresh), created=True)
+    return Written(201, tx.put(rtype, rid, resource, "POST", fresh=fresh, index=index), created=True)
 
 
 def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: ReferenceChecker, *,
            if_match: int | None = None, method: str = "PUT", where: str = "",
-           holders: list[dict[str, Any]] | None = None) -> Written:
+           holders: list[dict[str, Any]] | None = None, index: Sequence[IndexRow] | None = None) -> Written:
     cur = tx.current(rtype, rid)
     if if_match is not None:
         if cur is None or cur.deleted:
@@ -160,7 +165,7 @@ def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: Referen
     refs.check(resource, where or rtype, holders)
     refs.known(rtype, rid)
     created = cur is None or cur.deleted
-    return Written(201 if created else 200, tx.put(rtype, rid, resource, method), created=created)
+    return Written(201 if created else 200, tx.put(rtype, rid, resource, method, index=index), created=created)
 
 
 def conditional_update(tx: Tx, rtype: str, criteria: list[TokenMatch], resource: dict[str, Any],

@@ -57,10 +57,14 @@ class HistoryQuery:
     count: int = 50
 
 
+#: ``(kind, param, system, value)``: one search-index row of a resource.
+IndexRow = tuple[str, str, str | None, str]
+
+
 class Indexer(Protocol):
     """Turns a resource into search-index rows; the search module provides it."""
 
-    def rows(self, rtype: str, resource: dict[str, Any]) -> Sequence[tuple[str, str, str | None, str]]:
+    def rows(self, rtype: str, resource: dict[str, Any]) -> Sequence[IndexRow]:
         """``(kind, param, system, value)`` rows; kind names an index table (``token``, ...)."""
         ...
 
@@ -87,11 +91,13 @@ class Tx(Protocol):
     def vread(self, rtype: str, rid: str, vid: int) -> StoredVersion | None: ...
 
     def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str, *,
-            fresh: bool = False) -> StoredVersion:
+            fresh: bool = False, index: Sequence[IndexRow] | None = None) -> StoredVersion:
         """Write the next version of ``rtype/rid``; sets ``id`` and ``meta`` in ``resource``.
 
         ``fresh`` promises that the id was never used (a server-assigned UUID), so the backend may
-        skip looking for an earlier version: the hot path of ingest.
+        skip looking for an earlier version: the hot path of ingest. ``index`` carries rows that the
+        caller already extracted with the store's own indexer (on the event loop, while the writer
+        does SQL), so the writer does not extract them again.
         """
         ...
 
@@ -108,6 +114,9 @@ class Tx(Protocol):
 
 class Store(Protocol):
     """A backend. SQLite is the embedded default; PostgreSQL comes later behind the same port."""
+
+    #: The indexer the store maintains its search index with (``None``: no index).
+    indexer: Indexer | None
 
     async def open(self) -> None: ...
 

@@ -76,7 +76,7 @@ def ensure(conn: sqlite3.Connection) -> None:
     row = conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
     if row is None:
         conn.execute(
-            "INSERT INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            "INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
     elif int(row[0]) != SCHEMA_VERSION:
         raise SchemaMismatch(

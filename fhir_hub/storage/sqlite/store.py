@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 
 from fhir_hub.search.dates import instant
-from fhir_hub.storage.port import HistoryQuery, Indexer, StoredVersion, TokenMatch
+from fhir_hub.storage.port import HistoryQuery, Indexer, IndexRow, StoredVersion, TokenMatch
 from fhir_hub.storage.sqlite import schema
 
 T = TypeVar("T")
@@ -190,7 +190,7 @@ class _Tx:
         return self.seq
 
     def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str, *,
-            fresh: bool = False) -> StoredVersion:
+            fresh: bool = False, index: Sequence[IndexRow] | None = None) -> StoredVersion:
         latest = None if fresh else self._latest(rtype, rid)
         vid = 1 if latest is None else latest[0] + 1
         meta = dict(resource.get("meta") or {})
@@ -203,8 +203,9 @@ class _Tx:
         resource.clear()
         resource.update(stored)
         body = orjson.dumps(stored)
-        seq = self._append(rtype, rid, vid, method, body, latest[2] if latest else [],
-                           self._token_rows(rtype, rid, stored))
+        rows = (self._token_rows(rtype, rid, stored) if index is None
+                else [(rtype, param, value, system or "", rid) for _kind, param, system, value in index])
+        seq = self._append(rtype, rid, vid, method, body, latest[2] if latest else [], rows)
         return StoredVersion(rtype, rid, vid, self.ts, method, body, seq)
 
     def delete(self, rtype: str, rid: str) -> StoredVersion | None:
@@ -256,7 +257,7 @@ class SQLiteStore:
         self.path = path
         self._synchronous = synchronous
         self._group_max = group_commit_max
-        self._indexer = indexer
+        self.indexer = indexer
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
@@ -270,7 +271,7 @@ class SQLiteStore:
         # the writer's cache only has to hold what one group dirties; reads keep the big cache
         wconn = schema.connect(self.path, self._synchronous, cache_mib=16)
         schema.ensure(wconn)
-        row = wconn.execute("SELECT max(ts), max(seq) FROM version").fetchone()
+        row = wconn.execute("SELECT (SELECT max(ts) FROM version), (SELECT max(seq) FROM version)").fetchone()
         self._last_ts = row[0] or 0
         self._seq = row[1] or 0
         self._reader = schema.connect(self.path, self._synchronous, readonly=True)
@@ -351,15 +352,29 @@ class SQLiteStore:
         finally:
             conn.close()
 
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
+        """Continue the change order and the clock from what is committed.
+
+        Other server processes (``serve --workers N``) write to the same file; SQLite's write lock,
+        taken by BEGIN IMMEDIATE, serialises their groups with ours, so reading the maxima under
+        it keeps ``seq`` unique and ``ts`` increasing across processes. Both are index seeks.
+        """
+        seq, ts = conn.execute("SELECT (SELECT max(seq) FROM version), (SELECT max(ts) FROM version)").fetchone()
+        if seq is not None and seq > self._seq:
+            self._seq = seq
+        if ts is not None and ts > self._last_ts:
+            self._last_ts = ts
+
     def _commit_group(self, conn: sqlite3.Connection, units: list[_Unit]) -> None:
         results: list[tuple[_Unit, bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._catch_up(conn)
             for unit in units:
                 if not unit.future.set_running_or_notify_cancel():
                     continue
                 conn.execute("SAVEPOINT unit")
-                tx = _Tx(conn, self._next_ts(), self._indexer, self._seq)
+                tx = _Tx(conn, self._next_ts(), self.indexer, self._seq)
                 try:
                     value = unit.fn(tx)
                     tx.flush()
