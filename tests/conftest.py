@@ -92,8 +92,13 @@ def fresh_server(tmp_path: Path) -> Iterator[Server]:
     srv.stop()
 
 
+def fhir_client(srv: Server) -> httpx.Client:
+    """An HTTP client speaking FHIR JSON to ``srv``."""
+    return httpx.Client(base_url=srv.base, timeout=30,
+                        headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"})
+
+
 @pytest.fixture
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base, timeout=30,
-                      headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}) as c:
+    with fhir_client(server) as c:
         yield c

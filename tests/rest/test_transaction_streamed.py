@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, make_server
+from tests.conftest import Server, fhir_client, make_server
 from tests.rest.test_transaction import *  # noqa: F403
 
 
@@ -24,8 +24,7 @@ def streamed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture
 def client(streamed: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=streamed.base, timeout=30,
-                      headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}) as c:
+    with fhir_client(streamed) as c:
         yield c
 
 
