@@ -70,33 +70,62 @@ def _history_sql(q: HistoryQuery, select: str) -> tuple[str, list[Any]]:
     return sql, args
 
 
+def _token_clause(alias: str, crit: TokenMatch) -> tuple[str, list[Any]]:
+    """``(code = ? AND system = ?) OR ...`` over one token parameter's values.
+
+    When every value names a code, ``code IN (...)`` comes first so the primary key's
+    (rtype, param, code) prefix is seeked for each value instead of ranging over the parameter.
+    """
+    ors: list[str] = []
+    args: list[Any] = []
+    codes = [code for _system, code in crit.values]
+    prefix = ""
+    if len(codes) > 1 and all(codes):
+        prefix = f"{alias}.code IN ({','.join('?' * len(codes))}) AND "
+        args.extend(codes)
+    for system, code in crit.values:
+        if system is None:
+            ors.append(f"{alias}.code = ?")
+            args.append(code)
+        elif code == "":
+            ors.append(f"{alias}.system = ?")
+            args.append(system)
+        else:
+            ors.append(f"({alias}.code = ? AND {alias}.system = ?)")
+            args.extend((code, system))
+    return f"{prefix}({' OR '.join(ors)})", args
+
+
 def _find_sql(rtype: str, criteria: Sequence[TokenMatch], limit: int) -> tuple[str, list[Any]]:
-    """AND of ORs over the token index, restricted to live resources."""
-    sql = "SELECT c.rid FROM current c WHERE c.rtype = ? AND c.deleted = 0"
-    args: list[Any] = [rtype]
-    for crit in criteria:
-        if crit.param == "_id":
-            codes = [code for _, code in crit.values]
-            sql += f" AND c.rid IN ({','.join('?' * len(codes))})"
-            args.extend(codes)
-            continue
-        ors: list[str] = []
-        clause_args: list[Any] = [crit.param]
-        for system, code in crit.values:
-            if system is None:
-                ors.append("(t.code = ?)")
-                clause_args.append(code)
-            elif code == "":
-                ors.append("(t.system = ?)")
-                clause_args.append(system)
-            else:
-                ors.append("(t.code = ? AND t.system = ?)")
-                clause_args.extend((code, system))
-        sql += (
-            " AND EXISTS (SELECT 1 FROM idx_token t WHERE t.rtype = c.rtype AND t.rid = c.rid"
-            f" AND t.param = ? AND ({' OR '.join(ors)}))"
-        )
-        args.extend(clause_args)
+    """AND of ORs over the token index, restricted to live resources.
+
+    The query is driven by the index itself: by the ids when ``_id`` is given (primary-key seeks
+    in ``current``), else by the first token criterion's index range, so a conditional create
+    costs a few seeks however many resources of the type exist (no scan of the type).
+    """
+    ids = [c for c in criteria if c.param == "_id"]
+    tokens = [c for c in criteria if c.param != "_id"]
+    args: list[Any] = []
+    if ids or not tokens:
+        sql = "SELECT c.rid FROM current c WHERE c.rtype = ? AND c.deleted = 0"
+        args.append(rtype)
+        rest = tokens
+    else:
+        first, rest = tokens[0], tokens[1:]
+        clause, clause_args = _token_clause("t0", first)
+        # CROSS JOIN fixes the order: the index range drives, whatever the planner guesses
+        sql = ("SELECT DISTINCT c.rid FROM idx_token t0 CROSS JOIN current c ON c.rtype = t0.rtype AND c.rid = t0.rid "
+               f"WHERE t0.rtype = ? AND t0.param = ? AND ({clause}) AND c.deleted = 0")
+        args.extend((rtype, first.param, *clause_args))
+    for crit in ids:
+        codes = [code for _, code in crit.values]
+        sql += f" AND c.rid IN ({','.join('?' * len(codes))})"
+        args.extend(codes)
+    for crit in rest:
+        clause, clause_args = _token_clause("t", crit)
+        sql += (" AND EXISTS (SELECT 1 FROM idx_token t WHERE t.rtype = c.rtype AND t.param = ?"
+                f" AND ({clause}) AND t.rid = c.rid)")
+        args.extend((crit.param, *clause_args))
     sql += " LIMIT ?"
     args.append(limit)
     return sql, args
