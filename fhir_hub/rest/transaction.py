@@ -196,7 +196,7 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool 
                                        f"{url!r}", f"{where}.resource.id"))
     write.validate(resource, f"{where}.resource", validate)
     entry.body_id = resource.get("id")
-    if indexer is not None:
+    if indexer is not None and not pack:  # a streamed bundle keeps only bytes: the writer extracts
         entry.index_rows = indexer.rows(rtype, resource)
     if pack:
         entry.packed = _tight(orjson.dumps(resource))
