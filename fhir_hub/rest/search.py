@@ -2,12 +2,15 @@
 
 Until the search issue lands the full parameter set, a parameter this server cannot evaluate is
 refused with a 400 naming it, never ignored: ignoring would answer with too many resources.
+Results come in id order and are paged with a keyset cursor, so a ``next`` link survives
+restarts and is not shifted by concurrent writes; without criteria, every live resource of the
+type is listed.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
@@ -17,6 +20,8 @@ from fhir_hub.rest.write import check_type
 from fhir_hub.search.tokens import parse_criteria
 
 _RESULT_PARAMS = {"_count", "_format", "_pretty"}
+#: Keyset cursor of ``next`` links: results come in id order, a page starts after this id.
+_CURSOR = "_cursor"
 
 
 async def handle_search(hub: Any, req: Request, rtype: str) -> Response:
@@ -28,29 +33,33 @@ async def handle_search(hub: Any, req: Request, rtype: str) -> Response:
             raise FhirError(415, error("not-supported", "POST _search needs an application/x-www-form-urlencoded body"))
         query.extend(parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True))
     count = hub.settings.default_count
+    after: str | None = None
     criteria_pairs = []
     for name, value in query:
         if name == "_count":
             if not value.isdigit():
                 raise FhirError(400, error("invalid", f"_count {value!r} is not a non-negative integer", "_count"))
             count = min(int(value), hub.settings.max_count)
+        elif name == _CURSOR:
+            after = value
         elif name not in _RESULT_PARAMS:
             criteria_pairs.append((name, value))
+    criteria = parse_criteria(rtype, criteria_pairs, "search") if criteria_pairs else []
+    ids = await hub.store.find(rtype, criteria, count + 1, after)
+    more = len(ids) > count
+    ids = ids[:count]
     entries: list[dict[str, Any]] = []
-    if criteria_pairs:
-        criteria = parse_criteria(rtype, criteria_pairs, "search")
-        ids = await hub.store.find(rtype, criteria, count)
-    else:
-        raise FhirError(400, error("not-supported", "searching without criteria is not supported yet; give a token "
-                                   "parameter or _id"))
     for rid in ids:
         v = await hub.store.read(rtype, rid)
         if v is not None and v.body is not None:
             entries.append({"fullUrl": f"{req.base_url}/{rtype}/{rid}", "resource": orjson.Fragment(v.body),
                             "search": {"mode": "match"}})
-    self_url = f"{req.base_url}/{rtype}" + (f"?{req.raw_query}" if req.raw_query else "")
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",
-                              "link": [{"relation": "self", "url": self_url}]}
+    base = f"{req.base_url}/{rtype}"
+    kept = [(k, v) for k, v in query if k not in (_CURSOR, "_count")] + [("_count", str(count))]
+    links = [{"relation": "self", "url": f"{base}?{urlencode(kept + ([(_CURSOR, after)] if after else []))}"}]
+    if more and ids:
+        links.append({"relation": "next", "url": f"{base}?{urlencode(kept + [(_CURSOR, ids[-1])])}"})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links}
     if entries:  # FHIR JSON has no empty arrays
         bundle["entry"] = entries
     return Response(200, dumps(bundle, req.param("_pretty") == "true"), [CONTENT_TYPE_HEADER])

@@ -105,8 +105,11 @@ class Tx(Protocol):
         """Write a tombstone; ``None`` if there was nothing live to delete."""
         ...
 
-    def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int) -> list[str]:
-        """Ids of live resources of ``rtype`` matching all criteria (AND of ORs), at most ``limit``."""
+    def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int, after: str | None = None) -> list[str]:
+        """Ids of live resources of ``rtype`` matching all criteria (AND of ORs), at most ``limit``.
+
+        Ids come in ascending order, all greater than ``after``: a keyset cursor for paging.
+        """
         ...
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]: ...
@@ -132,7 +135,8 @@ class Store(Protocol):
 
     async def history_total(self, query: HistoryQuery) -> int: ...
 
-    async def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int) -> list[str]: ...
+    async def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int,
+                   after: str | None = None) -> list[str]: ...
 
     async def transact(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` on the writer in one atomic transaction; its result once durably committed."""

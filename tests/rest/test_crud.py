@@ -240,3 +240,20 @@ def test_metadata_and_health(client: httpx.Client, server: Any) -> None:
     assert any(p["name"] == "identifier" for p in patient_rest["searchParam"])
     assert httpx.get(f"http://127.0.0.1:{server.port}/health").json() == {"status": "ok"}
     assert client.head(f"/Patient/{client.post('/Patient', json=patient()).json()['id']}").status_code == 200
+
+
+def test_search_pages_through_every_match_once(client: httpx.Client) -> None:
+    ident = uniq()
+    made = {client.post("/Patient", json=patient(ident)).json()["id"] for _ in range(7)}
+    page = client.get(f"/Patient?identifier={ident}&_count=3").json()
+    seen: list[str] = []
+    while True:
+        seen += [e["resource"]["id"] for e in page.get("entry", [])]
+        nxt = [lnk["url"] for lnk in page["link"] if lnk["relation"] == "next"]
+        if not nxt:
+            break
+        client.post("/Patient", json=patient())  # writes between pages do not shift the cursor
+        page = httpx.get(nxt[0]).json()
+    assert len(seen) == 7 and set(seen) == made
+    listed = client.get("/Patient?_count=5").json()  # no criteria: every live Patient, paged
+    assert len(listed["entry"]) == 5 and any(lnk["relation"] == "next" for lnk in listed["link"])

@@ -96,7 +96,8 @@ def _token_clause(alias: str, crit: TokenMatch) -> tuple[str, list[Any]]:
     return f"{prefix}({' OR '.join(ors)})", args
 
 
-def _find_sql(rtype: str, criteria: Sequence[TokenMatch], limit: int) -> tuple[str, list[Any]]:
+def _find_sql(rtype: str, criteria: Sequence[TokenMatch], limit: int,
+              after: str | None = None) -> tuple[str, list[Any]]:
     """AND of ORs over the token index, restricted to live resources.
 
     The query is driven by the index itself: by the ids when ``_id`` is given (primary-key seeks
@@ -126,7 +127,10 @@ def _find_sql(rtype: str, criteria: Sequence[TokenMatch], limit: int) -> tuple[s
         sql += (" AND EXISTS (SELECT 1 FROM idx_token t WHERE t.rtype = c.rtype AND t.param = ?"
                 f" AND ({clause}) AND t.rid = c.rid)")
         args.extend((crit.param, *clause_args))
-    sql += " LIMIT ?"
+    if after is not None:
+        sql += " AND c.rid > ?"
+        args.append(after)
+    sql += " ORDER BY c.rid LIMIT ?"
     args.append(limit)
     return sql, args
 
@@ -245,9 +249,9 @@ class _Tx:
         seq = self._append(rtype, rid, vid, "DELETE", None, latest[2], [])
         return StoredVersion(rtype, rid, vid, self.ts, "DELETE", None, seq)
 
-    def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int) -> list[str]:
+    def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int, after: str | None = None) -> list[str]:
         self.flush()
-        sql, args = _find_sql(rtype, criteria, limit)
+        sql, args = _find_sql(rtype, criteria, limit, after)
         return [r[0] for r in self._conn.execute(sql, args)]
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]:
@@ -340,8 +344,9 @@ class SQLiteStore:
         sql, args = _history_sql(HistoryQuery(query.rtype, query.rid, query.since, query.at), "count(*)")
         return int(self._r.execute(sql, args).fetchone()[0])
 
-    async def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int) -> list[str]:
-        sql, args = _find_sql(rtype, criteria, limit)
+    async def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int,
+                   after: str | None = None) -> list[str]:
+        sql, args = _find_sql(rtype, criteria, limit, after)
         return [r[0] for r in self._r.execute(sql, args)]
 
     # -- writes (single writer thread) -----------------------------------------------------
