@@ -21,7 +21,7 @@ from fhir_hub.rest.references import ReferenceChecker
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, check_accept, dumps, outcome_response
 from fhir_hub.search.dates import instant
 from fhir_hub.search.tokens import TokenIndexer
-from fhir_hub.storage.port import Store, Tx
+from fhir_hub.storage.port import Store, StoreUnavailable, Tx
 from fhir_hub.storage.sqlite.store import SQLiteStore
 from fhir_hub.validation import structure
 
@@ -178,6 +178,8 @@ class FhirApp:
                 raise FhirError(404, error("not-found", f"nothing at {path}; the FHIR API is at {self._base}"))
         except FhirError as exc:
             response = outcome_response(exc, pretty)
+        except StoreUnavailable as exc:
+            response = outcome_response(FhirError(503, error("transient", str(exc)), {"Retry-After": "1"}))
         except Exception:  # a bug, not bad input: say so without leaking internals
             log.exception("unhandled error on %s %s", method, path)
             response = outcome_response(FhirError(500, error("exception", "internal error; see the server log")))

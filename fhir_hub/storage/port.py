@@ -20,6 +20,10 @@ from typing import Any, Protocol, TypeVar
 T = TypeVar("T")
 
 
+class StoreUnavailable(RuntimeError):
+    """The backend cannot take the request now (locked, down); the client may retry (503)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredVersion:
     """One version of one resource, as kept: the exact JSON bytes served on read."""

@@ -37,7 +37,7 @@ def test_two_workers_share_one_store_safely(tmp_path: Path) -> None:
                         r = await c.put("/Patient/n", json=body, headers={"If-Match": cur.headers["etag"]})
                         if r.status_code == 200:
                             break
-                        assert r.status_code == 412, r.text
+                        assert r.status_code == 412, f"{r.status_code}: {r.text}"
 
             await asyncio.gather(*(bump() for _ in range(6)))
             final = (await c.get("/Patient/n")).json()["multipleBirthInteger"]
@@ -47,6 +47,6 @@ def test_two_workers_share_one_store_safely(tmp_path: Path) -> None:
         statuses, matches, final = asyncio.run(run())
     finally:
         srv.stop()
-    assert sorted(set(statuses)) == [200, 201] and statuses.count(201) == 1
+    assert sorted(set(statuses)) == [200, 201] and statuses.count(201) == 1, statuses
     assert matches == 1
     assert final == 60

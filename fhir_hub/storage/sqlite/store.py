@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 
 from fhir_hub.search.dates import instant
-from fhir_hub.storage.port import HistoryQuery, Indexer, IndexRow, StoredVersion, TokenMatch
+from fhir_hub.storage.port import HistoryQuery, Indexer, IndexRow, StoredVersion, StoreUnavailable, TokenMatch
 from fhir_hub.storage.sqlite import schema
 
 T = TypeVar("T")
@@ -386,6 +386,20 @@ class SQLiteStore:
         finally:
             conn.close()
 
+    @staticmethod
+    def _begin(conn: sqlite3.Connection) -> None:
+        """Take SQLite's write lock. ``busy_timeout`` covers waiting for another process; a busy
+        answer that skips it (a stale snapshot) is retried briefly before the group fails as 503."""
+        for attempt in range(20):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(0.005 * (attempt + 1))
+        raise StoreUnavailable("the database is locked by another process; retry shortly")
+
     def _catch_up(self, conn: sqlite3.Connection) -> None:
         """Continue the change order and the clock from what is committed.
 
@@ -402,7 +416,7 @@ class SQLiteStore:
     def _commit_group(self, conn: sqlite3.Connection, units: list[_Unit]) -> None:
         results: list[tuple[_Unit, bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             self._catch_up(conn)
             for unit in units:
                 if not unit.future.set_running_or_notify_cancel():
@@ -424,9 +438,7 @@ class SQLiteStore:
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for unit, _ok, _value in results:
-                unit.future.set_exception(exc)
-            for unit in units[len(results) :]:
+            for unit in units:
                 if not unit.future.done():
                     unit.future.set_exception(exc)
             return
