@@ -6,6 +6,8 @@ they are. Only ``_pretty``, ``_summary`` and ``_elements`` make the server parse
 
 from __future__ import annotations
 
+import orjson
+
 from fhir_hub.errors import FhirError, error
 from fhir_hub.rest import elements
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, dumps, etag, http_date
@@ -29,8 +31,6 @@ def body_for(req: Request, body: bytes) -> bytes:
     is_pretty = req.param("_pretty") == "true"
     if summary is None and fields is None and not is_pretty:
         return body
-    import orjson
-
     resource = orjson.loads(body)
     if summary is not None and fields is not None:
         raise FhirError(400, error("invalid", "_summary and _elements cannot be combined", "_summary"))

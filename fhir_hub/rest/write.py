@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -291,8 +292,6 @@ async def handle_conditional_delete(hub: Any, req: Request, rtype: str) -> Respo
 
 def query_pairs(text: str) -> list[tuple[str, str]]:
     """Criteria like ``identifier=a|b&_id=x`` (an ``If-None-Exist`` value or a conditional URL)."""
-    from urllib.parse import parse_qsl
-
     text = text.split("?", 1)[1] if "?" in text else text
     return parse_qsl(text, keep_blank_values=True)
 
