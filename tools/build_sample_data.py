@@ -13,6 +13,7 @@ import csv
 import json
 import random
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +25,22 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def write_csv(name: str, header: list[str], rows: Iterable[list[Any]]) -> None:
+    with open(OUT / name, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
 def build(src: Path) -> None:
     def rows(name: str) -> list[dict[str, Any]]:
         with open(src / name, encoding="utf-8") as f:
             return list(csv.DictReader(f))
 
-    with open(OUT / "provinces.csv", "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["code", "name"])
-        for r in rows("provinces_2025.csv"):
-            w.writerow([r["province_code"], nfc(r["province_name"])])
-    with open(OUT / "wards.csv", "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["code", "name", "province_code"])
-        for r in rows("wards_2025.csv"):
-            w.writerow([r["ward_code"], nfc(r["ward_name"]), r["province_code"]])
+    write_csv("provinces.csv", ["code", "name"],
+              ([r["province_code"], nfc(r["province_name"])] for r in rows("provinces_2025.csv")))
+    write_csv("wards.csv", ["code", "name", "province_code"],
+              ([r["ward_code"], nfc(r["ward_name"]), r["province_code"]] for r in rows("wards_2025.csv")))
 
     POP = dict(
         x.split(":")
@@ -50,42 +52,22 @@ def build(src: Path) -> None:
     )
     pre = rows("provinces_pre2025.csv")
     assert len(pre) == 63 and set(POP) == {r["province_code"] for r in pre}
-    with open(OUT / "provinces_pre2025.csv", "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["code", "name", "province_code_2025", "population_thousands"])
-        for r in pre:
-            w.writerow(
-                [
-                    r["province_code"],
-                    nfc(r["province_name"]),
-                    r["province_code_2025"],
-                    POP[r["province_code"]],
-                ]
-            )
+    write_csv("provinces_pre2025.csv", ["code", "name", "province_code_2025", "population_thousands"],
+              ([r["province_code"], nfc(r["province_name"]), r["province_code_2025"], POP[r["province_code"]]]
+               for r in pre))
 
     ICD = """I10 E11.9 E78.5 K29.5 M17.9 J44.9 J45.9 B18.1 M10.9 N18.9 I25.9 K76.0 E03.9
     J06.9 J00 J02.9 J03.9 J20.9 J18.9 J11.1 A09 A97.0 B08.4 B01.9 H66.9 H10.9 L30.9 L50.9 K29.7 K21.9 K30 K59.0 M54.5
     R51 G44.2 N39.0 G47.0 F41.9 J30.4 D50.9 M79.1 K02.9 R50.9 Z00.0""".split()
     cat = {r["code"]: r for r in rows("icd10_vn_catalogue.csv")}
-    with open(OUT / "icd10_outpatient.csv", "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["code", "name_vi"])
-        for c in ICD:
-            w.writerow([c, nfc(cat[c]["name_vi"])])
+    write_csv("icd10_outpatient.csv", ["code", "name_vi"], ([c, nfc(cat[c]["name_vi"])] for c in ICD))
 
-    with open(OUT / "ethnic_groups.csv", "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["code", "name_vi"])
-        for r in rows("ethnic_groups.csv"):
-            w.writerow([r["code"], nfc(r["name_vi"])])
+    write_csv("ethnic_groups.csv", ["code", "name_vi"],
+              ([r["code"], nfc(r["name_vi"])] for r in rows("ethnic_groups.csv")))
 
-    with open(OUT / "bhyt_beneficiary_codes.csv", "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["object_code", "payer_group", "benefit_level", "description_vi"])
-        for r in rows("bhyt_beneficiary_codes.csv"):
-            w.writerow(
-                [r["object_code"], r["payer_group"], r["typical_benefit_level"], nfc(r["description_vi"])]
-            )
+    write_csv("bhyt_beneficiary_codes.csv", ["object_code", "payer_group", "benefit_level", "description_vi"],
+              ([r["object_code"], r["payer_group"], r["typical_benefit_level"], nfc(r["description_vi"])]
+               for r in rows("bhyt_beneficiary_codes.csv")))
 
     # facilities: one provincial general hospital (PP001) and one commune health station (PP101) per 2025 province
     prov = rows("provinces_2025.csv")

@@ -41,7 +41,7 @@ def body_for(req: Request, body: bytes) -> bytes:
     return dumps(resource, is_pretty)
 
 
-def prefer_return(req: Request) -> str:
+def prefer_return(req: Request, default: str = "representation") -> str:
     """``minimal`` | ``representation`` | ``OperationOutcome`` from the ``Prefer`` header."""
     prefer = req.headers.get("prefer", "")
     for part in prefer.split(","):
@@ -50,4 +50,4 @@ def prefer_return(req: Request) -> str:
             value = part[len("return="):].strip().strip('"')
             if value in ("minimal", "representation", "OperationOutcome"):
                 return value
-    return "representation"
+    return default

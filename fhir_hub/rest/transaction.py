@@ -28,7 +28,6 @@ from fhir_hub.errors import FhirError, error, precondition
 from fhir_hub.rest import write
 from fhir_hub.rest.references import (
     ReferenceChecker,
-    iter_reference_holders,
     path_of,
     reference_holders,
     strip_base,
@@ -40,8 +39,7 @@ from fhir_hub.search.tokens import parse_criteria
 from fhir_hub.storage.port import Indexer, IndexRow, StoredVersion, TokenMatch, Tx
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 404: "404 Not Found",
-                410: "410 Gone"}
+_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 
 
 @dataclass(slots=True)
@@ -291,31 +289,23 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
     for e in entries:
         if e.method == "POST":
             if e.if_none_exist is not None:
-                found = tx.find(e.rtype, e.if_none_exist, 2)
-                if len(found) > 1:
-                    raise precondition(f"{e.where}: ifNoneExist matched more than one {e.rtype}")
-                if found:
-                    e.existing = found[0]
+                e.existing = write.match_one(tx, e.rtype, e.if_none_exist, f"{e.where}: ifNoneExist")
             e.rid = e.existing or write.new_id()
             claim(e, e.rid)
-        elif e.method in ("PUT", "PATCH", "DELETE") and e.criteria is not None:
-            found = tx.find(e.rtype, e.criteria, write.MAX_CONDITIONAL_DELETE + 1 if e.method == "DELETE" else 2)
-            if e.method == "DELETE":
-                if len(found) > write.MAX_CONDITIONAL_DELETE:
-                    raise precondition(f"{e.where}: conditional delete matched too many {e.rtype}")
-                e.targets = found
-                for rid in found:
-                    claim(e, rid)
-                continue
-            if len(found) > 1:
-                raise precondition(f"{e.where}: conditional {e.method} matched more than one {e.rtype}")
-            if e.method == "PATCH" and not found:
+        elif e.method == "DELETE" and e.criteria is not None:
+            e.targets = write.delete_targets(tx, e.rtype, e.criteria, f"{e.where}: conditional delete")
+            for rid in e.targets:
+                claim(e, rid)
+            continue
+        elif e.method == "PATCH" and e.criteria is not None:
+            e.rid = write.match_one(tx, e.rtype, e.criteria, f"{e.where}: conditional PATCH")
+            if e.rid is None:
                 raise FhirError(404, error("not-found", f"{e.where}: conditional PATCH matched no {e.rtype}"))
-            body_id = e.body_id
-            if found and body_id is not None and body_id != found[0]:
-                raise FhirError(400, error("invalid", f"resource id {body_id!r} differs from the matching "
-                                           f"{e.rtype}/{found[0]}", f"{e.where}.resource.id"))
-            e.rid = found[0] if found else (body_id or write.new_id())
+            e.criteria = None
+            claim(e, e.rid)
+        elif e.method == "PUT" and e.criteria is not None:
+            e.rid = write.update_target(tx, e.rtype, e.criteria, e.body_id, f"{e.where}: conditional PUT",
+                                        f"{e.where}.resource.id") or write.new_id()
             e.criteria = None
             claim(e, e.rid)
         elif e.method != "GET" and e.method != "HEAD" and e.rid is not None:
@@ -470,7 +460,7 @@ def _entry_error(exc: FhirError) -> dict[str, Any]:
 async def handle_bundle(hub: Any, req: Request) -> Response:
     validate = hub.settings.validate
     kind, raw_entries, streamed = parse_bundle(req, hub.settings.stream_bundle_bytes)
-    with_body = prefer_return(req) == "representation" and "return=representation" in req.headers.get("prefer", "")
+    with_body = prefer_return(req, default="minimal") == "representation"  # bundles answer minimal unless asked
     base_url = req.base_url
     if kind == "transaction":
         indexer = hub.store.indexer
@@ -489,11 +479,10 @@ async def handle_bundle(hub: Any, req: Request) -> Response:
 async def _batch_entry(hub: Any, raw: Any, index: int, base_url: str, with_body: bool) -> dict[str, Any]:
     try:
         entry = parse_entry(raw, index, base_url, hub.settings.validate, indexer=hub.store.indexer)
-        for holder, path in iter_reference_holders(entry.resource if entry.method in ("POST", "PUT") else None,
-                                                   entry.where):
+        for holder in entry.holders or ():
             if holder["reference"].startswith("urn:uuid:"):
                 raise FhirError(400, error("invalid", "references between batch entries are not allowed "
-                                           "(use a transaction)", f"{path}.reference"))
+                                           "(use a transaction)", path_of(entry.resource, holder, f"{entry.where}.resource")))
         results = await hub.store.transact(lambda tx: execute(tx, [entry], hub, base_url, with_body))
         return results[0]
     except FhirError as exc:

@@ -45,7 +45,10 @@ class Written:
 
     status: int
     version: StoredVersion | None
-    created: bool = False
+
+    @property
+    def created(self) -> bool:
+        return self.status == 201
 
 
 def new_id() -> str:
@@ -132,6 +135,33 @@ def if_match_version(req: Request) -> int | None:
 # -- decisions on the writer -----------------------------------------------------------------
 
 
+def match_one(tx: Tx, rtype: str, criteria: list[TokenMatch], what: str) -> str | None:
+    """The one live match of conditional criteria, or ``None``; several matches are a 412."""
+    found = tx.find(rtype, criteria, 2)
+    if len(found) > 1:
+        raise precondition(f"{what} matched more than one {rtype}: the criteria are not selective enough")
+    return found[0] if found else None
+
+
+def update_target(tx: Tx, rtype: str, criteria: list[TokenMatch], body_id: str | None, what: str,
+                  id_expression: str) -> str | None:
+    """Conditional update's target (http.html#cond-update): the match, else the body's id, else
+    ``None`` (create). A body id that differs from the match is a 400."""
+    found = match_one(tx, rtype, criteria, what)
+    if found is not None and body_id is not None and body_id != found:
+        raise FhirError(400, error("invalid", f"the resource id {body_id!r} differs from the matching "
+                                   f"{rtype}/{found}", id_expression))
+    return found if found is not None else body_id
+
+
+def delete_targets(tx: Tx, rtype: str, criteria: list[TokenMatch], what: str) -> list[str]:
+    """Every match of a conditional delete, up to ``MAX_CONDITIONAL_DELETE`` (412 above)."""
+    found = tx.find(rtype, criteria, MAX_CONDITIONAL_DELETE + 1)
+    if len(found) > MAX_CONDITIONAL_DELETE:
+        raise precondition(f"{what} matched more than {MAX_CONDITIONAL_DELETE} {rtype} resources")
+    return found
+
+
 def create(tx: Tx, rtype: str, resource: dict[str, Any], refs: ReferenceChecker, *,
            if_none_exist: list[TokenMatch] | None = None, rid: str | None = None, fresh: bool = False,
            where: str = "", holders: list[dict[str, Any]] | None = None,
@@ -141,16 +171,14 @@ def create(tx: Tx, rtype: str, resource: dict[str, Any], refs: ReferenceChecker,
     ``holders`` and ``index`` are the reference holders and index rows found on the event loop.
     """
     if if_none_exist is not None:
-        found = tx.find(rtype, if_none_exist, 2)
-        if len(found) > 1:
-            raise precondition(f"If-None-Exist matched more than one {rtype}: the criteria are not selective enough")
-        if found:
-            return Written(200, tx.current(rtype, found[0]))
+        existing = match_one(tx, rtype, if_none_exist, "If-None-Exist")
+        if existing is not None:
+            return Written(200, tx.current(rtype, existing))
     fresh = rid is None or fresh
     rid = rid or new_id()
     refs.check(resource, where or rtype, holders)
     refs.known(rtype, rid)
-    return Written(201, tx.put(rtype, rid, resource, "POST", fresh=fresh, index=index), created=True)
+    return Written(201, tx.put(rtype, rid, resource, "POST", fresh=fresh, index=index))
 
 
 def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: ReferenceChecker, *,
@@ -166,23 +194,15 @@ def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: Referen
     refs.check(resource, where or rtype, holders)
     refs.known(rtype, rid)
     created = cur is None or cur.deleted
-    return Written(201 if created else 200, tx.put(rtype, rid, resource, method, index=index), created=created)
+    return Written(201 if created else 200, tx.put(rtype, rid, resource, method, index=index))
 
 
 def conditional_update(tx: Tx, rtype: str, criteria: list[TokenMatch], resource: dict[str, Any],
                        refs: ReferenceChecker, *, if_match: int | None = None, where: str = "") -> Written:
-    found = tx.find(rtype, criteria, 2)
-    if len(found) > 1:
-        raise precondition(f"conditional update matched more than one {rtype}")
-    body_id = resource.get("id")
-    if found:
-        if body_id is not None and body_id != found[0]:
-            raise FhirError(400, error("invalid", f"the resource id {body_id!r} differs from the matching "
-                                       f"{rtype}/{found[0]}", "id"))
-        return update(tx, rtype, found[0], resource, refs, if_match=if_match, where=where)
-    if body_id is not None:
-        return update(tx, rtype, body_id, resource, refs, if_match=if_match, where=where)
-    return create(tx, rtype, resource, refs, where=where)
+    target = update_target(tx, rtype, criteria, resource.get("id"), "conditional update", "id")
+    if target is None:
+        return create(tx, rtype, resource, refs, where=where)
+    return update(tx, rtype, target, resource, refs, if_match=if_match, where=where)
 
 
 def delete(tx: Tx, rtype: str, rid: str, *, if_match: int | None = None) -> Written:
@@ -195,11 +215,8 @@ def delete(tx: Tx, rtype: str, rid: str, *, if_match: int | None = None) -> Writ
 
 
 def conditional_delete(tx: Tx, rtype: str, criteria: list[TokenMatch]) -> list[StoredVersion]:
-    found = tx.find(rtype, criteria, MAX_CONDITIONAL_DELETE + 1)
-    if len(found) > MAX_CONDITIONAL_DELETE:
-        raise precondition(f"conditional delete matched more than {MAX_CONDITIONAL_DELETE} {rtype} resources")
     out: list[StoredVersion] = []
-    for rid in found:
+    for rid in delete_targets(tx, rtype, criteria, "conditional delete"):
         gone = tx.delete(rtype, rid)
         if gone is not None:
             out.append(gone)
@@ -213,7 +230,7 @@ def written_response(req: Request, w: Written) -> Response:
     v = w.version
     assert v is not None and v.body is not None
     headers = version_headers(v)
-    if w.status == 201 or w.created:
+    if w.created:
         headers.append((b"location", location(req.base_url, v)))
     mode = prefer_return(req)
     if mode == "minimal":
@@ -350,15 +367,9 @@ async def handle_patch(hub: Any, req: Request, rtype: str, rid: str | None) -> R
         check_id(rid)
 
     def run(tx: Tx) -> Written:
-        target = rid
-        if criteria is not None:
-            found = tx.find(rtype, criteria, 2)
-            if len(found) != 1:
-                if found:
-                    raise precondition(f"conditional patch matched more than one {rtype}")
-                raise FhirError(404, error("not-found", f"conditional patch matched no {rtype}"))
-            target = found[0]
-        assert target is not None
+        target = rid if criteria is None else match_one(tx, rtype, criteria, "conditional patch")
+        if target is None:
+            raise FhirError(404, error("not-found", f"conditional patch matched no {rtype}"))
         return patch(tx, rtype, target, document, hub.refs(tx, req.base_url), if_match=if_match,
                      validate_on=hub.settings.validate)
 

@@ -116,8 +116,6 @@ class Tx(Protocol):
         """
         ...
 
-    def history(self, query: HistoryQuery) -> list[StoredVersion]: ...
-
 
 class Store(Protocol):
     """A backend. SQLite is the embedded default; PostgreSQL comes later behind the same port."""

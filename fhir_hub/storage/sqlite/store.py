@@ -254,10 +254,6 @@ class _Tx:
         sql, args = _find_sql(rtype, criteria, limit, after)
         return [r[0] for r in self._conn.execute(sql, args)]
 
-    def history(self, query: HistoryQuery) -> list[StoredVersion]:
-        self.flush()
-        return _history(self._conn, query)
-
 
 def _history(conn: sqlite3.Connection, q: HistoryQuery) -> list[StoredVersion]:
     sql, args = _history_sql(q, "rtype, rid, vid, ts, method, body, seq")
