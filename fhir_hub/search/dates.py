@@ -67,3 +67,12 @@ def instant(ts: int) -> str:
     """FHIR ``instant`` text for a µs timestamp, in UTC with microseconds."""
     secs, micros = divmod(ts, 1_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{micros:06d}Z"
+
+
+def approximate(low: int, high: int, now: int | None = None) -> tuple[int, int]:
+    """The range ``ap`` compares with: the value's range widened on both sides by 10% of its
+    distance from now (search.html#prefix leaves the width to the server; HAPI uses 10% too)."""
+    if now is None:
+        now = time.time_ns() // 1000
+    slack = max(abs(now - low), abs(now - high)) // 10
+    return low - slack, high + slack
