@@ -15,12 +15,12 @@ from urllib.parse import parse_qsl
 
 from fhir_hub.config import Settings
 from fhir_hub.errors import FhirError, error
-from fhir_hub.rest import history, read, search, transaction, write
+from fhir_hub.rest import everything, history, read, search, transaction, write
 from fhir_hub.rest.capability import capability_statement
 from fhir_hub.rest.references import ReferenceChecker
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, check_accept, dumps, outcome_response
 from fhir_hub.search.dates import instant
-from fhir_hub.search.tokens import TokenIndexer
+from fhir_hub.search.extract import Indexer
 from fhir_hub.storage.port import Store, StoreUnavailable, Tx
 from fhir_hub.storage.sqlite.store import SQLiteStore
 from fhir_hub.validation import structure
@@ -61,7 +61,7 @@ async def dispatch(hub: Hub, req: Request) -> Response:
     m = req.method
     if m == "GET" or m == "HEAD":
         check_accept(req)
-        if n == 2 and seg[1][0] != "_" and seg[0][0] != "_":
+        if n == 2 and seg[1][0] not in "_$" and seg[0][0] != "_":
             return await read.handle_read(hub, req, seg[0], seg[1])
         if n == 4 and seg[2] == "_history":
             return await read.handle_vread(hub, req, seg[0], seg[1], seg[3])
@@ -76,15 +76,27 @@ async def dispatch(hub: Hub, req: Request) -> Response:
             return await history.handle_history(hub, req, seg[0], seg[1])
         if n == 1:
             return await search.handle_search(hub, req, seg[0])
+        if n == 0:
+            return await search.handle_system_search(hub, req)
+        if n == 3 and seg[2] == "$everything" and seg[0] == "Patient":
+            return await everything.handle_everything(hub, req, seg[1])
+        if n == 2 and seg[1] == "$everything" and seg[0] == "Patient":
+            return await everything.handle_everything(hub, req, None)
+        if n == 3 and seg[2][0] != "$":
+            return await search.handle_compartment_search(hub, req, seg[0], seg[1], seg[2])
         raise FhirError(404, error("not-found", f"no FHIR endpoint at /{'/'.join(seg)}"))
     check_accept(req)
     if m == "POST":
         if n == 0:
             return await transaction.handle_bundle(hub, req)
+        if n == 1 and seg[0] == "_search":
+            return await search.handle_system_search(hub, req)
         if n == 1:
             return await write.handle_create(hub, req, seg[0])
         if n == 2 and seg[1] == "_search":
             return await search.handle_search(hub, req, seg[0])
+        if n == 4 and seg[3] == "_search":
+            return await search.handle_compartment_search(hub, req, seg[0], seg[1], seg[2])
     elif m == "PUT":
         if n == 2:
             return await write.handle_update(hub, req, seg[0], seg[1])
@@ -112,7 +124,7 @@ class FhirApp:
             settings.db,
             synchronous=settings.sqlite_synchronous,
             group_commit_max=settings.group_commit_max,
-            indexer=TokenIndexer(),
+            indexer=Indexer(),
         )
         self.hub = Hub(settings, self.store)
         self._base = settings.base_path.rstrip("/")

@@ -10,7 +10,7 @@ from functools import cache
 from typing import Any
 
 from fhir_hub import FHIR_VERSION, __version__, definitions
-from fhir_hub.search.tokens import token_params
+from fhir_hub.search import extract, parameters
 
 _TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type",
                       "create", "search-type"]
@@ -21,7 +21,10 @@ def _resources() -> list[dict[str, Any]]:
     out = []
     for rtype in sorted(definitions.resource_types()):
         params = [{"name": "_id", "type": "token"}]
-        params += [{"name": code, "type": "token"} for code in sorted(token_params(rtype))]
+        skipped = extract.unsupported(rtype)
+        params += [{"name": sp.code, "type": sp.type, "definition": sp.url}
+                   for sp in sorted(parameters.params_for(rtype).values(), key=lambda p: p.code)
+                   if sp.code not in skipped and sp.code != "_id"]
         out.append({
             "type": rtype,
             "interaction": [{"code": c} for c in _TYPE_INTERACTIONS],

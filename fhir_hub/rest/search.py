@@ -1,10 +1,11 @@
-"""Type-level search — the first slice: token parameters and ``_id`` (search.html).
+"""Search interactions (search.html): type, system (``_type``) and compartment level, GET and POST.
 
-Until the search issue lands the full parameter set, a parameter this server cannot evaluate is
-refused with a 400 naming it, never ignored: ignoring would answer with too many resources.
-Results come in id order and are paged with a keyset cursor, so a ``next`` link survives
-restarts and is not shifted by concurrent writes; without criteria, every live resource of the
-type is listed.
+The query string becomes a neutral :class:`~fhir_hub.search.query.Query` (``search/parse.py``);
+the store answers it with ids in ascending order after a keyset cursor, so a ``next`` link
+survives restarts and is not shifted by concurrent writes (a resource created behind the cursor
+is not seen, one ahead of it is). Includes are read from the matches' own index rows (forward)
+or searched as references to the matches (reverse); a cap on them is reported in an
+OperationOutcome entry, never applied silently.
 """
 
 from __future__ import annotations
@@ -14,52 +15,280 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
+from fhir_hub import definitions
 from fhir_hub.errors import FhirError, error
+from fhir_hub.rest import elements
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps
-from fhir_hub.rest.write import check_type
-from fhir_hub.search.tokens import parse_criteria
+from fhir_hub.rest.write import check_id, check_type
+from fhir_hub.search import parameters
+from fhir_hub.search.parse import parse
+from fhir_hub.search.query import Clause, Criterion, Include, Query, ReferenceValue
+from fhir_hub.storage.port import StoredVersion
 
-_RESULT_PARAMS = {"_count", "_format", "_pretty"}
-#: Keyset cursor of ``next`` links: results come in id order, a page starts after this id.
+#: Included resources per page at most; above it the page says so in an OperationOutcome entry.
+MAX_INCLUDES = 1000
+#: ``:iterate`` rounds at most (search.html lets the server bound them).
+MAX_ITERATE = 3
 _CURSOR = "_cursor"
 
 
-async def handle_search(hub: Any, req: Request, rtype: str) -> Response:
-    check_type(rtype)
-    query = list(req.query)
+def _pairs(req: Request) -> list[tuple[str, str]]:
+    pairs = list(req.query)
     if req.method == "POST":
         ctype = req.headers.get("content-type", "").split(";")[0].strip()
         if ctype != "application/x-www-form-urlencoded":
             raise FhirError(415, error("not-supported", "POST _search needs an application/x-www-form-urlencoded body"))
-        query.extend(parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True))
-    count = hub.settings.default_count
-    after: str | None = None
-    criteria_pairs = []
-    for name, value in query:
-        if name == "_count":
-            if not value.isdigit():
-                raise FhirError(400, error("invalid", f"_count {value!r} is not a non-negative integer", "_count"))
-            count = min(int(value), hub.settings.max_count)
-        elif name == _CURSOR:
-            after = value
-        elif name not in _RESULT_PARAMS:
-            criteria_pairs.append((name, value))
-    criteria = parse_criteria(rtype, criteria_pairs, "search") if criteria_pairs else []
-    ids = await hub.store.find(rtype, criteria, count + 1, after)
-    more = len(ids) > count
-    ids = ids[:count]
-    entries: list[dict[str, Any]] = []
-    for rid in ids:
-        v = await hub.store.read(rtype, rid)
-        if v is not None and v.body is not None:
-            entries.append({"fullUrl": f"{req.base_url}/{rtype}/{rid}", "resource": orjson.Fragment(v.body),
-                            "search": {"mode": "match"}})
-    base = f"{req.base_url}/{rtype}"
-    kept = [(k, v) for k, v in query if k not in (_CURSOR, "_count")] + [("_count", str(count))]
-    links = [{"relation": "self", "url": f"{base}?{urlencode(kept + ([(_CURSOR, after)] if after else []))}"}]
-    if more and ids:
-        links.append({"relation": "next", "url": f"{base}?{urlencode(kept + [(_CURSOR, ids[-1])])}"})
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links}
+        pairs.extend(parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True))
+    return pairs
+
+
+def _strict(req: Request) -> bool:
+    return "handling=strict" in req.headers.get("prefer", "")
+
+
+class _Page:
+    """One page of matches (in id order, possibly over several types) and what it includes."""
+
+    def __init__(self) -> None:
+        self.matches: list[StoredVersion] = []
+        self.included: dict[tuple[str, str], StoredVersion] = {}
+        self.outcomes: list[dict[str, Any]] = []
+        self.more = False
+
+
+async def _find(hub: Any, rtype: str, q: Query, criteria: list[Criterion], limit: int,
+                after: str | None) -> list[str]:
+    return list(await hub.store.find(rtype, criteria, limit, after, q.ids))
+
+
+def _criteria(q: Query, rtype: str) -> list[Criterion]:
+    return list(q.criteria_for(rtype))
+
+
+async def _compartment_ids(hub: Any, rtype: str, q: Query, limit: int, after: str | None) -> list[str]:
+    """Ids in the compartment: a resource is in it through any of its membership parameters."""
+    assert q.compartment is not None
+    ctype, cid = q.compartment
+    params = definitions.compartments().get(ctype, {}).get(rtype, [])
+    found: set[str] = set()
+    if rtype == ctype and (after is None or cid > after) and (q.ids is None or cid in q.ids):
+        found.update(await hub.store.find(rtype, _criteria(q, rtype), 1, None, (cid,)))
+    for param in params:
+        if parameters.lookup(rtype, param) is None:
+            continue
+        link = Clause(param, "reference", (ReferenceValue(f"{ctype}/{cid}"),))
+        found.update(await _find(hub, rtype, q, [*_criteria(q, rtype), link], limit, after))
+    return sorted(found)[:limit]
+
+
+async def _matches(hub: Any, q: Query, page: _Page, count: int) -> None:
+    """Fill ``page.matches`` with up to ``count`` resources after the cursor, across the types."""
+    after_type, _, after_id = (q.cursor or "").partition("/")
+    for rtype in q.types:
+        if after_type and rtype < after_type:
+            continue
+        after = after_id if rtype == after_type else None
+        want = count - len(page.matches) + 1
+        if q.compartment is not None:
+            ids = await _compartment_ids(hub, rtype, q, want, after)
+        else:
+            ids = await _find(hub, rtype, q, _criteria(q, rtype), want, after)
+        if len(ids) >= want:
+            page.more = True
+            ids = ids[:want - 1]
+        versions = {v.rid: v for v in await hub.store.read_many(rtype, ids)}
+        page.matches.extend(versions[i] for i in ids if i in versions)
+        if page.more or len(page.matches) >= count:
+            page.more = page.more or rtype != q.types[-1]
+            return
+
+
+async def _total(hub: Any, q: Query) -> int:
+    total = 0
+    for rtype in q.types:
+        if q.compartment is not None:
+            total += len(await _compartment_ids(hub, rtype, q, 1_000_000, None))
+        else:
+            total += await hub.store.count(rtype, _criteria(q, rtype), q.ids)
+    return total
+
+
+async def _refs(hub: Any, sources: list[StoredVersion], inc: Include) -> list[str]:
+    """``Type/id`` targets of the sources through the include's parameter (every reference
+    parameter for ``*``), read from the reference index rather than the bodies."""
+    by_type: dict[str, list[str]] = {}
+    for v in sources:
+        if inc.source_type in (v.rtype, "*"):
+            by_type.setdefault(v.rtype, []).append(v.rid)
+    out = []
+    for rtype, rids in by_type.items():
+        for _rid, param, target in await hub.store.references(rtype, rids):
+            if inc.param != "*" and param != inc.param:
+                continue
+            ttype, _, tid = target.partition("/")
+            if "/" in tid or not definitions.is_resource_type(ttype):
+                continue  # an absolute URL to another server
+            if inc.target_type is None or inc.target_type == ttype:
+                out.append(target)
+    return out
+
+
+def _cap(page: _Page, what: str) -> None:
+    page.outcomes.append({"resourceType": "OperationOutcome", "issue": [{
+        "severity": "warning", "code": "too-costly",
+        "diagnostics": f"{what}: more than {MAX_INCLUDES} included resources; the rest were left out"}]})
+
+
+async def _includes(hub: Any, q: Query, page: _Page) -> None:
+    sources = list(page.matches)
+    for round_ in range(MAX_ITERATE + 1):
+        wanted: dict[str, set[str]] = {}
+        new: list[StoredVersion] = []
+        for inc in q.includes:
+            if round_ > 0 and not inc.iterate:
+                continue
+            if inc.reverse:
+                await _revinclude(hub, inc, sources, page, new)
+                continue
+            for target in await _refs(hub, sources, inc):
+                rtype, _, rid = target.partition("/")
+                if (rtype, rid) not in page.included:
+                    wanted.setdefault(rtype, set()).add(rid)
+        for rtype, rids in wanted.items():
+            room = MAX_INCLUDES - len(page.included)
+            if len(rids) > room:
+                _cap(page, "_include")
+                rids = set(sorted(rids)[:room])
+            for v in await hub.store.read_many(rtype, sorted(rids)):
+                if (v.rtype, v.rid) not in page.included:
+                    page.included[(v.rtype, v.rid)] = v
+                    new.append(v)
+        if not new or not any(i.iterate for i in q.includes):
+            return
+        sources = new
+
+
+async def _revinclude(hub: Any, inc: Include, sources: list[StoredVersion], page: _Page,
+                      new: list[StoredVersion]) -> None:
+    targets = tuple(ReferenceValue(f"{v.rtype}/{v.rid}") for v in sources
+                    if inc.target_type is None or inc.target_type == v.rtype)
+    if not targets:
+        return
+    params = ([sp.code for sp in parameters.params_for(inc.source_type).values() if sp.type == "reference"]
+              if inc.param == "*" else [inc.param])
+    for param in params:
+        room = MAX_INCLUDES - len(page.included)
+        ids: list[str] = []
+        for start in range(0, len(targets), 200):
+            clause = Clause(param, "reference", targets[start:start + 200])
+            ids.extend(await hub.store.find(inc.source_type, [clause], room + 1))
+        ids = sorted(set(ids))
+        if len(ids) > room:
+            _cap(page, "_revinclude")
+            ids = ids[:room]
+        fresh = [i for i in ids if (inc.source_type, i) not in page.included]
+        for v in await hub.store.read_many(inc.source_type, fresh):
+            page.included[(v.rtype, v.rid)] = v
+            new.append(v)
+
+
+def _entry(req: Request, q: Query, v: StoredVersion, mode: str) -> dict[str, Any]:
+    assert v.body is not None
+    resource: Any = orjson.Fragment(v.body)
+    if q.summary in ("true", "text", "data") or q.elements:
+        parsed = orjson.loads(v.body)
+        resource = elements.summary(parsed, q.summary) if q.summary else elements.only(parsed, list(q.elements))
+    return {"fullUrl": f"{req.base_url}/{v.rtype}/{v.rid}", "resource": resource, "search": {"mode": mode}}
+
+
+def _links(req: Request, path: str, q: Query, pairs: list[tuple[str, str]], count: int,
+           page: _Page) -> list[dict[str, str]]:
+    ignored = set(q.ignored)
+    kept = [(k, v) for k, v in pairs if k not in (_CURSOR, "_count") and k not in ignored]
+    kept.append(("_count", str(count)))
+    base = f"{req.base_url}/{path}" if path else req.base_url
+    self_pairs = kept + ([(_CURSOR, q.cursor)] if q.cursor else [])
+    links = [{"relation": "self", "url": f"{base}?{urlencode(self_pairs)}"}]
+    if page.more and page.matches:
+        last = page.matches[-1]
+        links.append({"relation": "next", "url": f"{base}?{urlencode(kept + [(_CURSOR, f'{last.rtype}/{last.rid}')])}"})
+    return links
+
+
+async def run(hub: Any, req: Request, q: Query, path: str, pairs: list[tuple[str, str]]) -> Response:
+    """Answer a parsed query with a searchset Bundle."""
+    for key in q.sort:
+        if key.param != "_id" or key.descending:
+            raise FhirError(400, error("not-supported", f"_sort={'-' if key.descending else ''}{key.param} is not "
+                                       "supported yet (results come in id order)", "_sort"))
+    count = hub.settings.default_count if q.count is None else q.count
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if q.summary == "count":
+        bundle["total"] = await _total(hub, q)
+        bundle["link"] = _links(req, path, q, pairs, count, _Page())
+        return Response(200, dumps(bundle, req.param("_pretty") == "true"), [CONTENT_TYPE_HEADER])
+    page = _Page()
+    if count > 0:
+        await _matches(hub, q, page, count)
+        if q.includes:
+            await _includes(hub, q, page)
+    if q.total in ("accurate", "estimate") or (count == 0 and q.total != "none"):
+        bundle["total"] = await _total(hub, q)
+    elif not page.more and q.cursor is None and q.total != "none":
+        bundle["total"] = len(page.matches)  # the whole result is on this page: the total is free
+    bundle["link"] = _links(req, path, q, pairs, count, page)
+    entries = [_entry(req, q, v, "match") for v in page.matches]
+    matched = {(v.rtype, v.rid) for v in page.matches}
+    entries.extend(_entry(req, q, v, "include") for key, v in page.included.items() if key not in matched)
+    entries.extend({"resource": o, "search": {"mode": "outcome"}} for o in page.outcomes)
     if entries:  # FHIR JSON has no empty arrays
         bundle["entry"] = entries
     return Response(200, dumps(bundle, req.param("_pretty") == "true"), [CONTENT_TYPE_HEADER])
+
+
+async def handle_search(hub: Any, req: Request, rtype: str) -> Response:
+    check_type(rtype)
+    pairs = _pairs(req)
+    q = parse([rtype], pairs, base_url=req.base_url, strict=_strict(req), max_count=hub.settings.max_count)
+    return await run(hub, req, q, rtype, pairs)
+
+
+async def handle_system_search(hub: Any, req: Request) -> Response:
+    """``GET [base]?_type=A,B&...``: only parameters common to the types apply."""
+    pairs = _pairs(req)
+    types: list[str] = []
+    for name, raw in pairs:
+        if name == "_type":
+            for t in raw.split(","):
+                check_type(t.strip())
+                types.append(t.strip())
+    if not types:
+        raise FhirError(400, error("not-supported", "a system-level search needs _type (searching every type at "
+                                   "once is not supported)", "_type"))
+    q = parse(sorted(set(types)), pairs, base_url=req.base_url, strict=_strict(req),
+              max_count=hub.settings.max_count)
+    return await run(hub, req, q, "", pairs)
+
+
+async def handle_compartment_search(hub: Any, req: Request, ctype: str, cid: str, rtype: str) -> Response:
+    """``GET Patient/123/Observation?...`` (or ``*`` for every type in the compartment)."""
+    check_type(ctype)
+    check_id(cid)
+    members = definitions.compartments().get(ctype)
+    if members is None:
+        raise FhirError(404, error("not-found", f"{ctype} has no compartment"))
+    if rtype == "*":
+        types = sorted(t for t, params in members.items() if params)
+    else:
+        check_type(rtype)
+        if not members.get(rtype):
+            raise FhirError(400, error("invalid", f"{rtype} resources are never in a {ctype} compartment"))
+        types = [rtype]
+    pairs = _pairs(req)
+    q = parse(types, pairs, base_url=req.base_url, strict=_strict(req), max_count=hub.settings.max_count)
+    q = Query(**{**_fields(q), "compartment": (ctype, cid)})
+    return await run(hub, req, q, f"{ctype}/{cid}/{rtype}", pairs)
+
+
+def _fields(q: Query) -> dict[str, Any]:
+    return {name: getattr(q, name) for name in q.__dataclass_fields__}

@@ -35,8 +35,8 @@ from fhir_hub.rest.references import (
 from fhir_hub.rest.respond import prefer_return
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps, parse_json, require_json_body
 from fhir_hub.search.dates import instant
-from fhir_hub.search.tokens import parse_criteria
-from fhir_hub.storage.port import Indexer, IndexRow, StoredVersion, TokenMatch, Tx
+from fhir_hub.search.parse import Conditions, conditions
+from fhir_hub.storage.port import Indexer, IndexRow, StoredVersion, Tx
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
@@ -52,10 +52,10 @@ class Entry:
     rid: str | None = None
     vid: str | None = None
     #: Criteria of a conditional URL (``Patient?identifier=...``).
-    criteria: list[TokenMatch] | None = None
+    criteria: Conditions | None = None
     resource: dict[str, Any] | None = None
     full_url: str | None = None
-    if_none_exist: list[TokenMatch] | None = None
+    if_none_exist: Conditions | None = None
     if_match: int | None = None
     #: ``("json", ops)`` or ``("fhirpath", Parameters)`` for PATCH entries.
     patch: tuple[str, Any] | None = None
@@ -168,12 +168,12 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool 
     if len(segments) > 2 or (len(segments) == 2 and method == "POST"):
         raise FhirError(400, error("invalid", f"request.url {url!r} does not fit {method}", f"{where}.request.url"))
     if entry.rid is None and method != "POST":
-        entry.criteria = parse_criteria(rtype, query, f"{where}.request.url")
+        entry.criteria = conditions(rtype, query, f"{where}.request.url")
     if_match = request.get("ifMatch")
     if if_match is not None:
         entry.if_match = write.etag_version(str(if_match), f"{where}.request.ifMatch")
     if method == "POST" and request.get("ifNoneExist"):
-        entry.if_none_exist = parse_criteria(rtype, write.query_pairs(str(request["ifNoneExist"])),
+        entry.if_none_exist = conditions(rtype, write.query_pairs(str(request["ifNoneExist"])),
                                              f"{where}.request.ifNoneExist")
     resource = raw.get("resource")
     if method == "PATCH":
@@ -264,8 +264,8 @@ def _stream_bundle(body: bytes) -> tuple[str, Iterable[Any]]:
 def _resolve_conditional_ref(tx: Tx, ref: str, path: str) -> str:
     rtype, _, query = ref.partition("?")
     write.check_type(rtype)
-    criteria = parse_criteria(rtype, parse_qsl(query, keep_blank_values=True), f"{path}.reference")
-    found = tx.find(rtype, criteria, 2)
+    criteria = conditions(rtype, parse_qsl(query, keep_blank_values=True), f"{path}.reference")
+    found = tx.find(rtype, criteria.criteria, 2, ids=criteria.ids)
     if not found:
         raise FhirError(400, error("not-found", f"conditional reference {ref!r} matched no {rtype}",
                                    f"{path}.reference"))
@@ -371,8 +371,8 @@ def _read_entry(tx: Tx, e: Entry, base_url: str) -> dict[str, Any]:
     segments, query = e.segments, e.query
     if len(segments) == 1:
         write.check_type(e.rtype)
-        criteria = parse_criteria(e.rtype, query, f"{e.where}.request.url")
-        ids = tx.find(e.rtype, criteria, 1000)
+        criteria = conditions(e.rtype, query, f"{e.where}.request.url")
+        ids = tx.find(e.rtype, criteria.criteria, 1000, ids=criteria.ids)
         found = [tx.current(e.rtype, rid) for rid in ids]
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(found)}
         matches = [{"fullUrl": f"{base_url}/{v.rtype}/{v.rid}", "resource": orjson.Fragment(v.body),

@@ -31,8 +31,8 @@ from fhir_hub.rest.wire import (
     parse_json,
     require_json_body,
 )
-from fhir_hub.search.tokens import parse_criteria
-from fhir_hub.storage.port import IndexRow, StoredVersion, TokenMatch, Tx
+from fhir_hub.search.parse import Conditions, conditions
+from fhir_hub.storage.port import IndexRow, StoredVersion, Tx
 from fhir_hub.validation import structure
 
 #: How many resources a conditional delete may remove at once before it answers 412.
@@ -135,15 +135,15 @@ def if_match_version(req: Request) -> int | None:
 # -- decisions on the writer -----------------------------------------------------------------
 
 
-def match_one(tx: Tx, rtype: str, criteria: list[TokenMatch], what: str) -> str | None:
+def match_one(tx: Tx, rtype: str, criteria: Conditions, what: str) -> str | None:
     """The one live match of conditional criteria, or ``None``; several matches are a 412."""
-    found = tx.find(rtype, criteria, 2)
+    found = tx.find(rtype, criteria.criteria, 2, ids=criteria.ids)
     if len(found) > 1:
         raise precondition(f"{what} matched more than one {rtype}: the criteria are not selective enough")
     return found[0] if found else None
 
 
-def update_target(tx: Tx, rtype: str, criteria: list[TokenMatch], body_id: str | None, what: str,
+def update_target(tx: Tx, rtype: str, criteria: Conditions, body_id: str | None, what: str,
                   id_expression: str) -> str | None:
     """Conditional update's target (http.html#cond-update): the match, else the body's id, else
     ``None`` (create). A body id that differs from the match is a 400."""
@@ -154,16 +154,16 @@ def update_target(tx: Tx, rtype: str, criteria: list[TokenMatch], body_id: str |
     return found if found is not None else body_id
 
 
-def delete_targets(tx: Tx, rtype: str, criteria: list[TokenMatch], what: str) -> list[str]:
+def delete_targets(tx: Tx, rtype: str, criteria: Conditions, what: str) -> list[str]:
     """Every match of a conditional delete, up to ``MAX_CONDITIONAL_DELETE`` (412 above)."""
-    found = tx.find(rtype, criteria, MAX_CONDITIONAL_DELETE + 1)
+    found = tx.find(rtype, criteria.criteria, MAX_CONDITIONAL_DELETE + 1, ids=criteria.ids)
     if len(found) > MAX_CONDITIONAL_DELETE:
         raise precondition(f"{what} matched more than {MAX_CONDITIONAL_DELETE} {rtype} resources")
     return found
 
 
 def create(tx: Tx, rtype: str, resource: dict[str, Any], refs: ReferenceChecker, *,
-           if_none_exist: list[TokenMatch] | None = None, rid: str | None = None, fresh: bool = False,
+           if_none_exist: Conditions | None = None, rid: str | None = None, fresh: bool = False,
            where: str = "", holders: list[dict[str, Any]] | None = None,
            index: Sequence[IndexRow] | None = None) -> Written:
     """POST: ``rid`` is an id chosen ahead (transactions); ``fresh`` says it was just generated.
@@ -197,7 +197,7 @@ def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: Referen
     return Written(201 if created else 200, tx.put(rtype, rid, resource, method, index=index))
 
 
-def conditional_update(tx: Tx, rtype: str, criteria: list[TokenMatch], resource: dict[str, Any],
+def conditional_update(tx: Tx, rtype: str, criteria: Conditions, resource: dict[str, Any],
                        refs: ReferenceChecker, *, if_match: int | None = None, where: str = "") -> Written:
     target = update_target(tx, rtype, criteria, resource.get("id"), "conditional update", "id")
     if target is None:
@@ -214,7 +214,7 @@ def delete(tx: Tx, rtype: str, rid: str, *, if_match: int | None = None) -> Writ
     return Written(200 if gone is not None else 204, gone)
 
 
-def conditional_delete(tx: Tx, rtype: str, criteria: list[TokenMatch]) -> list[StoredVersion]:
+def conditional_delete(tx: Tx, rtype: str, criteria: Conditions) -> list[StoredVersion]:
     out: list[StoredVersion] = []
     for rid in delete_targets(tx, rtype, criteria, "conditional delete"):
         gone = tx.delete(rtype, rid)
@@ -249,7 +249,7 @@ async def handle_create(hub: Any, req: Request, rtype: str) -> Response:
     criteria = None
     if_none_exist = req.headers.get("if-none-exist")
     if if_none_exist is not None:
-        criteria = parse_criteria(rtype, query_pairs(if_none_exist), "If-None-Exist")
+        criteria = conditions(rtype, query_pairs(if_none_exist), "If-None-Exist")
     w = await hub.store.transact(lambda tx: create(tx, rtype, resource, hub.refs(tx, req.base_url), if_none_exist=criteria))
     return written_response(req, w)
 
@@ -271,7 +271,7 @@ async def handle_update(hub: Any, req: Request, rtype: str, rid: str) -> Respons
 
 async def handle_conditional_update(hub: Any, req: Request, rtype: str) -> Response:
     check_type(rtype)
-    criteria = parse_criteria(rtype, req.query, "conditional update")
+    criteria = conditions(rtype, req.query, "conditional update")
     resource = parse_resource(req, rtype)
     if "id" in resource:
         check_id(str(resource["id"]))
@@ -302,7 +302,7 @@ async def handle_delete(hub: Any, req: Request, rtype: str, rid: str) -> Respons
 
 async def handle_conditional_delete(hub: Any, req: Request, rtype: str) -> Response:
     check_type(rtype)
-    criteria = parse_criteria(rtype, req.query, "conditional delete")
+    criteria = conditions(rtype, req.query, "conditional delete")
     gone = await hub.store.transact(lambda tx: conditional_delete(tx, rtype, criteria))
     return _deleted_response(req, gone, f"{len(gone)} {rtype} resource(s)")
 
@@ -362,7 +362,7 @@ async def handle_patch(hub: Any, req: Request, rtype: str, rid: str | None) -> R
     check_type(rtype)
     document = _patch_document(req)
     if_match = if_match_version(req)
-    criteria = parse_criteria(rtype, req.query, "conditional patch") if rid is None else None
+    criteria = conditions(rtype, req.query, "conditional patch") if rid is None else None
     if rid is not None:
         check_id(rid)
 

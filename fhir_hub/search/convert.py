@@ -270,8 +270,8 @@ def _quantity(out: Out, ps: Codes, q: Any) -> None:
     canon = ucum.canonical(n, code) if system == ucum.SYSTEM and code else None
     for p in ps:
         out["quantity", p, system, code, n] = None
-        if canon is not None:
-            out["quantity", p, system, canon[1], canon[0]] = None
+        if canon is not None:  # kept apart: a query without units must not meet 61.5 kg as 61500 g
+            out["quantity", p + ":canonical", system, canon[1], canon[0]] = None
 
 
 def _quantity_emit(ps: Codes, leaf: str) -> Emit | None:

@@ -20,7 +20,7 @@ Rows (:data:`IndexRow`, duplicates removed within a resource):
 ``("date", p, low, high, None)``                           inclusive µs; open Period ends are
                                                            :data:`DATE_MIN` / :data:`DATE_MAX`
 ``("number", p, value, None, None)``
-``("quantity", p, system, code, value)``                   plus the canonical UCUM form (``ucum.py``)
+``("quantity", p, system, code, value)``                   plus ``p:canonical`` rows in canonical UCUM units
 ``("reference", p, target, None, None)``                   ``Type/id``, or an absolute URL as written
                                                            (and its ``Type/id``), or a canonical
 ``("uri", p, value, None, None)``

@@ -281,6 +281,10 @@ def value_matches(value: Value, rows: Iterable[IndexRow], modifier: str | None =
 # --- clauses ---------------------------------------------------------------------------------------
 
 
+#: Param suffix of the rows holding UCUM quantities in canonical units (``search/ucum.py``).
+CANONICAL = ":canonical"
+
+
 def matches_clause(clause: Clause, rows: Grouped, now: int | None = None) -> bool:
     """Whether one resource, as its :func:`group`-ed rows, satisfies one non-composite clause."""
     if clause.missing is not None:
@@ -294,11 +298,11 @@ def matches_clause(clause: Clause, rows: Grouped, now: int | None = None) -> boo
     if clause.modifier == "not":
         return not any(value_matches(v, rows.get(clause.param, ()), None, now) for v in clause.values)
     suffix = _DERIVED.get(clause.modifier or "")
-    own = rows.get(clause.param + suffix if suffix else clause.param)
-    if not own:
-        return False
+    own = rows.get(clause.param + suffix if suffix else clause.param, ())
+    canonical = rows.get(clause.param + CANONICAL, ())
     modifier = None if suffix else clause.modifier
-    return any(value_matches(v, own, modifier, now) for v in clause.values)
+    return any(value_matches(v, canonical if isinstance(v, QuantityValue) and v.canonical else own, modifier, now)
+               for v in clause.values)
 
 
 def composite_matches(clause: Clause, elements: ElementRows, now: int | None = None) -> bool:

@@ -18,7 +18,7 @@ A query is an AND of :class:`Clause`; a clause is one query parameter, an OR of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 #: Comparison prefixes of number, date and quantity values (search.html#prefix).
@@ -75,6 +75,9 @@ class QuantityValue:
     system: str | None
     #: ``None``: any unit. Matches ``Quantity.code``, or ``Quantity.unit`` when the system is absent.
     code: str | None
+    #: The value was converted to its canonical UCUM unit: it compares with the ``param:canonical``
+    #: rows, where every convertible UCUM quantity is indexed in canonical units too.
+    canonical: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +173,11 @@ class Query:
     """A parsed search: criteria (AND) over one resource type, or several with ``_type``."""
 
     types: tuple[str, ...]
+    #: The criteria of a one-type search; with several types see :attr:`per_type`.
     criteria: tuple[Criterion, ...] = ()
+    #: ``(type, criteria)`` for each type of a ``_type`` search: a common parameter's expression
+    #: differs by type, so each type has its own parsed criteria.
+    per_type: tuple[tuple[str, tuple[Criterion, ...]], ...] = ()
     #: ``_id`` values (OR), kept apart: every backend answers them from its primary key.
     ids: tuple[str, ...] | None = None
     sort: tuple[SortKey, ...] = ()
@@ -187,4 +194,9 @@ class Query:
     compartment: tuple[str, str] | None = None
     #: Opaque keyset position of a ``next`` link.
     cursor: str | None = None
-    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def criteria_for(self, rtype: str) -> tuple[Criterion, ...]:
+        for t, criteria in self.per_type:
+            if t == rtype:
+                return criteria
+        return self.criteria

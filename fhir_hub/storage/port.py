@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from fhir_hub.search.query import Criterion
+
 T = TypeVar("T")
 
 
@@ -61,25 +63,16 @@ class HistoryQuery:
     count: int = 50
 
 
-#: ``(kind, param, system, value)``: one search-index row of a resource.
-IndexRow = tuple[str, str, str | None, str]
+#: ``(kind, param, a, b, c)``: one search-index row of a resource; ``kind`` names the index
+#: (``string``, ``token``, ``date``, ``number``, ``quantity``, ``reference``, ``uri``) and the
+#: meaning of ``a, b, c`` (``search/extract.py`` documents each shape).
+IndexRow = tuple[str, str, Any, Any, Any]
 
 
 class Indexer(Protocol):
     """Turns a resource into search-index rows; the search module provides it."""
 
-    def rows(self, rtype: str, resource: dict[str, Any]) -> Sequence[IndexRow]:
-        """``(kind, param, system, value)`` rows; kind names an index table (``token``, ...)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class TokenMatch:
-    """One token criterion of a conditional operation: ``param=[system|]code`` (OR of values)."""
-
-    param: str
-    #: ``(system, code)`` pairs; system ``None`` means any system, ``""`` means no system.
-    values: tuple[tuple[str | None, str], ...]
+    def rows(self, rtype: str, resource: dict[str, Any]) -> Sequence[IndexRow]: ...
 
 
 class Tx(Protocol):
@@ -109,8 +102,10 @@ class Tx(Protocol):
         """Write a tombstone; ``None`` if there was nothing live to delete."""
         ...
 
-    def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int, after: str | None = None) -> list[str]:
-        """Ids of live resources of ``rtype`` matching all criteria (AND of ORs), at most ``limit``.
+    def find(self, rtype: str, criteria: Sequence[Criterion], limit: int, after: str | None = None,
+             ids: Sequence[str] | None = None) -> list[str]:
+        """Ids of live resources of ``rtype`` matching all criteria (and one of ``ids`` if given),
+        at most ``limit``, seeing this transaction's writes.
 
         Ids come in ascending order, all greater than ``after``: a keyset cursor for paging.
         """
@@ -137,8 +132,23 @@ class Store(Protocol):
 
     async def history_total(self, query: HistoryQuery) -> int: ...
 
-    async def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int,
-                   after: str | None = None) -> list[str]: ...
+    async def find(self, rtype: str, criteria: Sequence[Criterion], limit: int,
+                   after: str | None = None, ids: Sequence[str] | None = None) -> list[str]:
+        """As :meth:`Tx.find`, over committed state."""
+        ...
+
+    async def count(self, rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None) -> int:
+        """How many live resources :meth:`find` would list without a limit."""
+        ...
+
+    async def read_many(self, rtype: str, rids: Sequence[str]) -> list[StoredVersion]:
+        """The live current versions of those ids that exist, in any order."""
+        ...
+
+    async def references(self, rtype: str, rids: Sequence[str]) -> list[tuple[str, str, str]]:
+        """``(rid, param, target)`` of every indexed reference of those resources (``_include``,
+        ``$everything``): targets as indexed, ``Type/id`` or an absolute URL."""
+        ...
 
     async def transact(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` on the writer in one atomic transaction; its result once durably committed."""

@@ -42,7 +42,9 @@ def check_golden(name: str, doc: Any, base: str) -> None:
     ("outcome-bad-json", "POST", "/Patient", {"content": b"{oops"}),
     ("outcome-invalid-patient", "POST", "/Patient",
      {"json": {"resourceType": "Patient", "gender": "x", "name": [{"given": "An"}], "bogus": True}}),
-    ("outcome-unsupported-search", "GET", "/Patient?name=nguyen", {}),
+    ("outcome-unsupported-search", "GET", "/Observation?code:in=http://example.org/fhir/ValueSet/x", {}),
+    ("outcome-bad-search-value", "GET", "/Patient?birthdate=ge2024-13", {}),
+    ("outcome-search-strict", "GET", "/Patient?nope=1", {"headers": {"Prefer": "handling=strict"}}),
     ("outcome-method", "DELETE", "/", {}),
 ])
 def test_outcomes(client: httpx.Client, server: Any, name: str, method: str, url: str, kwargs: dict[str, Any]) -> None:

@@ -156,7 +156,7 @@ def test_observation_with_quantity_and_period() -> None:
     text = [("string", f"{p}:text", n, e, None) for p in ("code", "combo-code")
             for e, n in (("C reactive protein", "c reactive protein"), ("CRP", "crp"))]
     quantity = [r for p in ("value-quantity", "combo-value-quantity")
-                for r in (("quantity", p, UCUM, "mg", 12.5), ("quantity", p, UCUM, "g", 0.0125))]
+                for r in (("quantity", p, UCUM, "mg", 12.5), ("quantity", p + ":canonical", UCUM, "g", 0.0125))]
     assert rows_of("Observation", OBSERVATION) == {
         ("token", "status", "", "final", None),
         ("token", "category", "http://terminology.hl7.org/CodeSystem/observation-category", "laboratory", None),
@@ -180,7 +180,7 @@ def test_choice_as_filters_each_item_of_a_list() -> None:
         {"code": {"text": "diastolic"}, "valueQuantity": {"value": 80, "unit": "mmHg"}}]}
     assert rows_of("Observation", obs, "component-value-quantity") == {
         ("quantity", "component-value-quantity", UCUM, "mm[Hg]", 120.0),
-        ("quantity", "component-value-quantity", UCUM, "g/(m.s2)", 15998686.4898),
+        ("quantity", "component-value-quantity:canonical", UCUM, "g/(m.s2)", 15998686.4898),
         ("quantity", "component-value-quantity", "", "mmHg", 80.0)}
 
 
@@ -200,7 +200,7 @@ def test_component_rows_keep_each_component_apart() -> None:
     def element(loinc: str, value: float, canonical: float) -> list[list[tuple[Any, ...]]]:
         return [[("token", "component-code", "http://loinc.org", loinc, None)],
                 [("quantity", "component-value-quantity", UCUM, "mm[Hg]", value),
-                 ("quantity", "component-value-quantity", UCUM, "g/(m.s2)", canonical)]]
+                 ("quantity", "component-value-quantity:canonical", UCUM, "g/(m.s2)", canonical)]]
 
     assert extract.component_rows("Observation", "component-code-value-quantity", BLOOD_PRESSURE) == [
         element("8480-6", 120.0, 15998686.4898), element("8462-4", 80.0, 10665790.9932)]
@@ -262,7 +262,7 @@ def test_encounter() -> None:
         ("token", "practitioner:identifier", *provider, None),
         ("date", "date", us(2024, 3, 1, 1)[0], DATE_MAX, None),
         ("quantity", "length", UCUM, "min", 30.0),
-        ("quantity", "length", UCUM, "s", 1800.0),
+        ("quantity", "length:canonical", UCUM, "s", 1800.0),
         ("string", "reason-code:text", "dau dau", "Đau đầu", None),
         ("reference", "service-provider", "Organization/bv-bach-mai", None, None),
         ("reference", "location", "Location/l1", None, None),

@@ -14,13 +14,14 @@ from typing import Any
 import orjson
 import pytest
 
-from fhir_hub.search.tokens import TokenIndexer
-from fhir_hub.storage.port import HistoryQuery, Store, TokenMatch, Tx
+from fhir_hub.search.extract import Indexer
+from fhir_hub.search.query import Clause, TokenValue
+from fhir_hub.storage.port import HistoryQuery, Store, Tx
 from fhir_hub.storage.sqlite.store import SQLiteStore
 
 
 def _sqlite(tmp: Path) -> Store:
-    return SQLiteStore(str(tmp / "store.db"), indexer=TokenIndexer())
+    return SQLiteStore(str(tmp / "store.db"), indexer=Indexer())
 
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": _sqlite}
@@ -109,7 +110,7 @@ async def test_a_failing_unit_leaves_nothing_behind(opened: Opened) -> None:
     assert await store.read("Patient", "b") is None
     keep = await store.read("Patient", "keep")
     assert keep is not None and keep.vid == 1
-    assert await store.find("Patient", [TokenMatch("identifier", (("urn:test", "b1"),))], 10) == []
+    assert await store.find("Patient", [token("identifier", ("urn:test", "b1"))], 10) == []
     assert len(await store.history(HistoryQuery())) == 1
 
 
@@ -163,18 +164,26 @@ async def test_find_by_token_and_id_sees_only_live_current_versions(opened: Open
     await put(store, "Patient", "a", patient("a", "111"))
     await put(store, "Patient", "b", patient("b", "222"))
     await put(store, "Patient", "a", patient("a", "333"))  # a no longer has 111
-    by = lambda system, code: [TokenMatch("identifier", ((system, code),))]  # noqa: E731
+    def by(system: str | None, code: str | None) -> list[Clause]:
+        return [token("identifier", (system, code))]
+
     assert await store.find("Patient", by("urn:test", "111"), 10) == []
     assert await store.find("Patient", by("urn:test", "333"), 10) == ["a"]
     assert await store.find("Patient", by(None, "222"), 10) == ["b"]
     assert await store.find("Patient", by("urn:other", "222"), 10) == []
-    assert sorted(await store.find("Patient", by("urn:test", ""), 10)) == ["a", "b"]
-    either = [TokenMatch("identifier", (("urn:test", "222"), ("urn:test", "333")))]
+    assert sorted(await store.find("Patient", by("urn:test", None), 10)) == ["a", "b"]
+    either = [token("identifier", ("urn:test", "222"), ("urn:test", "333"))]
     assert sorted(await store.find("Patient", either, 10)) == ["a", "b"]
-    both = [TokenMatch("identifier", (("urn:test", "222"),)), TokenMatch("_id", ((None, "b"),))]
-    assert await store.find("Patient", both, 10) == ["b"]
+    assert await store.find("Patient", by("urn:test", "222"), 10, ids=["b"]) == ["b"]
+    assert await store.find("Patient", by("urn:test", "222"), 10, ids=["a"]) == []
+    assert await store.count("Patient", either) == 2
     await store.transact(lambda tx: tx.delete("Patient", "b"))
     assert await store.find("Patient", by(None, "222"), 10) == []
+    assert await store.count("Patient", either) == 1
+
+
+def token(param: str, *pairs: tuple[str | None, str | None]) -> Clause:
+    return Clause(param, "token", tuple(TokenValue(system, code) for system, code in pairs))
 
 
 async def test_history_newest_first_with_since_and_cursor(opened: Opened) -> None:

@@ -12,7 +12,31 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: Index tables: value columns (the primary key's lookup order after rtype and param) per kind.
+INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
+    "string": ("norm", "exact"),
+    "token": ("code", "system"),
+    "date": ("low", "high"),
+    "number": ("value",),
+    "quantity": ("code", "system", "value"),
+    "reference": ("target",),
+    "uri": ("uri",),
+}
+
+
+def _index_ddl() -> str:
+    out = []
+    for kind, cols in INDEX_COLUMNS.items():
+        defs = ", ".join(f"{c} {'REAL' if c == 'value' else 'INTEGER' if c in ('low', 'high') else 'TEXT'} NOT NULL"
+                         for c in cols)
+        key = ", ".join(cols)
+        out.append(f"CREATE TABLE IF NOT EXISTS idx_{kind} (rtype TEXT NOT NULL, param TEXT NOT NULL, {defs}, "
+                   f"rid TEXT NOT NULL, PRIMARY KEY (rtype, param, {key}, rid)) WITHOUT ROWID;\n"
+                   f"CREATE INDEX IF NOT EXISTS idx_{kind}_rid ON idx_{kind} (rtype, rid, param);")
+    return "\n".join(out)
+
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS version (
@@ -37,20 +61,12 @@ CREATE TABLE IF NOT EXISTS current (
     PRIMARY KEY (rtype, rid)
 ) WITHOUT ROWID;
 
-CREATE TABLE IF NOT EXISTS idx_token (
-    rtype  TEXT NOT NULL,
-    param  TEXT NOT NULL,
-    code   TEXT NOT NULL,
-    system TEXT NOT NULL,
-    rid    TEXT NOT NULL,
-    PRIMARY KEY (rtype, param, code, system, rid)
-) WITHOUT ROWID;
-
+{index_tables}
 CREATE TABLE IF NOT EXISTS store_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-"""
+""".replace("{index_tables}", _index_ddl())
 
 
 class SchemaMismatch(RuntimeError):
@@ -82,3 +98,27 @@ def ensure(conn: sqlite3.Connection) -> None:
         raise SchemaMismatch(
             f"database schema version {row[0]} is not the version {SCHEMA_VERSION} this fhir-hub uses"
         )
+    _plan_statistics(conn)
+
+
+def _plan_statistics(conn: sqlite3.Connection) -> None:
+    """Give the query planner the shape of a large store, once, before it has real statistics.
+
+    Without ``sqlite_stat1`` SQLite guesses that ``rtype = ?`` on an index by owner is as
+    selective as a full value key, and to avoid sorting by ``rid`` it ranges over every index row
+    of the type. These fixed figures (ten million rows; a value key selects a handful; an owner
+    key a few) make it seek the value key and probe by owner, the plans ``storage/sqlite/search.py``
+    is written for. A later ``ANALYZE`` replaces them with measured ones.
+    """
+    conn.execute("ANALYZE sqlite_schema")  # creates sqlite_stat1 if missing (and reads it)
+    if conn.execute("SELECT 1 FROM sqlite_stat1 WHERE tbl = 'idx_token'").fetchone() is not None:
+        return
+    rows = [("current", "sqlite_autoindex_current_1", "10000000 1000000 1")]
+    for kind, cols in INDEX_COLUMNS.items():
+        value_keys = " ".join(["10"] + ["5"] * (len(cols) - 1))
+        rows.append((f"idx_{kind}", f"sqlite_autoindex_idx_{kind}_1", f"10000000 1000000 100000 {value_keys} 1"))
+        rows.append((f"idx_{kind}", f"idx_{kind}_rid", "10000000 1000000 10 2"))
+    with conn:
+        conn.execute("DELETE FROM sqlite_stat1 WHERE tbl = 'current' OR tbl LIKE 'idx_%'")
+        conn.executemany("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)", rows)
+    conn.execute("ANALYZE sqlite_schema")

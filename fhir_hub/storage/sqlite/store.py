@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 import orjson
 
 from fhir_hub.search.dates import instant
-from fhir_hub.storage.port import HistoryQuery, Indexer, IndexRow, StoredVersion, StoreUnavailable, TokenMatch
-from fhir_hub.storage.sqlite import schema
+from fhir_hub.search.query import Criterion
+from fhir_hub.storage.port import HistoryQuery, Indexer, IndexRow, StoredVersion, StoreUnavailable
+from fhir_hub.storage.sqlite import schema, search
 
 T = TypeVar("T")
 
@@ -36,6 +37,11 @@ _READ = (
     "SELECT v.vid, v.ts, v.method, v.body, v.seq FROM current c JOIN version v ON v.seq = c.seq "
     "WHERE c.rtype = ? AND c.rid = ?"
 )
+_READ_MANY = (
+    "SELECT c.rid, v.vid, v.ts, v.method, v.body, v.seq FROM current c JOIN version v ON v.seq = c.seq "
+    "WHERE c.rtype = ? AND c.rid IN ({marks}) AND c.deleted = 0"
+)
+_REFERENCES = "SELECT rid, param, target FROM idx_reference WHERE rtype = ? AND rid IN ({marks})"
 _VREAD = "SELECT vid, ts, method, body, seq FROM version WHERE rtype = ? AND rid = ? AND vid = ?"
 
 
@@ -70,78 +76,38 @@ def _history_sql(q: HistoryQuery, select: str) -> tuple[str, list[Any]]:
     return sql, args
 
 
-def _token_clause(alias: str, crit: TokenMatch) -> tuple[str, list[Any]]:
-    """``(code = ? AND system = ?) OR ...`` over one token parameter's values.
-
-    When every value names a code, ``code IN (...)`` comes first so the primary key's
-    (rtype, param, code) prefix is seeked for each value instead of ranging over the parameter.
-    """
-    ors: list[str] = []
-    args: list[Any] = []
-    codes = [code for _system, code in crit.values]
-    prefix = ""
-    if len(codes) > 1 and all(codes):
-        prefix = f"{alias}.code IN ({','.join('?' * len(codes))}) AND "
-        args.extend(codes)
-    for system, code in crit.values:
-        if system is None:
-            ors.append(f"{alias}.code = ?")
-            args.append(code)
-        elif code == "":
-            ors.append(f"{alias}.system = ?")
-            args.append(system)
-        else:
-            ors.append(f"({alias}.code = ? AND {alias}.system = ?)")
-            args.extend((code, system))
-    return f"{prefix}({' OR '.join(ors)})", args
-
-
-def _find_sql(rtype: str, criteria: Sequence[TokenMatch], limit: int,
-              after: str | None = None) -> tuple[str, list[Any]]:
-    """AND of ORs over the token index, restricted to live resources.
-
-    The query is driven by the index itself: by the ids when ``_id`` is given (primary-key seeks
-    in ``current``), else by the first token criterion's index range, so a conditional create
-    costs a few seeks however many resources of the type exist (no scan of the type).
-    """
-    ids = [c for c in criteria if c.param == "_id"]
-    tokens = [c for c in criteria if c.param != "_id"]
-    args: list[Any] = []
-    if ids or not tokens:
-        sql = "SELECT c.rid FROM current c WHERE c.rtype = ? AND c.deleted = 0"
-        args.append(rtype)
-        rest = tokens
-    else:
-        first, rest = tokens[0], tokens[1:]
-        clause, clause_args = _token_clause("t0", first)
-        # CROSS JOIN fixes the order: the index range drives, whatever the planner guesses
-        sql = ("SELECT DISTINCT c.rid FROM idx_token t0 CROSS JOIN current c ON c.rtype = t0.rtype AND c.rid = t0.rid "
-               f"WHERE t0.rtype = ? AND t0.param = ? AND ({clause}) AND c.deleted = 0")
-        args.extend((rtype, first.param, *clause_args))
-    for crit in ids:
-        codes = [code for _, code in crit.values]
-        sql += f" AND c.rid IN ({','.join('?' * len(codes))})"
-        args.extend(codes)
-    for crit in rest:
-        clause, clause_args = _token_clause("t", crit)
-        sql += (" AND EXISTS (SELECT 1 FROM idx_token t WHERE t.rtype = c.rtype AND t.param = ?"
-                f" AND ({clause}) AND t.rid = c.rid)")
-        args.extend((crit.param, *clause_args))
-    if after is not None:
-        sql += " AND c.rid > ?"
-        args.append(after)
-    sql += " ORDER BY c.rid LIMIT ?"
-    args.append(limit)
-    return sql, args
-
-
 _INSERT_VERSION = "INSERT INTO version (seq, rtype, rid, vid, ts, method, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_CURRENT = (
     "INSERT INTO current (rtype, rid, seq, vid, deleted) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (rtype, rid) DO UPDATE SET seq = excluded.seq, vid = excluded.vid, deleted = excluded.deleted"
 )
-_INSERT_TOKEN = "INSERT INTO idx_token (rtype, param, code, system, rid) VALUES (?, ?, ?, ?, ?)"
-_DELETE_TOKEN = "DELETE FROM idx_token WHERE rtype = ? AND param = ? AND code = ? AND system = ? AND rid = ?"
+
+
+def _index_statements() -> dict[str, tuple[str, str]]:
+    out = {}
+    for kind, cols in schema.INDEX_COLUMNS.items():
+        names = ", ".join(("rtype", "param", *cols, "rid"))
+        marks = ", ".join("?" * (len(cols) + 3))
+        where = " AND ".join(f"{c} = ?" for c in ("rtype", "param", *cols, "rid"))
+        out[kind] = (f"INSERT OR IGNORE INTO idx_{kind} ({names}) VALUES ({marks})",
+                     f"DELETE FROM idx_{kind} WHERE {where}")
+    return out
+
+
+#: ``kind -> (insert, delete)`` statements of each index table.
+_INDEX_SQL = _index_statements()
+#: Index row ``(kind, param, a, b, c)`` → the table's column tuple (see ``search/extract.py``).
+_INDEX_ROW: dict[str, Callable[[str, str, IndexRow], tuple[Any, ...]]] = {
+    "string": lambda rtype, rid, r: (rtype, r[1], r[2], r[3], rid),
+    "token": lambda rtype, rid, r: (rtype, r[1], r[3], r[2], rid),
+    "date": lambda rtype, rid, r: (rtype, r[1], r[2], r[3], rid),
+    "number": lambda rtype, rid, r: (rtype, r[1], r[2], rid),
+    "quantity": lambda rtype, rid, r: (rtype, r[1], r[3], r[2], r[4], rid),
+    "reference": lambda rtype, rid, r: (rtype, r[1], r[2], rid),
+    "uri": lambda rtype, rid, r: (rtype, r[1], r[2], rid),
+}
+#: Table rows of one resource, by kind.
+_Rows = list[tuple[str, tuple[Any, ...]]]
 _LATEST = (
     "SELECT c.vid, c.deleted, v.body FROM current c JOIN version v ON v.seq = c.seq "
     "WHERE c.rtype = ? AND c.rid = ?"
@@ -165,8 +131,8 @@ class _Tx:
         self.seq = seq
         self._versions: list[tuple[Any, ...]] = []
         self._current: list[tuple[Any, ...]] = []
-        self._stale: list[tuple[str, str, str, str, str]] = []
-        self._tokens: list[tuple[str, str, str, str, str]] = []
+        self._stale: _Rows = []
+        self._rows: _Rows = []
         #: Resources written by this unit whose rows may still be buffered (flush before reading one).
         self._touched: set[tuple[str, str]] = set()
 
@@ -178,11 +144,13 @@ class _Tx:
             self._versions.clear()
             self._current.clear()
         if self._stale:
-            conn.executemany(_DELETE_TOKEN, self._stale)
+            for kind, rows in _by_kind(self._stale).items():
+                conn.executemany(_INDEX_SQL[kind][1], rows)
             self._stale.clear()
-        if self._tokens:
-            conn.executemany(_INSERT_TOKEN, self._tokens)
-            self._tokens.clear()
+        if self._rows:
+            for kind, rows in _by_kind(self._rows).items():
+                conn.executemany(_INDEX_SQL[kind][0], rows)
+            self._rows.clear()
 
     def current(self, rtype: str, rid: str) -> StoredVersion | None:
         self.flush()
@@ -194,29 +162,32 @@ class _Tx:
         row = self._conn.execute(_VREAD, (rtype, rid, vid)).fetchone()
         return None if row is None else _row(rtype, rid, row)
 
-    def _token_rows(self, rtype: str, rid: str, resource: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-        if self._indexer is None:
-            return []
-        return [(rtype, param, value, system or "", rid)
-                for _kind, param, system, value in self._indexer.rows(rtype, resource)]
+    def _index_rows(self, rtype: str, rid: str, resource: dict[str, Any] | None = None,
+                    rows: Sequence[IndexRow] | None = None) -> _Rows:
+        if rows is None:
+            if self._indexer is None or resource is None:
+                return []
+            rows = self._indexer.rows(rtype, resource)
+        convert = _INDEX_ROW
+        return [(r[0], convert[r[0]](rtype, rid, r)) for r in rows]
 
-    def _latest(self, rtype: str, rid: str) -> tuple[int, bool, list[tuple[str, str, str, str, str]]] | None:
+    def _latest(self, rtype: str, rid: str) -> tuple[int, bool, _Rows] | None:
         """(vid, deleted, index rows) of the latest version, or None if the id was never used."""
         if (rtype, rid) in self._touched:
             self.flush()  # its rows must be in the tables before they can be read and replaced
         row = self._conn.execute(_LATEST, (rtype, rid)).fetchone()
         if row is None:
             return None
-        rows = [] if row[2] is None else self._token_rows(rtype, rid, orjson.loads(row[2]))
+        rows = [] if row[2] is None else self._index_rows(rtype, rid, orjson.loads(row[2]))
         return row[0], bool(row[1]), rows
 
     def _append(self, rtype: str, rid: str, vid: int, method: str, body: bytes | None,
-                stale: list[tuple[str, str, str, str, str]], rows: list[tuple[str, str, str, str, str]]) -> int:
+                stale: _Rows, rows: _Rows) -> int:
         self.seq += 1
         self._versions.append((self.seq, rtype, rid, vid, self.ts, method, body))
         self._current.append((rtype, rid, self.seq, vid, 1 if body is None else 0))
         self._stale.extend(stale)
-        self._tokens.extend(rows)
+        self._rows.extend(rows)
         self._touched.add((rtype, rid))
         if len(self._versions) >= _FLUSH_ROWS:
             self.flush()  # bound the buffer: a 50 MB bundle must not hold every body twice
@@ -236,8 +207,7 @@ class _Tx:
         resource.clear()
         resource.update(stored)
         body = orjson.dumps(stored)
-        rows = (self._token_rows(rtype, rid, stored) if index is None
-                else [(rtype, param, value, system or "", rid) for _kind, param, system, value in index])
+        rows = self._index_rows(rtype, rid, stored, index)
         seq = self._append(rtype, rid, vid, method, body, latest[2] if latest else [], rows)
         return StoredVersion(rtype, rid, vid, self.ts, method, body, seq)
 
@@ -249,10 +219,22 @@ class _Tx:
         seq = self._append(rtype, rid, vid, "DELETE", None, latest[2], [])
         return StoredVersion(rtype, rid, vid, self.ts, "DELETE", None, seq)
 
-    def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int, after: str | None = None) -> list[str]:
+    def find(self, rtype: str, criteria: Sequence[Criterion], limit: int, after: str | None = None,
+             ids: Sequence[str] | None = None) -> list[str]:
         self.flush()
-        sql, args = _find_sql(rtype, criteria, limit, after)
+        sql, args = search.find_sql(rtype, criteria, limit, after, ids)
         return [r[0] for r in self._conn.execute(sql, args)]
+
+
+def _by_kind(rows: _Rows) -> dict[str, list[tuple[Any, ...]]]:
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for kind, row in rows:
+        bucket = out.get(kind)
+        if bucket is None:
+            out[kind] = [row]
+        else:
+            bucket.append(row)
+    return out
 
 
 def _history(conn: sqlite3.Connection, q: HistoryQuery) -> list[StoredVersion]:
@@ -340,10 +322,30 @@ class SQLiteStore:
         sql, args = _history_sql(HistoryQuery(query.rtype, query.rid, query.since, query.at), "count(*)")
         return int(self._r.execute(sql, args).fetchone()[0])
 
-    async def find(self, rtype: str, criteria: Sequence[TokenMatch], limit: int,
-                   after: str | None = None) -> list[str]:
-        sql, args = _find_sql(rtype, criteria, limit, after)
+    async def find(self, rtype: str, criteria: Sequence[Criterion], limit: int,
+                   after: str | None = None, ids: Sequence[str] | None = None) -> list[str]:
+        sql, args = search.find_sql(rtype, criteria, limit, after, ids)
         return [r[0] for r in self._r.execute(sql, args)]
+
+    async def count(self, rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None) -> int:
+        sql, args = search.count_sql(rtype, criteria, ids)
+        return int(self._r.execute(sql, args).fetchone()[0])
+
+    async def read_many(self, rtype: str, rids: Sequence[str]) -> list[StoredVersion]:
+        found: list[StoredVersion] = []
+        for start in range(0, len(rids), 500):
+            chunk = rids[start:start + 500]
+            sql = _READ_MANY.format(marks=",".join("?" * len(chunk)))
+            found.extend(_row(rtype, r[0], r[1:]) for r in self._r.execute(sql, (rtype, *chunk)))
+        return found
+
+    async def references(self, rtype: str, rids: Sequence[str]) -> list[tuple[str, str, str]]:
+        found: list[tuple[str, str, str]] = []
+        for start in range(0, len(rids), 500):
+            chunk = rids[start:start + 500]
+            sql = _REFERENCES.format(marks=",".join("?" * len(chunk)))
+            found.extend(self._r.execute(sql, (rtype, *chunk)))
+        return found
 
     # -- writes (single writer thread) -----------------------------------------------------
 

@@ -1,0 +1,309 @@
+"""Neutral search criteria → SQL over the index tables (``schema.py``).
+
+Each criterion compiles two ways: as a **set** (``SELECT rid ...`` over the value-ordered primary
+key of its index table: an index range, whatever the table's size) and as a **probe** of one
+candidate (``EXISTS`` over the table's ``(rtype, rid, param)`` index: a seek). The most selective
+criterion, by a fixed ranking of kinds (``_id``, references, exact tokens, ... , ``:not``), drives;
+the others probe its candidates. Chains and ``_has`` compile to sets of ids fed through ``IN``, so
+SQLite materialises the usually tiny inner set once.
+
+Index rows exist for live current versions only (a delete removes them), so a set needs no join
+with ``current``; only a query without any positive criterion scans ``current``.
+
+The comparison rules are the in-memory matcher's (``search/matcher.py``); the differential test
+runs both over the same data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fhir_hub.search.dates import approximate
+from fhir_hub.search.matcher import CANONICAL, ap_range
+from fhir_hub.search.query import (
+    Chain,
+    Clause,
+    CompositeValue,
+    Criterion,
+    DateValue,
+    Has,
+    NumberValue,
+    OfTypeValue,
+    QuantityValue,
+    ReferenceValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+    Value,
+)
+
+#: Index table of each parameter type (``schema.INDEX_TABLES`` creates them).
+TABLE = {"string": "idx_string", "token": "idx_token", "date": "idx_date", "number": "idx_number",
+         "quantity": "idx_quantity", "reference": "idx_reference", "uri": "idx_uri"}
+_MAX_CHAR = "\U0010ffff"
+#: Lower ranks drive: they are likely to select fewest rows.
+_RANK = {"reference": 0, "token": 1, "uri": 2, "string": 3, "date": 4, "quantity": 4, "number": 4, "composite": 5}
+
+
+class Unsupported(ValueError):
+    """A criterion this compiler cannot express (the caller re-checks in memory or refuses)."""
+
+
+def _table(clause: Clause) -> tuple[str, str]:
+    """(table, param) holding the rows a clause compares against."""
+    if clause.modifier == "text":
+        return "idx_string", clause.param + ":text"
+    if clause.modifier == "of-type":
+        return "idx_token", clause.param + ":of-type"
+    if clause.modifier == "identifier":
+        return "idx_token", clause.param + ":identifier"
+    if clause.type == "composite":
+        raise Unsupported("composite parameters are matched from their components")
+    table = TABLE.get(clause.type)
+    if table is None:
+        raise Unsupported(f"no index for {clause.type} parameters")
+    return table, clause.param
+
+
+def _range(x: str, prefix: str, lo: Any, hi: Any, args: list[Any]) -> str:
+    """Date rows are ranges ``[x.low, x.high]``, compared with the value's range ``[lo, hi]``."""
+    if prefix == "eq":
+        args.extend((lo, hi))
+        return f"({x}.low >= ? AND {x}.high <= ?)"
+    if prefix == "ne":
+        args.extend((lo, hi))
+        return f"({x}.low < ? OR {x}.high > ?)"
+    if prefix == "gt":
+        args.append(hi)
+        return f"{x}.high > ?"
+    if prefix == "lt":
+        args.append(lo)
+        return f"{x}.low < ?"
+    if prefix == "ge":
+        args.extend((hi, lo, hi))
+        return f"({x}.high > ? OR ({x}.low >= ? AND {x}.high <= ?))"
+    if prefix == "le":
+        args.extend((lo, lo, hi))
+        return f"({x}.low < ? OR ({x}.low >= ? AND {x}.high <= ?))"
+    if prefix == "sa":
+        args.append(hi)
+        return f"{x}.low > ?"
+    if prefix == "eb":
+        args.append(lo)
+        return f"{x}.high < ?"
+    raise Unsupported(f"prefix {prefix}")
+
+
+def _point(col: str, v: NumberValue | QuantityValue, args: list[Any]) -> str:
+    """Number and quantity rows are points, compared with the value's significant-digit range."""
+    p = v.prefix
+    if p == "eq":
+        args.extend((v.low, v.high))
+        return f"{col} BETWEEN ? AND ?"
+    if p == "ne":
+        args.extend((v.low, v.high))
+        return f"{col} NOT BETWEEN ? AND ?"
+    if p == "ap":
+        args.extend(ap_range(v.value, v.low, v.high))
+        return f"{col} BETWEEN ? AND ?"
+    op = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}[p]
+    args.append(v.value)
+    return f"{col} {op} ?"
+
+
+def _value_sql(x: str, clause: Clause, v: Value, args: list[Any]) -> str:
+    if isinstance(v, StringValue):
+        if clause.modifier == "exact":
+            from fhir_hub.search.text import normalise
+
+            args.extend((normalise(v.text), v.text))
+            return f"({x}.norm = ? AND {x}.exact = ?)"
+        if clause.modifier == "contains":
+            args.append(v.text)
+            return f"instr({x}.norm, ?) > 0"
+        args.extend((v.text, v.text + _MAX_CHAR))
+        return f"({x}.norm >= ? AND {x}.norm < ?)"
+    if isinstance(v, TokenValue):
+        if v.system is None:
+            args.append(v.code)
+            return f"{x}.code = ?"
+        if v.code is None:
+            args.append(v.system)
+            return f"{x}.system = ?"
+        args.extend((v.code, v.system))
+        return f"({x}.code = ? AND {x}.system = ?)"
+    if isinstance(v, OfTypeValue):
+        args.extend((v.value, f"{v.type_system}|{v.type_code}"))
+        return f"({x}.code = ? AND {x}.system = ?)"
+    if isinstance(v, ReferenceValue):
+        if v.types:
+            rid = v.target.partition("/")[2]
+            args.extend(f"{t}/{rid}" for t in v.types)
+            return f"{x}.target IN ({','.join('?' * len(v.types))})"
+        args.append(v.target)
+        return f"{x}.target = ?"
+    if isinstance(v, DateValue):
+        lo, hi = v.low, v.high
+        if v.prefix == "ap":
+            lo, hi = approximate(lo, hi)
+            args.extend((hi, lo))
+            return f"({x}.low <= ? AND {x}.high >= ?)"
+        return _range(x, v.prefix, lo, hi, args)
+    if isinstance(v, QuantityValue):
+        args.append(clause.param + CANONICAL if v.canonical else clause.param)
+        parts = [f"{x}.param = ?", _point(f"{x}.value", v, args)]
+        if v.code is not None:
+            parts.append(f"{x}.code = ?")
+            args.append(v.code)
+        if v.system is not None:
+            parts.append(f"{x}.system = ?")
+            args.append(v.system)
+        return "(" + " AND ".join(parts) + ")"
+    if isinstance(v, NumberValue):
+        return _point(f"{x}.value", v, args)
+    if isinstance(v, UriValue):
+        if clause.modifier == "below":
+            args.extend((v.uri, v.uri + _MAX_CHAR))
+            return f"({x}.uri >= ? AND {x}.uri < ?)"
+        if clause.modifier == "above":
+            args.append(v.uri)
+            return f"substr(?, 1, length({x}.uri)) = {x}.uri"
+        args.append(v.uri)
+        return f"{x}.uri = ?"
+    if isinstance(v, CompositeValue):
+        raise Unsupported("composite")
+    raise Unsupported(type(v).__name__)
+
+
+class Compiler:
+    """Builds one statement; aliases are numbered so nested criteria never collide."""
+
+    def __init__(self) -> None:
+        self.args: list[Any] = []
+        self._n = 0
+
+    def alias(self) -> str:
+        self._n += 1
+        return f"x{self._n}"
+
+    def _values(self, x: str, clause: Clause) -> str:
+        ors = [_value_sql(x, clause, v, self.args) for v in clause.values]
+        return "(" + " OR ".join(ors) + ")"
+
+    def positive(self, c: Criterion) -> bool:
+        """Whether the criterion selects from an index (can drive) rather than excluding."""
+        if isinstance(c, Clause):
+            return c.modifier not in ("not", "missing") or (c.modifier == "missing" and c.missing is False)
+        return True
+
+    def rank(self, c: Criterion) -> int:
+        if isinstance(c, Clause):
+            if c.modifier in ("contains", "text") or (c.type == "token" and any(
+                    isinstance(v, TokenValue) and v.code is None for v in c.values)):
+                return 6
+            if c.modifier == "missing":
+                return 7
+            return _RANK.get(c.type, 5)
+        return 1 if isinstance(c, Chain) else 5
+
+    def set_sql(self, rtype: str, c: Criterion) -> str:
+        """``SELECT rid`` of the live ``rtype`` resources matching ``c`` (``c`` must be positive)."""
+        if isinstance(c, Clause):
+            table, param = _table(c)
+            x = self.alias()
+            if c.type == "quantity" and c.modifier is None:  # each value names its rows' param
+                self.args.append(rtype)
+                return f"SELECT {x}.rid AS rid FROM {table} {x} WHERE {x}.rtype = ? AND {self._values(x, c)}"
+            self.args.extend((rtype, param))
+            sql = f"SELECT {x}.rid AS rid FROM {table} {x} WHERE {x}.rtype = ? AND {x}.param = ?"
+            if c.modifier == "missing":  # :missing=false: any row of the parameter
+                return sql
+            return f"{sql} AND {self._values(x, c)}"
+        if isinstance(c, Chain):
+            x = self.alias()
+            self.args.extend((rtype, c.param, c.target_type + "/"))
+            inner = self.ids_sql(c.target_type, [c.clause])
+            return (f"SELECT {x}.rid AS rid FROM idx_reference {x} WHERE {x}.rtype = ? AND {x}.param = ? "
+                    f"AND {x}.target IN (SELECT ? || t.rid FROM ({inner}) t)")
+        x = self.alias()
+        self.args.extend((c.source_type, c.param, rtype + "/", rtype + "0"))
+        inner = self.ids_sql(c.source_type, [c.clause])
+        return (f"SELECT substr({x}.target, {len(rtype) + 2}) AS rid FROM idx_reference {x} "
+                f"WHERE {x}.rtype = ? AND {x}.param = ? AND {x}.target >= ? AND {x}.target < ? "
+                f"AND {x}.rid IN ({inner})")
+
+    def probe_sql(self, rtype: str, rid: str, c: Criterion) -> str:
+        """A condition true when the resource ``rtype/{rid}`` matches ``c``."""
+        if isinstance(c, Clause):
+            table, param = _table(c)
+            x = self.alias()
+            if c.type == "quantity" and c.modifier is None:
+                self.args.append(rtype)
+                return (f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.rtype = ? AND {x}.rid = {rid} "
+                        f"AND {self._values(x, c)})")
+            self.args.extend((rtype, param))
+            head = f"SELECT 1 FROM {table} {x} WHERE {x}.rtype = ? AND {x}.rid = {rid} AND {x}.param = ?"
+            if c.modifier == "missing":
+                return f"{'NOT ' if c.missing else ''}EXISTS ({head})"
+            cond = f"EXISTS ({head} AND {self._values(x, c)})"
+            return f"NOT {cond}" if c.modifier == "not" else cond
+        return f"{rid} IN ({self.set_sql(rtype, c)})"
+
+    def ids_sql(self, rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None,
+                after: str | None = None) -> str:
+        """``SELECT rid`` of live ``rtype`` resources matching all criteria and ids, unordered."""
+        drivers = sorted((c for c in criteria if self.positive(c)), key=self.rank)
+        if ids is not None or not drivers:
+            self.args.append(rtype)
+            sql = "SELECT d.rid AS rid FROM current d WHERE d.rtype = ? AND d.deleted = 0"
+            rest = list(criteria)
+            if ids is not None:
+                sql += f" AND d.rid IN ({','.join('?' * len(ids))})"
+                self.args.extend(ids)
+        else:
+            first = drivers[0]
+            rest = [c for c in criteria if c is not first]
+            sql = f"SELECT d.rid AS rid FROM ({self.set_sql(rtype, first)}) d WHERE 1"
+        for c in rest:
+            sql += " AND " + self.probe_sql(rtype, "d.rid", c)
+        if after is not None:
+            sql += " AND d.rid > ?"
+            self.args.append(after)
+        return sql
+
+
+def find_sql(rtype: str, criteria: Sequence[Criterion], limit: int, after: str | None = None,
+             ids: Sequence[str] | None = None) -> tuple[str, list[Any]]:
+    """Ids of the matches in ascending order after the keyset cursor ``after``, at most ``limit``."""
+    comp = Compiler()
+    inner = comp.ids_sql(rtype, criteria, ids, after)
+    comp.args.append(limit)
+    return f"SELECT DISTINCT rid FROM ({inner}) ORDER BY rid LIMIT ?", comp.args
+
+
+def count_sql(rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None) -> tuple[str, list[Any]]:
+    comp = Compiler()
+    inner = comp.ids_sql(rtype, criteria, ids)
+    return f"SELECT count(DISTINCT rid) FROM ({inner})", comp.args
+
+
+def needs_recheck(criteria: Sequence[Criterion]) -> bool:
+    """Whether some criterion is only approximated in SQL (composites): recheck in memory."""
+    def walk(c: Criterion) -> bool:
+        if isinstance(c, Clause):
+            return c.type == "composite"
+        return walk(c.clause)
+    return any(walk(c) for c in criteria)
+
+
+def prefilter(criteria: Sequence[Criterion]) -> list[Criterion]:
+    """Criteria SQL can evaluate; composites are dropped here and rechecked in memory."""
+    out: list[Criterion] = []
+    for c in criteria:
+        if isinstance(c, Clause) and c.type == "composite":
+            continue
+        if isinstance(c, (Chain, Has)) and needs_recheck([c.clause]):
+            raise Unsupported("composite parameters inside chains are not supported")
+        out.append(c)
+    return out
