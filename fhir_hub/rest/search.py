@@ -22,7 +22,7 @@ from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps
 from fhir_hub.rest.write import check_id, check_type
 from fhir_hub.search import parameters
 from fhir_hub.search.parse import parse
-from fhir_hub.search.query import Clause, Criterion, Include, Query, ReferenceValue
+from fhir_hub.search.query import AnyOf, Clause, Criterion, Include, Query, ReferenceValue
 from fhir_hub.storage.port import StoredVersion
 
 #: Included resources per page at most; above it the page says so in an OperationOutcome entry.
@@ -66,19 +66,23 @@ def _criteria(q: Query, rtype: str) -> list[Criterion]:
 
 
 async def _compartment_ids(hub: Any, rtype: str, q: Query, limit: int, after: str | None) -> list[str]:
-    """Ids in the compartment: a resource is in it through any of its membership parameters."""
+    """Ids in the compartment: a resource is in it through any of its membership parameters
+    (and the compartment's own resource is in it; CompartmentDefinition's ``link`` for Patient
+    is not followed)."""
     assert q.compartment is not None
     ctype, cid = q.compartment
-    params = definitions.compartments().get(ctype, {}).get(rtype, [])
-    found: set[str] = set()
-    if rtype == ctype and (after is None or cid > after) and (q.ids is None or cid in q.ids):
-        found.update(await hub.store.find(rtype, _criteria(q, rtype), 1, None, (cid,)))
-    for param in params:
-        if parameters.lookup(rtype, param) is None:
-            continue
-        link = Clause(param, "reference", (ReferenceValue(f"{ctype}/{cid}"),))
-        found.update(await _find(hub, rtype, q, [*_criteria(q, rtype), link], limit, after))
-    return sorted(found)[:limit]
+    if rtype == ctype:
+        if q.ids is not None and cid not in q.ids:
+            return []
+        found = await hub.store.find(rtype, _criteria(q, rtype), 1, None, (cid,))
+        return [] if after is not None else list(found)
+    target = (ReferenceValue(f"{ctype}/{cid}"),)
+    links = tuple(Clause(param, "reference", target)
+                  for param in definitions.compartments().get(ctype, {}).get(rtype, [])
+                  if parameters.lookup(rtype, param) is not None)
+    if not links:
+        return []
+    return list(await _find(hub, rtype, q, [*_criteria(q, rtype), AnyOf(links)], limit, after))
 
 
 async def _matches(hub: Any, q: Query, page: _Page, count: int) -> None:

@@ -94,6 +94,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fhir_hub.search.query import (
+    AnyOf,
     Chain,
     Clause,
     CompositeValue,
@@ -378,6 +379,8 @@ def matches(criteria: Sequence[Criterion], subject: Indexed, env: Env | None = N
 
 
 def _criterion(c: Criterion, subject: Indexed, env: Env) -> bool:
+    if isinstance(c, AnyOf):
+        return any(_criterion(x, subject, env) for x in c.criteria)
     if isinstance(c, Chain):
         if env.resolve is None:
             raise ValueError(f"chain on {c.param!r} needs Env.resolve")

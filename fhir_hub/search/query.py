@@ -134,7 +134,7 @@ class Chain:
 
     param: str
     target_type: str
-    clause: Clause | Chain | Has
+    clause: Criterion
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +144,18 @@ class Has:
 
     source_type: str
     param: str
-    clause: Clause | Chain | Has
+    clause: Criterion
 
 
-Criterion = Clause | Chain | Has
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """Resources matching at least one of ``criteria``: compartment membership, which holds
+    through any of a type's membership parameters (``subject`` or ``performer``...)."""
+
+    criteria: tuple[Clause | Chain | Has, ...]
+
+
+Criterion = Clause | Chain | Has | AnyOf
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ whole index table, however large they grow (EXPLAIN QUERY PLAN on the compiled S
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -37,10 +38,10 @@ def test_hot_queries_do_not_scan(tmp_path: Path, url: str) -> None:
     for sql, args in (find_sql(rtype, q.criteria, 20, None, q.ids), find_sql(rtype, q.criteria, 20, "x", q.ids),
                       count_sql(rtype, q.criteria, q.ids)):
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
-        assert plan and not any(step.startswith("SCAN") and "SUBQUERY" not in step and "(" not in step
-                                for step in plan), (url, plan)
-        # a search keyed on rtype (and param) alone ranges over a whole type or parameter
+        assert plan, url
         for step in plan:
+            # scanning a co-routine (the page of keys, a subquery's result) is fine; a table is not
+            assert not re.match(r"SCAN (x\d+|[a-z_]+)( |$)", step) or step.split()[1] in ("p", "d"), (url, plan)
             if step.startswith("SEARCH"):
-                assert "rid=?" in step or "rid>?" in step or "=? AND param=? AND" in step \
-                    or "(rtype=? AND rid=?" in step or "rid=" in step, (url, step, plan)
+                # every seek fixes a value key, an owner key or an id, not just a type or parameter
+                assert re.search(r"\((pid=\? AND |rk=\?|rtype=\? AND rid|rid=\?)", step), (url, step, plan)

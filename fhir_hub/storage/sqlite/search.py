@@ -17,11 +17,14 @@ runs both over the same data.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
+from fhir_hub.search import parameters
 from fhir_hub.search.dates import approximate
 from fhir_hub.search.matcher import CANONICAL, ap_range
 from fhir_hub.search.query import (
+    AnyOf,
     Chain,
     Clause,
     CompositeValue,
@@ -37,6 +40,7 @@ from fhir_hub.search.query import (
     UriValue,
     Value,
 )
+from fhir_hub.storage.sqlite.schema import param_key
 
 #: Index table of each parameter type (``schema.INDEX_TABLES`` creates them).
 TABLE = {"string": "idx_string", "token": "idx_token", "date": "idx_date", "number": "idx_number",
@@ -112,7 +116,7 @@ def _point(col: str, v: NumberValue | QuantityValue, args: list[Any]) -> str:
     return f"{col} {op} ?"
 
 
-def _value_sql(x: str, clause: Clause, v: Value, args: list[Any]) -> str:
+def _value_sql(x: str, clause: Clause, v: Value, args: list[Any], rtype: str) -> str:
     if isinstance(v, StringValue):
         if clause.modifier == "exact":
             from fhir_hub.search.text import normalise
@@ -151,8 +155,8 @@ def _value_sql(x: str, clause: Clause, v: Value, args: list[Any]) -> str:
             return f"({x}.low <= ? AND {x}.high >= ?)"
         return _range(x, v.prefix, lo, hi, args)
     if isinstance(v, QuantityValue):
-        args.append(clause.param + CANONICAL if v.canonical else clause.param)
-        parts = [f"{x}.param = ?", _point(f"{x}.value", v, args)]
+        args.append(param_key(rtype, clause.param + CANONICAL if v.canonical else clause.param))
+        parts = [f"{x}.pid = ?", _point(f"{x}.value", v, args)]
         if v.code is not None:
             parts.append(f"{x}.code = ?")
             args.append(v.code)
@@ -187,14 +191,16 @@ class Compiler:
         self._n += 1
         return f"x{self._n}"
 
-    def _values(self, x: str, clause: Clause) -> str:
-        ors = [_value_sql(x, clause, v, self.args) for v in clause.values]
+    def _values(self, x: str, clause: Clause, rtype: str) -> str:
+        ors = [_value_sql(x, clause, v, self.args, rtype) for v in clause.values]
         return "(" + " OR ".join(ors) + ")"
 
     def positive(self, c: Criterion) -> bool:
         """Whether the criterion selects from an index (can drive) rather than excluding."""
         if isinstance(c, Clause):
             return c.modifier not in ("not", "missing") or (c.modifier == "missing" and c.missing is False)
+        if isinstance(c, AnyOf):
+            return all(self.positive(x) for x in c.criteria)
         return True
 
     def rank(self, c: Criterion) -> int:
@@ -205,58 +211,61 @@ class Compiler:
             if c.modifier == "missing":
                 return 7
             return _RANK.get(c.type, 5)
+        if isinstance(c, AnyOf):
+            return max((self.rank(x) for x in c.criteria), default=7)
         return 1 if isinstance(c, Chain) else 5
 
     def set_sql(self, rtype: str, c: Criterion) -> str:
-        """``SELECT rid`` of the live ``rtype`` resources matching ``c`` (``c`` must be positive)."""
+        """``SELECT rk`` of the live ``rtype`` resources matching ``c`` (``c`` must be positive)."""
         if isinstance(c, Clause):
             table, param = _table(c)
             x = self.alias()
             if c.type == "quantity" and c.modifier is None:  # each value names its rows' param
-                self.args.append(rtype)
-                return f"SELECT {x}.rid AS rid FROM {table} {x} WHERE {x}.rtype = ? AND {self._values(x, c)}"
-            self.args.extend((rtype, param))
-            sql = f"SELECT {x}.rid AS rid FROM {table} {x} WHERE {x}.rtype = ? AND {x}.param = ?"
+                return f"SELECT {x}.rk AS rk FROM {table} {x} WHERE {self._values(x, c, rtype)}"
+            self.args.append(param_key(rtype, param))
+            sql = f"SELECT {x}.rk AS rk FROM {table} {x} WHERE {x}.pid = ?"
             if c.modifier == "missing":  # :missing=false: any row of the parameter
                 return sql
-            return f"{sql} AND {self._values(x, c)}"
+            return f"{sql} AND {self._values(x, c, rtype)}"
+        if isinstance(c, AnyOf):
+            return " UNION ".join(self.set_sql(rtype, x) for x in c.criteria)
         if isinstance(c, Chain):
             x = self.alias()
-            self.args.extend((rtype, c.param, c.target_type + "/"))
+            self.args.extend((param_key(rtype, c.param), c.target_type + "/"))
             inner = self.ids_sql(c.target_type, [c.clause])
-            return (f"SELECT {x}.rid AS rid FROM idx_reference {x} WHERE {x}.rtype = ? AND {x}.param = ? "
-                    f"AND {x}.target IN (SELECT ? || t.rid FROM ({inner}) t)")
+            return (f"SELECT {x}.rk AS rk FROM idx_reference {x} WHERE {x}.pid = ? "
+                    f"AND {x}.target IN (SELECT ? || t.rid FROM current t WHERE t.rk IN ({inner}))")
         x = self.alias()
-        self.args.extend((c.source_type, c.param, rtype + "/", rtype + "0"))
+        self.args.extend((rtype, param_key(c.source_type, c.param), rtype + "/", rtype + "0"))
         inner = self.ids_sql(c.source_type, [c.clause])
-        return (f"SELECT substr({x}.target, {len(rtype) + 2}) AS rid FROM idx_reference {x} "
-                f"WHERE {x}.rtype = ? AND {x}.param = ? AND {x}.target >= ? AND {x}.target < ? "
-                f"AND {x}.rid IN ({inner})")
+        return (f"SELECT t.rk AS rk FROM current t WHERE t.rtype = ? AND t.rid IN ("
+                f"SELECT substr({x}.target, {len(rtype) + 2}) FROM idx_reference {x} "
+                f"WHERE {x}.pid = ? AND {x}.target >= ? AND {x}.target < ? AND {x}.rk IN ({inner}))")
 
-    def probe_sql(self, rtype: str, rid: str, c: Criterion) -> str:
-        """A condition true when the resource ``rtype/{rid}`` matches ``c``."""
+    def probe_sql(self, rtype: str, rk: str, c: Criterion) -> str:
+        """A condition true when the resource keyed ``{rk}`` matches ``c``."""
         if isinstance(c, Clause):
             table, param = _table(c)
             x = self.alias()
             if c.type == "quantity" and c.modifier is None:
-                self.args.append(rtype)
-                return (f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.rtype = ? AND {x}.rid = {rid} "
-                        f"AND {self._values(x, c)})")
-            self.args.extend((rtype, param))
-            head = f"SELECT 1 FROM {table} {x} WHERE {x}.rtype = ? AND {x}.rid = {rid} AND {x}.param = ?"
+                return f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.rk = {rk} AND {self._values(x, c, rtype)})"
+            self.args.append(param_key(rtype, param))
+            head = f"SELECT 1 FROM {table} {x} WHERE {x}.rk = {rk} AND {x}.pid = ?"
             if c.modifier == "missing":
                 return f"{'NOT ' if c.missing else ''}EXISTS ({head})"
-            cond = f"EXISTS ({head} AND {self._values(x, c)})"
+            cond = f"EXISTS ({head} AND {self._values(x, c, rtype)})"
             return f"NOT {cond}" if c.modifier == "not" else cond
-        return f"{rid} IN ({self.set_sql(rtype, c)})"
+        if isinstance(c, AnyOf):
+            return "(" + " OR ".join(self.probe_sql(rtype, rk, x) for x in c.criteria) + ")"
+        return f"{rk} IN ({self.set_sql(rtype, c)})"
 
     def ids_sql(self, rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None,
                 after: str | None = None) -> str:
-        """``SELECT rid`` of live ``rtype`` resources matching all criteria and ids, unordered."""
+        """``SELECT rk`` of live ``rtype`` resources matching all criteria and ids, unordered."""
         drivers = sorted((c for c in criteria if self.positive(c)), key=self.rank)
         if ids is not None or not drivers:
             self.args.append(rtype)
-            sql = "SELECT d.rid AS rid FROM current d WHERE d.rtype = ? AND d.deleted = 0"
+            sql = "SELECT d.rk AS rk FROM current d WHERE d.rtype = ? AND d.deleted = 0"
             rest = list(criteria)
             if ids is not None:
                 sql += f" AND d.rid IN ({','.join('?' * len(ids))})"
@@ -264,28 +273,36 @@ class Compiler:
         else:
             first = drivers[0]
             rest = [c for c in criteria if c is not first]
-            sql = f"SELECT d.rid AS rid FROM ({self.set_sql(rtype, first)}) d WHERE 1"
+            sql = f"SELECT d.rk AS rk FROM ({self.set_sql(rtype, first)}) d WHERE 1"
         for c in rest:
-            sql += " AND " + self.probe_sql(rtype, "d.rid", c)
+            sql += " AND " + self.probe_sql(rtype, "d.rk", c)
         if after is not None:
-            sql += " AND d.rid > ?"
-            self.args.append(after)
+            sql += " AND d.rk > (SELECT a.rk FROM current a WHERE a.rtype = ? AND a.rid = ?)"
+            self.args.extend((rtype, after))
         return sql
 
 
 def find_sql(rtype: str, criteria: Sequence[Criterion], limit: int, after: str | None = None,
              ids: Sequence[str] | None = None) -> tuple[str, list[Any]]:
-    """Ids of the matches in ascending order after the keyset cursor ``after``, at most ``limit``."""
+    """Ids of the matches in key order (creation order) after the resource ``after``, at most
+    ``limit``: the page is cut on the keys, and only its ids are looked up."""
     comp = Compiler()
     inner = comp.ids_sql(rtype, criteria, ids, after)
     comp.args.append(limit)
-    return f"SELECT DISTINCT rid FROM ({inner}) ORDER BY rid LIMIT ?", comp.args
+    return (f"SELECT c.rid FROM (SELECT DISTINCT rk FROM ({inner}) ORDER BY rk LIMIT ?) p "
+            "CROSS JOIN current c ON c.rk = p.rk ORDER BY p.rk"), comp.args
 
 
 def count_sql(rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None) -> tuple[str, list[Any]]:
     comp = Compiler()
     inner = comp.ids_sql(rtype, criteria, ids)
-    return f"SELECT count(DISTINCT rid) FROM ({inner})", comp.args
+    return f"SELECT count(DISTINCT rk) FROM ({inner})", comp.args
+
+
+@lru_cache(maxsize=256)
+def param_names(rtype: str) -> dict[int, str]:
+    """``param_key`` → parameter code for ``rtype`` (the reference parameters an include names)."""
+    return {param_key(rtype, sp.code): sp.code for sp in parameters.params_for(rtype).values()}
 
 
 def needs_recheck(criteria: Sequence[Criterion]) -> bool:
@@ -293,6 +310,8 @@ def needs_recheck(criteria: Sequence[Criterion]) -> bool:
     def walk(c: Criterion) -> bool:
         if isinstance(c, Clause):
             return c.type == "composite"
+        if isinstance(c, AnyOf):
+            return any(walk(x) for x in c.criteria)
         return walk(c.clause)
     return any(walk(c) for c in criteria)
 
