@@ -20,9 +20,9 @@ from fhir_hub.errors import FhirError, error
 from fhir_hub.rest import elements
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps
 from fhir_hub.rest.write import check_id, check_type
-from fhir_hub.search import parameters
+from fhir_hub.search import extract, matcher, parameters
 from fhir_hub.search.parse import parse
-from fhir_hub.search.query import AnyOf, Clause, Criterion, Include, Query, ReferenceValue
+from fhir_hub.search.query import AnyOf, Clause, CompositeValue, Criterion, Include, Query, ReferenceValue
 from fhir_hub.storage.port import StoredVersion
 
 #: Included resources per page at most; above it the page says so in an OperationOutcome entry.
@@ -56,9 +56,55 @@ class _Page:
         self.more = False
 
 
+#: Candidates read per round when composite criteria are checked in memory.
+_RECHECK_BATCH = 500
+#: Most candidates a composite search reads before it answers with what it found.
+MAX_RECHECK = 20_000
+
+
 async def _find(hub: Any, rtype: str, q: Query, criteria: list[Criterion], limit: int,
                 after: str | None) -> list[str]:
-    return list(await hub.store.find(rtype, criteria, limit, after, q.ids))
+    """Ids of the matches, in the store's order after ``after``.
+
+    Composite parameters are not in the index (their values belong together per element, which
+    index rows do not record): the store finds candidates by the other criteria and by each
+    component alone, and the in-memory matcher checks the composites on the bodies.
+    """
+    composites = [c for c in criteria if isinstance(c, Clause) and c.type == "composite"]
+    if not composites:
+        return list(await hub.store.find(rtype, criteria, limit, after, q.ids))
+    others = [c for c in criteria if c not in composites] + _component_prefilter(rtype, composites)
+    found: list[str] = []
+    read = 0
+    while len(found) < limit and read < MAX_RECHECK:
+        batch = await hub.store.find(rtype, others, _RECHECK_BATCH, after, q.ids)
+        if not batch:
+            break
+        read += len(batch)
+        bodies = {v.rid: orjson.loads(v.body) for v in await hub.store.read_many(rtype, batch) if v.body}
+        now = matcher.now_us()
+        found.extend(rid for rid in batch if rid in bodies and all(
+            matcher.matches_composite(c, bodies[rid], extract.component_rows, now) for c in composites))
+        after = batch[-1]
+    return found[:limit]
+
+
+def _component_prefilter(rtype: str, composites: list[Clause]) -> list[Criterion]:
+    """Each composite value's parts as plain criteria on the component parameters (OR over the
+    values): a necessary condition the index can answer."""
+    out: list[Criterion] = []
+    for c in composites:
+        sp = parameters.lookup(rtype, c.param)
+        if sp is None:
+            continue
+        for i, (url, _expr) in enumerate(sp.components):
+            comp = parameters.by_url(url)
+            if comp is None or comp.code.startswith("_") or parameters.lookup(rtype, comp.code) is None:
+                continue
+            values = tuple(v.parts[i] for v in c.values if isinstance(v, CompositeValue))
+            if comp.type in ("token", "quantity", "date", "number", "string", "reference", "uri") and values:
+                out.append(Clause(comp.code, comp.type, values))
+    return out
 
 
 def _criteria(q: Query, rtype: str) -> list[Criterion]:
@@ -112,6 +158,8 @@ async def _total(hub: Any, q: Query) -> int:
     for rtype in q.types:
         if q.compartment is not None:
             total += len(await _compartment_ids(hub, rtype, q, 1_000_000, None))
+        elif any(isinstance(c, Clause) and c.type == "composite" for c in _criteria(q, rtype)):
+            total += len(await _find(hub, rtype, q, _criteria(q, rtype), MAX_RECHECK, None))
         else:
             total += await hub.store.count(rtype, _criteria(q, rtype), q.ids)
     return total

@@ -224,8 +224,9 @@ def plan(rtype: str) -> Plan:
     whole: list[Callable[[dict[str, Any], Out], None]] = []
     bad: set[str] = set()
     slow: set[str] = set()
+    union = aliases(rtype)
     for code, param in parameters.params_for(rtype).items():
-        if code == "_id":
+        if code == "_id" or code in union:
             continue
         if param.type == "composite":
             try:
@@ -308,9 +309,42 @@ def _dispatch(sub: ByKey) -> Emit:
     return dispatch
 
 
+@cache
+def aliases(rtype: str) -> dict[str, tuple[str, ...]]:
+    """Parameters that are the union of other parameters of ``rtype``, with those members.
+
+    ``combo-code`` is ``Observation.code | Observation.component.code``: exactly ``code`` and
+    ``component-code`` together. Such a parameter is not indexed on its own — a search on it
+    is a search on any of its members (``search/parse.py`` rewrites it) — which spares a quarter
+    of an Observation's index rows. Detected from the compiled routes, so it holds for custom
+    parameters too: a parameter is an alias when other parameters of the same type, each
+    selecting a proper subset of its routes, together select all of them.
+    """
+    compiled: dict[str, frozenset[Any]] = {}
+    kinds: dict[str, str] = {}
+    for code, sp in parameters.params_for(rtype).items():
+        if code.startswith("_") or sp.type in ("composite", "special") or not sp.expression:
+            continue
+        try:
+            found = frozenset(expressions.routes(sp.expression, rtype))
+        except (expressions.NotSupported, expressions.NotIndexable):
+            continue
+        if found:
+            compiled[code] = found
+            kinds[code] = sp.type
+    out: dict[str, tuple[str, ...]] = {}
+    for code, whole in compiled.items():
+        parts = [c for c, r in compiled.items() if c != code and kinds[c] == kinds[code] and r < whole]
+        if len(parts) > 1 and frozenset().union(*(compiled[c] for c in parts)) == whole:
+            out[code] = tuple(sorted(parts))
+    # a member that is itself an alias is not indexed either: such a union stays indexed itself
+    return {code: members for code, members in out.items() if not any(m in out for m in members)}
+
+
 def _forget() -> None:
     plan.cache_clear()
     _composite.cache_clear()
+    aliases.cache_clear()
 
 
 parameters.on_change(_forget)

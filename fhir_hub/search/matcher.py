@@ -314,9 +314,16 @@ def composite_matches(clause: Clause, elements: ElementRows, now: int | None = N
         if not isinstance(value, CompositeValue):
             raise ValueError(f"composite clause {clause.param!r} holds a {type(value).__name__}")
         for components in elements:
-            if all(value_matches(part, rows, None, now) for part, rows in zip(value.parts, components, strict=True)):
+            if all(value_matches(part, _own(part, rows), None, now)
+                   for part, rows in zip(value.parts, components, strict=True)):
                 return True
     return False
+
+
+def _own(part: Value, rows: Sequence[IndexRow]) -> list[IndexRow]:
+    """A component's rows that a part compares with: canonical quantities only with a canonical value."""
+    canonical = isinstance(part, QuantityValue) and part.canonical
+    return [r for r in rows if r[1].endswith(CANONICAL) is canonical]
 
 
 def matches_composite(clause: Clause, resource: Mapping[str, Any], component_rows: ComponentRows,

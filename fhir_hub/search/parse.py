@@ -22,6 +22,7 @@ from fhir_hub.errors import FhirError, error
 from fhir_hub.search import dates, parameters, ucum
 from fhir_hub.search.parameters import SearchParam
 from fhir_hub.search.query import (
+    AnyOf,
     Chain,
     Clause,
     CompositeValue,
@@ -264,7 +265,7 @@ class _Parser:
             raise FhirError(400, error("not-supported", why, name))
         self.ignored.append(name)
 
-    def criterion(self, rtype: str, name: str, raw: str, depth: int = 0) -> Criterion | None:
+    def criterion(self, rtype: str, name: str, raw: str, depth: int = 0) -> Criterion | _AllOf | None:
         if depth > MAX_DEPTH:
             raise _bad(f"chains and _has nest at most {MAX_DEPTH} levels", name)
         if name.startswith("_has:"):
@@ -280,7 +281,28 @@ class _Parser:
             return None
         if dot:
             return self._chain(rtype, sp, modifier or None, rest, raw, name, depth)
+        members = _aliases(rtype).get(code)
+        if members:
+            return self._union(rtype, members, modifier or None, raw, name, depth)
         return self._clause(sp, modifier or None, raw, name)
+
+    def _union(self, rtype: str, members: tuple[str, ...], modifier: str | None, raw: str, name: str,
+               depth: int) -> Criterion | _AllOf | None:
+        """A parameter that is the union of others (``combo-code``): any member matches — or, for
+        ``:not`` and ``:missing=true``, every member does (returned as ``AllOf`` at the top level)."""
+        parts = []
+        for m in members:
+            sp = parameters.lookup(rtype, m)
+            assert sp is not None
+            part = self._clause(sp, modifier, raw, name)
+            if part is None:
+                return None
+            parts.append(part)
+        if modifier == "not" or (modifier == "missing" and raw == "true"):
+            if depth:
+                raise FhirError(400, error("not-supported", f"{name} cannot be used inside a chain or _has", name))
+            return _AllOf(tuple(parts))
+        return AnyOf(tuple(parts))
 
     def _clause(self, sp: SearchParam, modifier: str | None, raw: str, where: str) -> Clause | None:
         type_modifier = None
@@ -318,6 +340,7 @@ class _Parser:
             raise _bad(f"chain {name!r} is ambiguous between {', '.join(targets)}: "
                        f"name the type, as {sp.code}:{targets[0]}.{rest}", name)
         inner = self.criterion(targets[0], rest, raw, depth + 1)
+        assert not isinstance(inner, _AllOf)  # refused below the top level
         return None if inner is None else Chain(sp.code, targets[0], inner)
 
     def _has(self, rtype: str, name: str, raw: str, depth: int) -> Criterion | None:
@@ -333,6 +356,7 @@ class _Parser:
         if sp.targets and rtype not in sp.targets:
             raise _bad(f"{source}.{param} cannot reference a {rtype}", name)
         inner = self.criterion(source, rest, raw, depth + 1)
+        assert not isinstance(inner, _AllOf)  # refused below the top level
         return None if inner is None else Has(source, param, inner)
 
 
@@ -346,14 +370,29 @@ def _common(p: _Parser, types: Sequence[str], name: str, raw: str, per_type: dic
     if any(c is None for _, c in found):
         return  # ignored (lenient) for one type: ignored for all, and left out of the self link once
     for t, c in found:
-        assert c is not None
-        per_type[t].append(c)
+        if isinstance(c, _AllOf):
+            per_type[t].extend(c.criteria)
+        elif c is not None:
+            per_type[t].append(c)
 
 
 def _unsupported(rtype: str) -> frozenset[str]:
     from fhir_hub.search import extract
 
     return extract.unsupported(rtype)
+
+
+def _aliases(rtype: str) -> dict[str, tuple[str, ...]]:
+    from fhir_hub.search import extract
+
+    return extract.aliases(rtype)
+
+
+@dataclass(frozen=True, slots=True)
+class _AllOf:
+    """Criteria that all must hold, produced by one query parameter; flattened into the query."""
+
+    criteria: tuple[Criterion, ...]
 
 
 def _include(rtype: str, raw: str, reverse: bool, iterate: bool, where: str) -> Include:
@@ -437,7 +476,9 @@ def parse(types: Sequence[str], pairs: Sequence[tuple[str, str]], *, base_url: s
             _common(p, types, name, raw, per_type)
             continue
         crit = p.criterion(rtype, name, raw)
-        if crit is not None:
+        if isinstance(crit, _AllOf):
+            criteria.extend(crit.criteria)
+        elif crit is not None:
             criteria.append(crit)
     for inc in includes:
         if not inc.reverse and not inc.iterate and inc.source_type not in types:
@@ -469,4 +510,8 @@ def conditions(rtype: str, pairs: Sequence[tuple[str, str]], where: str, base_ur
         raise FhirError(400, error("invalid", f"{where}: {result[0]} is not a criterion", result[0]))
     if not q.criteria and q.ids is None:
         raise FhirError(400, error("invalid", f"{where}: search criteria are empty"))
+    for c in q.criteria:
+        if isinstance(c, Clause) and c.type == "composite":
+            raise FhirError(400, error("not-supported", f"{where}: composite parameter {c.param!r} cannot be a "
+                                       "conditional criterion", c.param))
     return Conditions(q.criteria, q.ids)

@@ -189,3 +189,30 @@ def test_refused_queries_are_400_naming_the_parameter(client: httpx.Client) -> N
         body = r.json()
         assert body["resourceType"] == "OperationOutcome"
         assert where in r.text, (query, r.text)
+
+
+def test_composite_parameters_match_per_component(client: httpx.Client) -> None:
+    tag = uniq()
+    pat = make(client, {"resourceType": "Patient", "identifier": [{"system": NID, "value": tag}]})
+
+    def bp(systolic: float, diastolic: float) -> str:
+        return make(client, {
+            "resourceType": "Observation", "status": "final", "subject": {"reference": pat},
+            "code": {"coding": [{"system": LOINC, "code": "85354-9"}]},
+            "component": [
+                {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+                 "valueQuantity": {"value": systolic, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
+                {"code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
+                 "valueQuantity": {"value": diastolic, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]})
+
+    high, low = bp(150, 95), bp(110, 140)  # the second has a high value, but on the diastolic component
+    # combo-code is code | component.code: searched as its members, not indexed on its own
+    assert ids(search(client, f"/Observation?subject={pat}&combo-code=8480-6")) == {high, low}
+    assert ids(search(client, f"/Observation?subject={pat}&combo-code={LOINC}|85354-9")) == {high, low}
+    assert ids(search(client, f"/Observation?subject={pat}&combo-code:not=8480-6")) == set()
+    assert ids(search(client, f"/Observation?subject={pat}&combo-value-quantity=gt145")) == {high}
+    assert ids(search(client, f"/Observation?subject={pat}&combo-code:missing=true")) == set()
+    q = f"/Observation?subject={pat}&component-code-value-quantity={LOINC}|8480-6$gt140"
+    assert ids(search(client, q)) == {high}
+    assert search(client, q + "&_summary=count")["total"] == 1
+    assert ids(search(client, f"/Observation?subject={pat}&component-code-value-quantity=8462-4$gt130")) == {low}
