@@ -89,9 +89,9 @@ _UPSERT_CURRENT = (
 def _index_statements() -> dict[str, tuple[str, str]]:
     out = {}
     for kind, cols in schema.INDEX_COLUMNS.items():
-        names = ", ".join(("pid", *cols, "rk"))
-        marks = ", ".join("?" * (len(cols) + 2))
-        out[kind] = (f"INSERT OR IGNORE INTO idx_{kind} ({names}) VALUES ({marks})",
+        names = ("pid", *cols, "rk")
+        picks = ", ".join(f"j.value ->> {i}" for i in range(len(names)))
+        out[kind] = (f"INSERT OR IGNORE INTO idx_{kind} ({', '.join(names)}) SELECT {picks} FROM json_each(?) j",
                      f"DELETE FROM idx_{kind} WHERE rk = ?")
     return out
 
@@ -155,7 +155,9 @@ class _Tx:
             self._stale.clear()
         if self._rows:
             for kind, rows in _by_kind(self._rows).items():
-                conn.executemany(_INDEX_SQL[kind][0], rows)
+                # one statement per table, its rows as one JSON array: the per-row work stays in
+                # SQLite, which holds no GIL meanwhile (executemany takes it back for every row)
+                conn.execute(_INDEX_SQL[kind][0], (orjson.dumps(rows),))
             self._rows.clear()
 
     def current(self, rtype: str, rid: str) -> StoredVersion | None:
