@@ -54,6 +54,8 @@ class _Page:
         self.included: dict[tuple[str, str], StoredVersion] = {}
         self.outcomes: list[dict[str, Any]] = []
         self.more = False
+        #: The ``next`` link's cursor; by default the last match (a keyset position).
+        self.next_cursor: str | None = None
 
 
 #: Candidates read per round when composite criteria are checked in memory.
@@ -131,8 +133,46 @@ async def _compartment_ids(hub: Any, rtype: str, q: Query, limit: int, after: st
     return list(await _find(hub, rtype, q, [*_criteria(q, rtype), AnyOf(links)], limit, after))
 
 
+def _sort_keys(q: Query) -> list[tuple[str, str, bool]]:
+    """``(param, type, descending)`` of each ``_sort`` key; refused where it cannot apply."""
+    keys = []
+    for key in q.sort:
+        if key.param in ("_id", "_lastUpdated"):
+            keys.append((key.param, "special", key.descending))
+            continue
+        sp = parameters.lookup(q.types[0], key.param)
+        if sp is None or sp.type not in ("string", "token", "date", "number", "quantity", "reference", "uri") \
+                or key.param in extract.aliases(q.types[0]) or key.param in extract.unsupported(q.types[0]):
+            raise FhirError(400, error("not-supported", f"cannot sort {q.types[0]} by {key.param!r}", "_sort"))
+        keys.append((key.param, sp.type, key.descending))
+    return keys
+
+
+async def _sorted(hub: Any, q: Query, page: _Page, count: int) -> None:
+    """A sorted page: ordered by the keys, cut by an offset cursor (``o<n>``)."""
+    if len(q.types) != 1 or q.compartment is not None:
+        raise FhirError(400, error("not-supported", "_sort applies to a search of one type", "_sort"))
+    if any(isinstance(c, Clause) and c.type == "composite" for c in q.criteria):
+        raise FhirError(400, error("not-supported", "_sort cannot be combined with composite parameters", "_sort"))
+    rtype = q.types[0]
+    offset = 0
+    if q.cursor:
+        if not (q.cursor.startswith("o") and q.cursor[1:].isdigit()):
+            raise FhirError(400, error("invalid", "_cursor of a sorted search is o<offset>", "_cursor"))
+        offset = int(q.cursor[1:])
+    ids = await hub.store.find_sorted(rtype, list(q.criteria), _sort_keys(q), count + 1, offset, q.ids)
+    page.more = len(ids) > count
+    ids = ids[:count]
+    versions = {v.rid: v for v in await hub.store.read_many(rtype, ids)}
+    page.matches.extend(versions[i] for i in ids if i in versions)
+    page.next_cursor = f"o{offset + len(ids)}"
+
+
 async def _matches(hub: Any, q: Query, page: _Page, count: int) -> None:
     """Fill ``page.matches`` with up to ``count`` resources after the cursor, across the types."""
+    if q.sort:
+        await _sorted(hub, q, page, count)
+        return
     after_type, _, after_id = (q.cursor or "").partition("/")
     for rtype in q.types:
         if after_type and rtype < after_type:
@@ -263,16 +303,13 @@ def _links(req: Request, path: str, q: Query, pairs: list[tuple[str, str]], coun
     links = [{"relation": "self", "url": f"{base}?{urlencode(self_pairs)}"}]
     if page.more and page.matches:
         last = page.matches[-1]
-        links.append({"relation": "next", "url": f"{base}?{urlencode(kept + [(_CURSOR, f'{last.rtype}/{last.rid}')])}"})
+        cursor = page.next_cursor or f"{last.rtype}/{last.rid}"
+        links.append({"relation": "next", "url": f"{base}?{urlencode(kept + [(_CURSOR, cursor)])}"})
     return links
 
 
 async def run(hub: Any, req: Request, q: Query, path: str, pairs: list[tuple[str, str]]) -> Response:
     """Answer a parsed query with a searchset Bundle."""
-    for key in q.sort:
-        if key.param != "_id" or key.descending:
-            raise FhirError(400, error("not-supported", f"_sort={'-' if key.descending else ''}{key.param} is not "
-                                       "supported yet (results come in id order)", "_sort"))
     count = hub.settings.default_count if q.count is None else q.count
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if q.summary == "count":

@@ -102,6 +102,12 @@ class Tx(Protocol):
         """Write a tombstone; ``None`` if there was nothing live to delete."""
         ...
 
+    def reindex(self, rtype: str, rid: str) -> bool:
+        """Replace the search-index rows of the current version of ``rtype/rid`` with the rows the
+        store's indexer makes of its body now (after the set of search parameters changed); no new
+        version, no history entry. ``False`` if it has no live version."""
+        ...
+
     def find(self, rtype: str, criteria: Sequence[Criterion], limit: int, after: str | None = None,
              ids: Sequence[str] | None = None) -> list[str]:
         """Ids of live resources of ``rtype`` matching all criteria (and one of ``ids`` if given),
@@ -135,6 +141,12 @@ class Store(Protocol):
     async def find(self, rtype: str, criteria: Sequence[Criterion], limit: int,
                    after: str | None = None, ids: Sequence[str] | None = None) -> list[str]:
         """As :meth:`Tx.find`, over committed state."""
+        ...
+
+    async def find_sorted(self, rtype: str, criteria: Sequence[Criterion], sort: Sequence[tuple[str, str, bool]],
+                          limit: int, offset: int = 0, ids: Sequence[str] | None = None) -> list[str]:
+        """As :meth:`find`, ordered by ``(param, type, descending)`` keys (``_id`` and
+        ``_lastUpdated`` included), resources without a value last, paged by offset."""
         ...
 
     async def count(self, rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None) -> int:

@@ -216,3 +216,36 @@ def test_composite_parameters_match_per_component(client: httpx.Client) -> None:
     assert ids(search(client, q)) == {high}
     assert search(client, q + "&_summary=count")["total"] == 1
     assert ids(search(client, f"/Observation?subject={pat}&component-code-value-quantity=8462-4$gt130")) == {low}
+
+
+def test_sort_by_several_keys_with_paging(client: httpx.Client) -> None:
+    tag = uniq()
+    made = {}
+    for family, born in [("Trần", "1990-01-02"), ("Lê", "1985-07-01"), ("Nguyễn", "1990-01-02"), ("Bùi", None)]:
+        p: dict[str, Any] = {"resourceType": "Patient", "identifier": [{"system": NID, "value": tag}],
+                             "name": [{"family": family}]}
+        if born:
+            p["birthDate"] = born
+        made[family] = make(client, p)
+
+    def order(query: str) -> list[str]:
+        return [f"Patient/{e['resource']['id']}" for e in search(client, query).get("entry", [])]
+
+    base = f"/Patient?identifier={tag}"
+    assert order(base + "&_sort=family") == [made[f] for f in ("Bùi", "Lê", "Nguyễn", "Trần")]
+    assert order(base + "&_sort=-family") == [made[f] for f in ("Trần", "Nguyễn", "Lê", "Bùi")]
+    # birthdate descending, ties by family; no birth date sorts last
+    assert order(base + "&_sort=-birthdate,family") == [made[f] for f in ("Nguyễn", "Trần", "Lê", "Bùi")]
+    assert order(base + "&_sort=birthdate,-family") == [made[f] for f in ("Lê", "Trần", "Nguyễn", "Bùi")]
+    assert order(base + "&_sort=-_lastUpdated") == [made[f] for f in ("Bùi", "Nguyễn", "Lê", "Trần")]
+    seen: list[str] = []
+    page = search(client, base + "&_sort=family&_count=3")
+    while True:
+        seen += [f"Patient/{e['resource']['id']}" for e in page.get("entry", [])]
+        nxt = [lnk["url"] for lnk in page["link"] if lnk["relation"] == "next"]
+        if not nxt:
+            break
+        page = search(client, nxt[0])
+    assert seen == [made[f] for f in ("Bùi", "Lê", "Nguyễn", "Trần")]
+    r = client.get(base + "&_sort=combo-code")
+    assert r.status_code == 400

@@ -293,6 +293,46 @@ def find_sql(rtype: str, criteria: Sequence[Criterion], limit: int, after: str |
             "CROSS JOIN current c ON c.rk = p.rk ORDER BY p.rk"), comp.args
 
 
+#: Sort value of a resource per parameter type: (column, table); the lowest value sorts
+#: ascending, the highest descending (search.html#sort: a resource with several values sorts by
+#: the one that puts it first).
+_SORT_COLUMN = {"string": ("norm", "idx_string"), "token": ("code", "idx_token"), "date": ("low", "idx_date"),
+                "number": ("value", "idx_number"), "quantity": ("value", "idx_quantity"),
+                "reference": ("target", "idx_reference"), "uri": ("uri", "idx_uri")}
+
+
+def sorted_sql(rtype: str, criteria: Sequence[Criterion], sort: Sequence[tuple[str, str, bool]], limit: int,
+               offset: int, ids: Sequence[str] | None = None) -> tuple[str, list[Any]]:
+    """A page of ids ordered by ``sort`` keys ``(param, type, descending)``, then by key.
+
+    Resources without a value for a key sort after those with one, either direction. Pages are cut
+    by offset: a sorted page is not a range of one index, so no keyset cursor applies.
+    """
+    comp = Compiler()
+    inner = comp.ids_sql(rtype, criteria, ids)
+    keys: list[str] = []
+    key_args: list[Any] = []
+    for param, kind, descending in sort:
+        if param == "_id":
+            expr = "c.rid"
+        elif param == "_lastUpdated":
+            expr = "(SELECT v.ts FROM version v WHERE v.seq = c.seq)"
+        else:
+            column, table = _SORT_COLUMN[kind]
+            if kind == "date" and descending:
+                column = "high"
+            agg = "max" if descending else "min"
+            expr = f"(SELECT {agg}(s.{column}) FROM {table} s WHERE s.rk = p.rk AND s.pid = ?)"
+            key_args.append(param_key(rtype, param))
+        keys.append(f"{expr} IS NULL, {expr}{' DESC' if descending else ''}")
+    # each key's expression appears twice (IS NULL, then the value): its argument twice too
+    args = comp.args + [a for a in key_args for _ in (0, 1)]
+    order = ", ".join(keys + ["p.rk"])
+    sql = (f"SELECT c.rid FROM (SELECT DISTINCT rk FROM ({inner})) p CROSS JOIN current c ON c.rk = p.rk "
+           f"ORDER BY {order} LIMIT ? OFFSET ?")
+    return sql, [*args, limit, offset]
+
+
 def count_sql(rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None) -> tuple[str, list[Any]]:
     comp = Compiler()
     inner = comp.ids_sql(rtype, criteria, ids)
