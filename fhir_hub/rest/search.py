@@ -10,6 +10,7 @@ OperationOutcome entry, never applied silently.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -113,24 +114,29 @@ def _criteria(q: Query, rtype: str) -> list[Criterion]:
     return list(q.criteria_for(rtype))
 
 
-async def _compartment_ids(hub: Any, rtype: str, q: Query, limit: int, after: str | None) -> list[str]:
-    """Ids in the compartment: a resource is in it through any of its membership parameters
-    (and the compartment's own resource is in it; CompartmentDefinition's ``link`` for Patient
-    is not followed)."""
+def _compartment_criteria(q: Query, rtype: str) -> tuple[list[Criterion], tuple[str, ...] | None] | None:
+    """Criteria and ids restricting ``rtype`` to the compartment, or ``None`` if none can be in it.
+
+    A resource is in it through any of its membership parameters; the compartment's own resource
+    is in it too (the Patient CompartmentDefinition's ``link`` for other patients is not followed).
+    """
     assert q.compartment is not None
     ctype, cid = q.compartment
     if rtype == ctype:
-        if q.ids is not None and cid not in q.ids:
-            return []
-        found = await hub.store.find(rtype, _criteria(q, rtype), 1, None, (cid,))
-        return [] if after is not None else list(found)
+        return (_criteria(q, rtype), (cid,)) if q.ids is None or cid in q.ids else None
     target = (ReferenceValue(f"{ctype}/{cid}"),)
     links = tuple(Clause(param, "reference", target)
                   for param in definitions.compartments().get(ctype, {}).get(rtype, [])
                   if parameters.lookup(rtype, param) is not None)
-    if not links:
+    return ([*_criteria(q, rtype), AnyOf(links)], q.ids) if links else None
+
+
+async def _compartment_ids(hub: Any, rtype: str, q: Query, limit: int, after: str | None) -> list[str]:
+    scope = _compartment_criteria(q, rtype)
+    if scope is None:
         return []
-    return list(await _find(hub, rtype, q, [*_criteria(q, rtype), AnyOf(links)], limit, after))
+    criteria, ids = scope
+    return list(await _find(hub, rtype, replace(q, ids=ids), criteria, limit, after))
 
 
 def _sort_keys(q: Query) -> list[tuple[str, str, bool]]:
@@ -197,7 +203,9 @@ async def _total(hub: Any, q: Query) -> int:
     total = 0
     for rtype in q.types:
         if q.compartment is not None:
-            total += len(await _compartment_ids(hub, rtype, q, 1_000_000, None))
+            scope = _compartment_criteria(q, rtype)
+            if scope is not None:
+                total += await hub.store.count(rtype, scope[0], scope[1])
         elif any(isinstance(c, Clause) and c.type == "composite" for c in _criteria(q, rtype)):
             total += len(await _find(hub, rtype, q, _criteria(q, rtype), MAX_RECHECK, None))
         else:
@@ -375,9 +383,5 @@ async def handle_compartment_search(hub: Any, req: Request, ctype: str, cid: str
         types = [rtype]
     pairs = _pairs(req)
     q = parse(types, pairs, base_url=req.base_url, strict=_strict(req), max_count=hub.settings.max_count)
-    q = Query(**{**_fields(q), "compartment": (ctype, cid)})
+    q = replace(q, compartment=(ctype, cid))
     return await run(hub, req, q, f"{ctype}/{cid}/{rtype}", pairs)
-
-
-def _fields(q: Query) -> dict[str, Any]:
-    return {name: getattr(q, name) for name in q.__dataclass_fields__}
