@@ -15,9 +15,10 @@ from urllib.parse import parse_qsl
 
 from fhir_hub.config import Settings
 from fhir_hub.errors import FhirError, error
-from fhir_hub.rest import everything, history, read, search, transaction, write
+from fhir_hub.rest import everything, history, read, reindex, search, transaction, write
 from fhir_hub.rest.capability import capability_statement
 from fhir_hub.rest.references import ReferenceChecker
+from fhir_hub.rest.search_parameters import Follower
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, check_accept, dumps, outcome_response
 from fhir_hub.search.dates import instant
 from fhir_hub.search.extract import Indexer
@@ -37,11 +38,13 @@ class _NoReferenceCheck(ReferenceChecker):
 
 
 class Hub:
-    """What the handlers share: settings and the store."""
+    """What the handlers share: settings, the store, and the registry's follower of its
+    SearchParameter resources."""
 
     def __init__(self, settings: Settings, store: Store):
         self.settings = settings
         self.store = store
+        self.search_parameters = Follower(store)
         self.started = instant(time.time_ns() // 1000)
 
     def refs(self, tx: Tx, base_url: str) -> ReferenceChecker:
@@ -55,6 +58,17 @@ def _method_not_allowed(method: str, path: str) -> FhirError:
 
 
 async def dispatch(hub: Hub, req: Request) -> Response:
+    """Route one request; after a write that may have changed SearchParameter resources (one to
+    their type, or a bundle), the registry takes the committed change in before the answer."""
+    await hub.search_parameters.poll()
+    response = await _route(hub, req)
+    seg = req.segments
+    if req.method not in ("GET", "HEAD") and (not seg or seg[0] == "SearchParameter"):
+        await hub.search_parameters.catch_up()
+    return response
+
+
+async def _route(hub: Hub, req: Request) -> Response:
     """Route one request by method and path shape (http.html's URL patterns)."""
     seg = req.segments
     n = len(seg)
@@ -89,6 +103,10 @@ async def dispatch(hub: Hub, req: Request) -> Response:
     if m == "POST":
         if n == 0:
             return await transaction.handle_bundle(hub, req)
+        if n == 1 and seg[0] == "$reindex":
+            return await reindex.handle_reindex(hub, req, None)
+        if n == 2 and seg[1] == "$reindex":
+            return await reindex.handle_reindex(hub, req, seg[0])
         if n == 1 and seg[0] == "_search":
             return await search.handle_system_search(hub, req)
         if n == 1:
@@ -136,6 +154,9 @@ class FhirApp:
             structure.warm_up()  # compile the validators before the first request, not during it
             await self.store.open()
             self._opened = True
+            custom = await self.hub.search_parameters.load()
+            if custom:
+                log.warning("registered %d custom search parameter(s) from the store", custom)
             if self._sample:
                 from fhir_hub.sample.seed import seed
 

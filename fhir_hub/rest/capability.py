@@ -41,6 +41,9 @@ def _resources() -> list[dict[str, Any]]:
     return out
 
 
+parameters.on_change(_resources.cache_clear)  # custom SearchParameters are listed once registered
+
+
 def capability_statement(base_url: str, released: str) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",

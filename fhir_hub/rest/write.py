@@ -21,6 +21,7 @@ import orjson
 from fhir_hub import definitions
 from fhir_hub.errors import FhirError, Issue, error, precondition
 from fhir_hub.rest import patch as fhir_patch
+from fhir_hub.rest import search_parameters
 from fhir_hub.rest.references import ReferenceChecker
 from fhir_hub.rest.respond import location, prefer_return, version_headers
 from fhir_hub.rest.wire import (
@@ -98,9 +99,15 @@ def validate(resource: dict[str, Any], where: str | None = None, enabled: bool =
     """Structural R4 validation; every error becomes an issue with its FHIRPath location.
 
     ``where`` re-roots the locations, e.g. ``Bundle.entry[3].resource`` inside a transaction.
+    A SearchParameter is then checked for what search needs, validation on or off.
     """
-    if not enabled:
-        return
+    if enabled:
+        _validate_structure(resource, where)
+    if resource.get("resourceType") == "SearchParameter":
+        search_parameters.check(resource, where)
+
+
+def _validate_structure(resource: dict[str, Any], where: str | None) -> None:
     issues = structure.validate(resource)
     errors = [i for i in issues if i.severity in ("error", "fatal")]
     if not errors:

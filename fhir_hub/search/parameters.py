@@ -20,7 +20,8 @@ from typing import Any
 
 from fhir_hub import definitions
 
-__all__ = ["SearchParam", "by_url", "lookup", "on_change", "params_for", "register", "unregister"]
+__all__ = ["SearchParam", "builtin", "by_url", "from_resource", "lookup", "on_change", "params_for", "refresh",
+           "register", "unregister"]
 
 #: The R4 resource types that are not DomainResources.
 NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})
@@ -94,8 +95,13 @@ def by_url(url: str) -> SearchParam | None:
     return _custom.get(url) or _core().get(url)
 
 
-def register(resource: dict[str, Any]) -> SearchParam:
-    """Make a SearchParameter resource (R4 JSON) known; replaces an earlier one with its URL.
+def builtin(url: str) -> SearchParam | None:
+    """The R4 core parameter with this canonical URL, whatever is registered over it."""
+    return _core().get(url.split("|", 1)[0])
+
+
+def from_resource(resource: dict[str, Any]) -> SearchParam:
+    """The parameter a SearchParameter resource (R4 JSON) defines, without registering it.
 
     Raises ``ValueError`` when the resource lacks what a search needs (url, code, base, type).
     """
@@ -109,16 +115,29 @@ def register(resource: dict[str, Any]) -> SearchParam:
         raise ValueError("SearchParameter without " + ", ".join(problems))
     if resource["type"] not in TYPES:
         raise ValueError(f"SearchParameter type {resource['type']!r} is not an R4 search type")
-    param = _from_json(resource)
-    _custom[param.url] = param
+    return _from_json(resource)
+
+
+def register(resource: dict[str, Any]) -> SearchParam:
+    """Make a SearchParameter resource (R4 JSON) known; replaces an earlier one with its URL.
+
+    Raises ``ValueError`` as :func:`from_resource` does.
+    """
+    global _custom
+    param = from_resource(resource)
+    # a new dict rather than a change in place: the writer thread may be iterating the old one
+    _custom = {**_custom, param.url: param}
     _changed()
     return param
 
 
 def unregister(url: str) -> bool:
     """Forget a custom parameter (a core parameter it shadowed comes back); ``False`` if unknown."""
-    if _custom.pop(url.split("|", 1)[0], None) is None:
+    global _custom
+    url = url.split("|", 1)[0]
+    if url not in _custom:
         return False
+    _custom = {u: p for u, p in _custom.items() if u != url}
     _changed()
     return True
 
@@ -126,6 +145,16 @@ def unregister(url: str) -> bool:
 def on_change(listener: Callable[[], None]) -> None:
     """Call ``listener`` after every registry change (to drop what was derived from it)."""
     _listeners.append(listener)
+
+
+def refresh() -> None:
+    """Drop what was derived from the registry, as after a change.
+
+    For a thread other than the one that changed the registry: something it derived while the
+    change happened may have been cached from the old parameters (``fhir_hub/rest/search_parameters.py``
+    calls it on the store's writer after each change).
+    """
+    _changed()
 
 
 def _changed() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from fhir_hub.search import parameters
 from fhir_hub.search.extract import Indexer
 from fhir_hub.search.query import Clause, TokenValue
 from fhir_hub.storage.port import HistoryQuery, Store, Tx
@@ -211,3 +212,28 @@ async def test_writes_survive_reopen(opened: Opened) -> None:
     assert v is not None and v.vid == 1
     later = await put(store, "Patient", "durable", patient("e"))
     assert later.vid == 2 and later.ts > v.ts
+
+
+_NICKNAME = "urn:test:SearchParameter/nickname"
+
+
+async def test_reindex_rewrites_index_rows_with_the_current_parameters(opened: Opened) -> None:
+    store = opened.store
+    nick = {"resourceType": "Patient", "extension": [{"url": "urn:test:nickname", "valueString": "Bông"}]}
+    await put(store, "Patient", "n", nick)
+    await put(store, "Patient", "gone", nick)
+    await store.transact(lambda tx: tx.delete("Patient", "gone"))
+    by_nickname = [token("nickname", (None, "Bông"))]
+    parameters.register({"resourceType": "SearchParameter", "url": _NICKNAME, "status": "active", "code": "nickname",
+                         "base": ["Patient"], "type": "token",
+                         "expression": "Patient.extension('urn:test:nickname').value"})
+    try:
+        assert await store.find("Patient", by_nickname, 10) == []  # written before the parameter existed
+        assert await store.transact(lambda tx: (tx.reindex("Patient", "n"), tx.reindex("Patient", "gone"),
+                                                tx.reindex("Patient", "never"))) == (True, False, False)
+        assert await store.find("Patient", by_nickname, 10) == ["n"]
+        assert (await store.read("Patient", "n")).vid == 1  # type: ignore[union-attr]  # no new version
+    finally:
+        parameters.unregister(_NICKNAME)
+    assert await store.transact(lambda tx: tx.reindex("Patient", "n")) is True
+    assert await store.find("Patient", by_nickname, 10) == []
