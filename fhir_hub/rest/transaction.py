@@ -330,19 +330,29 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
 
 def _rewrite(tx: Tx, e: Entry, resource: dict[str, Any], holders: list[dict[str, Any]], aliases: dict[str, str],
          base_url: str) -> None:
-    """Point references at the ids the transaction resolved (urn:uuid, fullUrl, conditional)."""
+    """Point references at the ids the transaction resolved (urn:uuid, fullUrl, conditional),
+    and the entry's index rows with them: they were extracted before the ids were known."""
+    changed: dict[str, str] = {}
     for holder in holders:
         ref = holder["reference"]
         target = aliases.get(ref)
         if target is not None:
-            holder["reference"] = target
+            holder["reference"] = changed[ref] = target
             continue
         rel = strip_base(ref, base_url)
         if "?" in rel and not rel.startswith("urn:") and definitions.is_resource_type(rel.split("?", 1)[0]):
             path = path_of(resource, holder, f"{e.where}.resource")
-            holder["reference"] = _resolve_conditional_ref(tx, rel, path.removesuffix(".reference"))
+            holder["reference"] = changed[ref] = _resolve_conditional_ref(tx, rel, path.removesuffix(".reference"))
         elif rel != ref:
-            holder["reference"] = rel
+            holder["reference"] = changed[ref] = rel
+    if changed and e.index_rows is not None:
+        indexed = {r[2] for r in e.index_rows if r[0] == "reference"}
+        if any("://" in ref or ref not in indexed for ref in changed):
+            # an absolute URL was also indexed by its tail, a conditional one not at all: extract again
+            e.index_rows = None
+        else:
+            e.index_rows = [(r[0], r[1], changed.get(r[2], r[2]), r[3], r[4]) if r[0] == "reference" else r
+                            for r in e.index_rows]
 
 
 def _fullurl_tail(full_url: str, rtype: str) -> str | None:

@@ -249,3 +249,27 @@ def test_sort_by_several_keys_with_paging(client: httpx.Client) -> None:
     assert seen == [made[f] for f in ("Bùi", "Lê", "Nguyễn", "Trần")]
     r = client.get(base + "&_sort=combo-code")
     assert r.status_code == 400
+
+
+def test_references_resolved_by_a_transaction_are_searchable(client: httpx.Client) -> None:
+    tag, doc_tag = uniq(), uniq()
+    doc = make(client, {"resourceType": "Practitioner", "identifier": [{"system": "urn:t", "value": doc_tag}]})
+    pat, enc = "urn:uuid:" + str(uuid.uuid4()), "urn:uuid:" + str(uuid.uuid4())
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": pat, "resource": {"resourceType": "Patient", "identifier": [{"system": NID, "value": tag}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": enc, "resource": {"resourceType": "Encounter", "status": "finished",
+                                      "class": {"code": "AMB"}, "subject": {"reference": pat}},
+         "request": {"method": "POST", "url": "Encounter"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                      "subject": {"reference": pat}, "encounter": {"reference": enc},
+                      "performer": [{"reference": f"Practitioner?identifier=urn:t|{doc_tag}"}]},
+         "request": {"method": "POST", "url": "Observation"}}]}
+    r = client.post("", json=bundle)
+    assert r.status_code == 200, r.text
+    pid = r.json()["entry"][0]["response"]["location"].split("/")[1]
+    eid = r.json()["entry"][1]["response"]["location"].split("/")[1]
+    assert len(ids(search(client, f"/Observation?subject=Patient/{pid}"))) == 1
+    assert len(ids(search(client, f"/Observation?encounter=Encounter/{eid}&performer={doc}"))) == 1
+    assert ids(search(client, f"/Encounter?subject=Patient/{pid}")) == {f"Encounter/{eid}"}
+    assert ids(search(client, f"/Observation?subject=urn:uuid:{pat.split(':')[-1]}")) == set()
