@@ -128,8 +128,30 @@ def _tight(data: bytes) -> bytes:
     return bytes(memoryview(data))
 
 
+#: Stands in for an entry's ``urn:uuid:`` while the loop extracts index rows: ``Type/urn-<uuid>``
+#: lets a parameter that keeps references by type (``patient`` is ``subject.where(resolve() is
+#: Patient)``) see the type; the writer swaps in the real id once it is known (:func:`_rewrite`).
+_URN_ID = "urn-"
+
+
+def _urn_types(raw_entries: Iterable[Any]) -> dict[str, str]:
+    """``urn:uuid:… → resource type`` of a bundle's entries."""
+    out: dict[str, str] = {}
+    for raw in raw_entries:
+        if isinstance(raw, dict):
+            full_url, resource = raw.get("fullUrl"), raw.get("resource")
+            if isinstance(full_url, str) and full_url.startswith("urn:uuid:") and isinstance(resource, dict) \
+                    and isinstance(resource.get("resourceType"), str):
+                out[full_url] = resource["resourceType"]
+    return out
+
+
+def _placeholder(urn: str, rtype: str) -> str:
+    return f"{rtype}/{_URN_ID}{urn[9:]}"
+
+
 def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool = False,
-                indexer: Indexer | None = None) -> Entry:
+                indexer: Indexer | None = None, urn_types: dict[str, str] | None = None) -> Entry:
     """Parse and check one entry on the event loop.
 
     Everything that does not depend on stored state is done here, while the writer is busy with
@@ -194,13 +216,22 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool 
                                        f"{url!r}", f"{where}.resource.id"))
     write.validate(resource, f"{where}.resource", validate)
     entry.body_id = resource.get("id")
-    if indexer is not None and not pack:  # a streamed bundle keeps only bytes: the writer extracts
-        entry.index_rows = indexer.rows(rtype, resource)
     if pack:
         entry.packed = _tight(orjson.dumps(resource))
-    else:
-        entry.resource = resource
-        entry.holders = reference_holders(resource)
+        return entry  # a streamed bundle keeps only bytes: the writer extracts the rows
+    entry.resource = resource
+    entry.holders = reference_holders(resource)
+    if indexer is not None:
+        swapped = []
+        for holder in entry.holders:
+            ref = holder["reference"]
+            target_type = urn_types.get(ref) if urn_types else None
+            if target_type is not None:
+                holder["reference"] = _placeholder(ref, target_type)
+                swapped.append((holder, ref))
+        entry.index_rows = indexer.rows(rtype, resource)
+        for holder, ref in swapped:
+            holder["reference"] = ref
     return entry
 
 
@@ -346,12 +377,15 @@ def _rewrite(tx: Tx, e: Entry, resource: dict[str, Any], holders: list[dict[str,
         elif rel != ref:
             holder["reference"] = changed[ref] = rel
     if changed and e.index_rows is not None:
+        # rows carry Type/urn-<uuid> for urn:uuid references (parse_entry): swap in the real ids
+        by_row = {(_placeholder(ref, target.partition("/")[0]) if ref.startswith("urn:uuid:") else ref): target
+                  for ref, target in changed.items()}
         indexed = {r[2] for r in e.index_rows if r[0] == "reference"}
-        if any("://" in ref or ref not in indexed for ref in changed):
+        if any("://" in ref or ref not in indexed for ref in by_row):
             # an absolute URL was also indexed by its tail, a conditional one not at all: extract again
             e.index_rows = None
         else:
-            e.index_rows = [(r[0], r[1], changed.get(r[2], r[2]), r[3], r[4]) if r[0] == "reference" else r
+            e.index_rows = [(r[0], r[1], by_row.get(r[2], r[2]), r[3], r[4]) if r[0] == "reference" else r
                             for r in e.index_rows]
 
 
@@ -474,7 +508,10 @@ async def handle_bundle(hub: Any, req: Request) -> Response:
     base_url = req.base_url
     if kind == "transaction":
         indexer = hub.store.indexer
-        entries = [parse_entry(raw, i, base_url, validate, pack=streamed, indexer=indexer)
+        if not streamed:
+            raw_entries = list(raw_entries)
+        urn_types = None if streamed else _urn_types(raw_entries)
+        entries = [parse_entry(raw, i, base_url, validate, pack=streamed, indexer=indexer, urn_types=urn_types)
                    for i, raw in enumerate(raw_entries)]
         results = await hub.store.transact(lambda tx: execute(tx, entries, hub, base_url, with_body))
     else:

@@ -273,3 +273,20 @@ def test_references_resolved_by_a_transaction_are_searchable(client: httpx.Clien
     assert len(ids(search(client, f"/Observation?encounter=Encounter/{eid}&performer={doc}"))) == 1
     assert ids(search(client, f"/Encounter?subject=Patient/{pid}")) == {f"Encounter/{eid}"}
     assert ids(search(client, f"/Observation?subject=urn:uuid:{pat.split(':')[-1]}")) == set()
+
+
+def test_type_filtered_references_in_a_transaction(client: httpx.Client) -> None:
+    """``patient`` is ``subject.where(resolve() is Patient)``: it must see the type of an entry
+    referenced by urn:uuid, and the compartment and $everything follow it."""
+    pat = "urn:uuid:" + str(uuid.uuid4())
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": pat, "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Condition", "subject": {"reference": pat}, "code": {"text": "x"}},
+         "request": {"method": "POST", "url": "Condition"}}]}
+    r = client.post("", json=bundle)
+    assert r.status_code == 200, r.text
+    pid = r.json()["entry"][0]["response"]["location"].split("/")[1]
+    cid = "Condition/" + r.json()["entry"][1]["response"]["location"].split("/")[1]
+    assert ids(search(client, f"/Condition?patient={pid}")) == {cid}
+    assert ids(search(client, f"/Patient/{pid}/Condition")) == {cid}
+    assert ids(search(client, f"/Patient/{pid}/$everything")) == {f"Patient/{pid}", cid}
