@@ -89,6 +89,11 @@ async def _find(hub: Any, rtype: str, q: Query, criteria: list[Criterion], limit
         found.extend(rid for rid in batch if rid in bodies and all(
             matcher.matches_composite(c, bodies[rid], extract.component_rows, now) for c in composites))
         after = batch[-1]
+    else:
+        if len(found) < limit:  # stopped by the cap, not by the end of the candidates: say so
+            raise FhirError(400, error("too-costly", f"composite criteria on {rtype} were checked on "
+                                       f"{MAX_RECHECK} candidates without filling the page: add criteria that the "
+                                       "index can narrow (a subject, a code)", composites[0].param))
     return found[:limit]
 
 
@@ -105,7 +110,12 @@ def _component_prefilter(rtype: str, composites: list[Clause]) -> list[Criterion
             if comp is None or comp.code.startswith("_") or parameters.lookup(rtype, comp.code) is None:
                 continue
             values = tuple(v.parts[i] for v in c.values if isinstance(v, CompositeValue))
-            if comp.type in ("token", "quantity", "date", "number", "string", "reference", "uri") and values:
+            if comp.type not in ("token", "quantity", "date", "number", "string", "reference", "uri") or not values:
+                continue
+            members = extract.aliases(rtype).get(comp.code)
+            if members:  # a union parameter is not indexed itself (combo-code): any of its members
+                out.append(AnyOf(tuple(Clause(m, comp.type, values) for m in members)))
+            else:
                 out.append(Clause(comp.code, comp.type, values))
     return out
 

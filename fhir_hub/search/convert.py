@@ -19,7 +19,7 @@ from typing import Any
 from fhir_hub import definitions
 from fhir_hub.search import ucum
 from fhir_hub.search.dates import period
-from fhir_hub.search.text import normalise
+from fhir_hub.search.text import composed, normalise
 
 __all__ = ["DATE_MAX", "DATE_MIN", "Codes", "Emit", "IndexRow", "Out", "converter", "infer_type", "PARTS",
            "parts_converter", "reference_targets"]
@@ -67,7 +67,7 @@ def _string_emit(ps: Codes, leaf: str) -> Emit | None:
                 if v.__class__ is str:
                     n = normalise(v)
                     for p in ps:
-                        out["string", p, n, v, None] = None
+                        out["string", p, n, composed(v), None] = None
         return strings
     parts = PARTS.get(leaf)
     return None if parts is None else parts_converter(tuple((part, ps) for part in parts))
@@ -92,7 +92,7 @@ def parts_converter(parts: tuple[tuple[str, Codes], ...]) -> Emit:
                         if x.__class__ is str:
                             n = normalise(x)
                             for p in ps:
-                                out["string", p, n, x, None] = None
+                                out["string", p, n, composed(x), None] = None
     return parted
 
 
@@ -100,7 +100,7 @@ def _text(out: Out, pts: Codes, text: Any) -> None:
     if text.__class__ is str:
         n = normalise(text)
         for p in pts:
-            out["string", p, n, text, None] = None
+            out["string", p, n, composed(text), None] = None
 
 
 def _coding(out: Out, ps: Codes, pts: Codes, c: Any) -> None:

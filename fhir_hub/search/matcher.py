@@ -308,8 +308,9 @@ def matches_clause(clause: Clause, rows: Grouped, now: int | None = None) -> boo
 
 def composite_matches(clause: Clause, elements: ElementRows, now: int | None = None) -> bool:
     """Whether one element satisfies every part of some composite value of ``clause``."""
-    if clause.missing is not None:
-        return (not elements) is clause.missing
+    if clause.missing is not None:  # a value is an element with something for every component
+        present = any(all(components) for components in elements)
+        return (not present) is clause.missing
     for value in clause.values:
         if not isinstance(value, CompositeValue):
             raise ValueError(f"composite clause {clause.param!r} holds a {type(value).__name__}")

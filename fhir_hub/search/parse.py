@@ -312,7 +312,7 @@ class _Parser:
             type_modifier, modifier = modifier, None
         if modifier is not None and modifier not in _MODIFIERS.get(sp.type, ()):
             raise _bad(f"modifier :{modifier} does not apply to {sp.type} parameter {sp.code}", where)
-        if modifier in _TERMINOLOGY:
+        if modifier in _TERMINOLOGY and sp.type != "uri":
             raise FhirError(400, error(
                 "not-supported", f"modifier :{modifier} needs the terminology service, not available yet", where))
         if modifier == "missing":

@@ -21,3 +21,9 @@ def normalise(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD))
     kept = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(kept.casefold().split())
+
+
+@lru_cache(maxsize=65536)
+def composed(text: str) -> str:
+    """``text`` in NFC: the form ``:exact`` compares, so a name stored decomposed still matches."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)

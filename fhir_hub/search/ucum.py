@@ -51,7 +51,7 @@ def _table() -> dict[str, tuple[float, str]]:
                     ("10*6/uL", 1e12), ("/uL", 1e6), ("/mm3", 1e6), ("10*3/mm3", 1e9)):
         units[code] = (f, "/L")
     # Pressure, in the UCUM base units g/(m.s2): 1 Pa = 1000 g/(m.s2).
-    for code, f in (("Pa", 1e3), ("kPa", 1e6), ("mm[Hg]", 133322.387415), ("cm[H2O]", 98066.5)):
+    for code, f in (("g/(m.s2)", 1.0), ("Pa", 1e3), ("kPa", 1e6), ("mm[Hg]", 133322.387415), ("cm[H2O]", 98066.5)):
         units[code] = (f, "g/(m.s2)")
     # Rates (heart and respiratory rates come as /min, with or without an annotation).
     for code, f in (("/s", 1.0), ("/min", 1 / 60), ("/h", 1 / 3600), ("/d", 1 / 86400),

@@ -238,7 +238,7 @@ class Compiler:
         x = self.alias()
         self.args.extend((rtype, param_key(c.source_type, c.param), rtype + "/", rtype + "0"))
         inner = self.ids_sql(c.source_type, [c.clause])
-        return (f"SELECT t.rk AS rk FROM current t WHERE t.rtype = ? AND t.rid IN ("
+        return (f"SELECT t.rk AS rk FROM current t WHERE t.rtype = ? AND t.deleted = 0 AND t.rid IN ("
                 f"SELECT substr({x}.target, {len(rtype) + 2}) FROM idx_reference {x} "
                 f"WHERE {x}.pid = ? AND {x}.target >= ? AND {x}.target < ? AND {x}.rk IN ({inner}))")
 
