@@ -1,7 +1,7 @@
 """The CapabilityStatement at ``/metadata``, generated from what is implemented (capabilitystatement.html).
 
 It claims only what the handlers do: every interaction listed here has a test; search lists
-only the parameters the token slice can evaluate.
+the parameters the index evaluates (core, and custom ones once registered).
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def _resources() -> list[dict[str, Any]]:
         params += [{"name": sp.code, "type": sp.type, "definition": sp.url}
                    for sp in sorted(parameters.params_for(rtype).values(), key=lambda p: p.code)
                    if sp.code not in skipped and sp.code != "_id"]
-        out.append({
+        references = sorted(sp.code for sp in parameters.params_for(rtype).values()
+                            if sp.type == "reference" and sp.code not in skipped)
+        entry: dict[str, Any] = {
             "type": rtype,
             "interaction": [{"code": c} for c in _TYPE_INTERACTIONS],
             "versioning": "versioned-update",
@@ -36,8 +38,13 @@ def _resources() -> list[dict[str, Any]]:
             "conditionalUpdate": True,
             "conditionalDelete": "multiple",
             "referencePolicy": ["literal", "local", "enforced"],
+            "searchInclude": ["*"] + [f"{rtype}:{code}" for code in references],
             "searchParam": params,
-        })
+        }
+        if rtype == "Patient":
+            entry["operation"] = [{"name": "everything",
+                                   "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
+        out.append(entry)
     return out
 
 
@@ -59,6 +66,7 @@ def capability_statement(base_url: str, released: str) -> dict[str, Any]:
         "rest": [{
             "mode": "server",
             "resource": _resources(),
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"},
+                            {"code": "search-system"}],
         }],
     }
