@@ -18,9 +18,10 @@ by ``store.find``/``store.count`` (and, for some, by walking the keyset cursor) 
 Composite parameters are not in the index: ``test_composites_agree_with_the_matcher`` checks the
 REST layer's path for them (index prefilter by component, recheck with the matcher) instead.
 
-Bugs found are xfail tests at the end, each with its smallest case. While one is open, a
-disagreement is put down to it only when the store's answer is exactly what the bug predicts
-(counted in the report line); any other disagreement fails.
+Any disagreement fails. The bugs these tests found (uri ``:above``/``:below`` refused by the
+parser, ``_has`` listing deleted resources, ``combo-*`` composites finding nothing, composite
+``:missing``, ``:exact`` on text written decomposed, and in ``test_examples_findable.py`` the
+canonical pressure unit) are fixed; each keeps its smallest case as a regression test at the end.
 
 ``FHIR_HUB_DIFF_SEED`` and ``FHIR_HUB_DIFF_QUERIES`` change the draw (a failure prints its seed).
 """
@@ -84,8 +85,7 @@ def escape(text: str) -> str:
 class Reference:
     """Every live resource as the matcher sees it, with the callbacks chains and ``_has`` need."""
 
-    def __init__(self, stored: dict[tuple[str, str], dict[str, Any]], deleted: Iterable[tuple[str, str]] = ()):
-        self.deleted = {(t, i): Indexed(f"{t}/{i}", {}) for t, i in deleted}
+    def __init__(self, stored: dict[tuple[str, str], dict[str, Any]]):
         self._elements: dict[tuple[str, str, str], ElementRows] = {}
         self.indexed: dict[tuple[str, str], Indexed] = {}
         self.by_type: dict[str, list[tuple[str, Indexed]]] = {}
@@ -119,48 +119,6 @@ class Reference:
         ids = None if q.ids is None else set(q.ids)
         return {rid for rid, ix in self.by_type.get(rtype, ())
                 if (ids is None or rid in ids) and matches(q.criteria, ix, env)}
-
-    # -- the store's answer under the known bug HAS_DELETED (below), exactly
-
-    def answer_has_deleted(self, rtype: str, q: Query, now: int) -> set[str]:
-        """What SQLite answers while ``_has`` sees deleted resources: a ``_has`` that drives (the
-        only positive criteria, no ``_id``) also lists deleted resources some live source still
-        references, and so does a chain into such a ``_has``."""
-        env = Env(self.resolve, self.sources, self.component_rows, now)
-        candidates = list(self.by_type.get(rtype, ()))
-        if q.ids is None and _has_drives(q.criteria):
-            candidates += [(i, ix) for (t, i), ix in self.deleted.items() if t == rtype]
-        ids = None if q.ids is None else set(q.ids)
-        return {rid for rid, ix in candidates
-                if (ids is None or rid in ids) and all(self._buggy(c, ix, env) for c in q.criteria)}
-
-    def _buggy(self, c: Criterion, subject: Indexed, env: Env) -> bool:
-        if isinstance(c, AnyOf):
-            return any(self._buggy(x, subject, env) for x in c.criteria)
-        if isinstance(c, Chain):
-            for row in subject.rows.get(c.param, ()):
-                rtype, _, rid = row[2].partition("/")
-                if rtype != c.target_type:
-                    continue
-                found = self.indexed.get((rtype, rid))
-                if found is None and _has_drives([c.clause]):
-                    found = self.deleted.get((rtype, rid))
-                if found is not None and self._buggy(c.clause, found, env):
-                    return True
-            return False
-        if isinstance(c, Has):
-            return any(self._buggy(c.clause, s, env) for s in self.sources(c.source_type, c.param, subject.ref))
-        return matches([c], subject, env)
-
-
-def _positive(c: Criterion) -> bool:
-    """As the SQL compiler decides which criteria may drive (``Compiler.positive``)."""
-    return not isinstance(c, Clause) or c.modifier not in ("not", "missing") or c.missing is False
-
-
-def _has_drives(criteria: Sequence[Criterion]) -> bool:
-    positive = [c for c in criteria if _positive(c)]
-    return bool(positive) and all(isinstance(c, Has) for c in positive)
 
 
 # --- the query generator ----------------------------------------------------------------------------
@@ -560,37 +518,6 @@ def _query_text(rtype: str, pairs: Sequence[Pair]) -> str:
     return f"{rtype}?" + "&".join(f"{k}={v}" for k, v in pairs)
 
 
-#: BUG (xfail ``test_uri_above_below_parse``): ``parse`` refuses ``:above``/``:below`` on uri
-#: parameters as terminology modifiers. Until it is fixed such a query is parsed pair by pair, the
-#: uri clause without its modifier, which is then put back on the clause.
-URI_TREE = (":above", ":below")
-
-
-def _with_modifier(c: Criterion, modifier: str) -> Criterion:
-    if isinstance(c, Clause):
-        assert c.type == "uri", c
-        return replace(c, modifier=modifier)
-    assert isinstance(c, (Chain, Has)), c
-    return replace(c, clause=_with_modifier(c.clause, modifier))
-
-
-def parse_query(rtype: str, pairs: Sequence[Pair]) -> tuple[Query, bool]:
-    """The query strictly parsed, and whether the uri workaround above was needed."""
-    try:
-        return parse([rtype], pairs, strict=True), False
-    except FhirError as exc:
-        if "terminology service" not in str(exc) or not any(k.endswith(URI_TREE) for k, _ in pairs):
-            raise
-    criteria: list[Criterion] = []
-    ids: tuple[str, ...] | None = None
-    for name, value in pairs:
-        modifier = name.rpartition(":")[2] if name.endswith(URI_TREE) else None
-        q = parse([rtype], [(name.removesuffix(f":{modifier}") if modifier else name, value)], strict=True)
-        criteria.extend(_with_modifier(c, modifier) if modifier else c for c in q.criteria)
-        ids = q.ids if q.ids is not None else ids
-    return Query(types=(rtype,), criteria=tuple(criteria), ids=ids), True
-
-
 def compartment(rng: random.Random, rtype: str, targets: dict[str, list[str]]) -> tuple[str, AnyOf] | None:
     """Compartment membership (``Patient/x/Observation``) as the REST layer builds it."""
     kinds = [k for k, by_type in definitions.compartments().items() if rtype in by_type and k in targets]
@@ -635,9 +562,11 @@ FIXED: list[tuple[str, list[Pair], set[str], set[str]]] = [
     ("Patient", [("name", "đặng THỊ")], {"edge-dang"}, set()),
     ("Patient", [("name:contains", "ồng")], {"edge-dang"}, set()),
     ("Patient", [("family:exact", "Dang")], set(), {"edge-dang"}),
-    # text written decomposed (NFD): found by prefix; :exact is a known bug (NFD_EXACT)
+    # text written decomposed (NFD): found by prefix, and by :exact typed composed or decomposed
     ("Patient", [("family", "nguyen"), ("given", "thi"), ("name", "nguyen thi hang")], {"edge-nfd"}, set()),
-    ("Patient", [("family:exact", "Nguyễn"), ("gender", "female")], set(), set()),
+    ("Patient", [("family:exact", "Nguyễn"), ("gender", "female")], {"edge-nfd"}, {"edge-accent"}),
+    ("Patient", [("family:exact", unicodedata.normalize("NFD", "Nguyễn")), ("gender", "female")], {"edge-nfd"},
+     set()),
     # references by identifier, to another server (its Type/id tail is indexed too), to a contained resource
     ("Observation", [("performer:identifier", "urn:vn:cchn|CC-001")], {"edge-refs"}, set()),
     ("Observation", [("performer:identifier", "|CC-001")], set(), {"edge-refs"}),
@@ -664,8 +593,9 @@ FIXED: list[tuple[str, list[Pair], set[str], set[str]]] = [
     ("Observation", [("subject", "edge-deleted")], {"edge-of-deleted"}, set()),
     ("Observation", [("subject:Patient.identifier", "urn:edge|DEL-1")], set(), {"edge-of-deleted"}),
     ("Encounter", [("patient:Patient.name", "xoa")], set(), {"edge-of-deleted"}),
-    ("Patient", [("_has:Observation:subject:code", "2345-7")], set(), set()),  # BUG: see HAS_DELETED
-    ("Patient", [("_has:Encounter:subject:class", "AMB"), ("gender:missing", "true")], set(), set()),
+    ("Patient", [("_has:Observation:subject:code", "2345-7")], set(), {"edge-deleted"}),
+    ("Patient", [("_has:Encounter:subject:class", "AMB"), ("gender:missing", "true")], set(), {"edge-deleted"}),
+    ("Observation", [("subject:Patient._has:Observation:subject:code", "2345-7")], set(), {"edge-of-deleted"}),
     # open Periods: the open end reaches the end of time
     ("Encounter", [("date", "ge2025-06-30")], {"edge-open-start"}, {"edge-open-end"}),
     ("Encounter", [("date", "lt2020")], {"edge-open-end"}, {"edge-open-start"}),
@@ -695,7 +625,7 @@ FIXED: list[tuple[str, list[Pair], set[str], set[str]]] = [
      {"edge-mg"}, set()),
     ("Patient", [("_has:Observation:patient:code", "edge-dose")], {"edge-accent"}, {"edge-plain"}),
     ("Organization", [("_has:Encounter:service-provider:_has:Observation:encounter:code", "8867-4")], set(), set()),
-    # uri :above and :below (BUG: see URI_TREE)
+    # uri :above and :below
     ("Patient", [("_profile:below", "http://fhir.ehealth.gov.vn/core/StructureDefinition/vn-core-")],
      {"edge-bare"}, set()),
     ("Patient", [("_profile:above", "http://hl7.org/fhir/StructureDefinition/Patient/x")], {"edge-bare"}, set()),
@@ -712,11 +642,9 @@ class Stats:
     nonempty: int = 0
     total_found: int = 0
     paged: int = 0
-    uri_tree: int = 0
     #: Refused with a 400 that says so (:data:`REFUSED`).
     refused: int = 0
     features: Counter[str] = field(default_factory=Counter)
-    known: Counter[str] = field(default_factory=Counter)
 
 
 def _precision(low: int, high: int) -> str:
@@ -772,12 +700,6 @@ REQUIRED |= {k: 10 for k in ("string", "string:contains", "string:exact", "token
                              "compartment", "AND", "_id", "nested chain/_has", "missing=true", "missing=false")}
 
 
-#: BUG (xfail ``test_has_skips_deleted_resources``): SQLite's ``_has`` lists resources that were
-#: deleted while a live source still references them. A disagreement is put down to it only when
-#: the store's answer is exactly what :meth:`Reference.answer_has_deleted` says the bug gives.
-HAS_DELETED = "HAS_DELETED"
-
-
 class Runner:
     def __init__(self, store: Store, ref: Reference):
         self.store = store
@@ -797,7 +719,7 @@ class Runner:
             return None
         self.seen.add(text)
         try:
-            q, worked_around = parse_query(rtype, pairs)
+            q = parse([rtype], pairs, strict=True)
         except FhirError as exc:
             if REFUSED in str(exc):
                 stats.refused += 1
@@ -807,7 +729,6 @@ class Runner:
         if inside is not None:
             q = replace(q, criteria=(*q.criteria, inside[1]))
         stats.queries += 1
-        stats.uri_tree += worked_around
         features(q.criteria, stats.features)
         stats.features["AND"] += (len(q.criteria) + (q.ids is not None)) > 1
         stats.features["_id"] += q.ids is not None
@@ -824,14 +745,9 @@ class Runner:
         problems = []
         if len(found) != len(got):
             problems.append(f"find listed duplicates: {len(found)} ids, {len(got)} distinct")
-        bug = None
-        if got != want and got == self.ref.answer_has_deleted(rtype, q, now_us()):
-            bug = HAS_DELETED
-        if bug is not None and counted == len(got):
-            stats.known[bug] += 1
-        elif got != want:
+        if got != want:
             problems.append(f"store only: {sorted(got - want)[:8]}  matcher only: {sorted(want - got)[:8]}")
-        if bug is None and counted != len(want):
+        if counted != len(want):
             problems.append(f"count {counted}, matcher {len(want)}")
         if not problems and len(want) > 1 and stats.queries % 6 == 0:  # paging: limit and cursor
             stats.paged += 1
@@ -879,8 +795,7 @@ async def test_sqlite_agrees_with_the_matcher(tmp_path: Path) -> None:
     await store.open()
     try:
         stored = await datasets.load(store, data)
-        deleted = {(t, i) for t, i, _ in data.stale} - set(stored)
-        runner = Runner(store, Reference(stored, deleted))
+        runner = Runner(store, Reference(stored))
         expected: list[str] = []
         for rtype, pairs, must, must_not in FIXED:
             got = await runner.check(rtype, pairs)
@@ -896,7 +811,7 @@ async def test_sqlite_agrees_with_the_matcher(tmp_path: Path) -> None:
     elapsed = time.monotonic() - started
     print(f"differential: {len(stored)} resources, {stats.queries} distinct queries ({len(FIXED)} fixed; "
           f"{stats.nonempty} with matches, {stats.total_found} ids in all, {stats.paged} paged; "
-          f"{stats.uri_tree} parsed around the uri :above/:below bug; {stats.refused} refused as not supported; known bugs {dict(stats.known)}), "
+          f"{stats.refused} refused as not supported), "
           f"{elapsed:.1f}s, seed {SEED}")
     print("cases:", ", ".join(f"{k} {n}" for k, n in sorted(stats.features.items())))
     assert not failures, f"{len(failures)} of {stats.queries} queries disagree (seed {SEED}):\n" + "\n".join(
@@ -912,25 +827,6 @@ async def test_sqlite_agrees_with_the_matcher(tmp_path: Path) -> None:
 # --- composites: the REST layer's index prefilter and in-memory recheck ----------------------------
 
 
-def _composite_components_unindexed(q: Query) -> bool:
-    """Whether a composite clause with values has a component that is a union parameter (no rows)."""
-    aliases = _aliases("Observation")
-    for c in q.criteria:
-        if isinstance(c, Clause) and c.type == "composite" and c.values:
-            sp = parameters.lookup("Observation", c.param)
-            assert sp is not None
-            for url, _ in sp.components:
-                comp = parameters.by_url(url)
-                if comp is not None and comp.code in aliases:
-                    return True
-    return False
-
-
-#: BUG (xfail ``test_combo_composites_are_found``): a composite whose components are union
-#: parameters (``combo-code-value-quantity``: ``combo-code`` and ``combo-value-quantity``) finds
-#: nothing. Put down to it only when the answer is empty and the query has such a composite.
-COMBO_COMPOSITE = "COMBO_COMPOSITE"
-
 FIXED_COMPOSITES: list[tuple[list[Pair], set[str], set[str]]] = [
     ([("component-code-value-quantity", "http://loinc.org|8480-6$150|http://unitsofmeasure.org|mm[Hg]")],
      {"edge-bp"}, set()),
@@ -943,7 +839,14 @@ FIXED_COMPOSITES: list[tuple[list[Pair], set[str], set[str]]] = [
     ([("code-value-quantity", "edge-dose$500"), ("subject", "Patient/edge-accent")], {"edge-mg", "edge-unit-only"},
      {"edge-g"}),
     ([("code-value-string", "edge-period$dang theo")], {"edge-period"}, set()),
-    ([("combo-code-value-quantity", "http://loinc.org|8480-6$150")], set(), set()),  # BUG: see COMBO_COMPOSITE
+    # union components: Observation.code or component.code, with the value of the same element
+    ([("combo-code-value-quantity", "http://loinc.org|8480-6$150")], {"edge-bp"}, set()),
+    ([("combo-code-value-quantity", "http://loinc.org|8480-6$95")], set(), {"edge-bp"}),
+    # :missing: no element has a value for every component (a code and no value[x] is missing)
+    ([("code-value-quantity:missing", "true"), ("subject", "Patient/edge-accent")],
+     {"edge-bp", "edge-period", "edge-period-end"}, {"edge-mg", "edge-tablet"}),
+    ([("code-value-quantity:missing", "false"), ("subject", "Patient/edge-accent")], {"edge-mg", "edge-tablet"},
+     {"edge-bp", "edge-period"}),
 ]
 
 
@@ -961,12 +864,11 @@ async def test_composites_agree_with_the_matcher(tmp_path: Path) -> None:
     await store.open()
     rng = random.Random(SEED + 1)
     failures: list[str] = []
-    known: Counter[str] = Counter()
     seen: set[str] = set()
     nonempty = 0
     try:
         stored = await datasets.load(store, data)
-        ref = Reference(stored, {(t, i) for t, i, _ in data.stale} - set(stored))
+        ref = Reference(stored)
         gen = Generator(rng, [(t, r) for (t, _), r in stored.items()])
         hub = SimpleNamespace(store=store)
         observations = [r for (t, _), r in sorted(stored.items()) if t == "Observation"]
@@ -989,7 +891,7 @@ async def test_composites_agree_with_the_matcher(tmp_path: Path) -> None:
                 continue
             seen.add(text)
             try:
-                q, _ = parse_query("Observation", pairs)
+                q = parse(["Observation"], pairs, strict=True)
             except FhirError as exc:
                 if REFUSED not in str(exc):
                     failures.append(f"{text}\n    parse refused it: {exc}")
@@ -997,34 +899,25 @@ async def test_composites_agree_with_the_matcher(tmp_path: Path) -> None:
             want = ref.answer("Observation", q, now_us())
             got = set(await rest_find(hub, "Observation", q, list(q.criteria), LIMIT, None))
             nonempty += bool(want)
-            if got != want and not got and _composite_components_unindexed(q):
-                known[COMBO_COMPOSITE] += 1
-            elif got != want and got == ref.answer_has_deleted("Observation", q, now_us()):
-                known[HAS_DELETED] += 1
-            elif got != want:
+            if got != want:
                 failures.append(f"{text}\n    found only: {sorted(got - want)[:8]}  "
                                 f"matcher only: {sorted(want - got)[:8]}")
             if must is not None and must_not is not None and (not must <= got or must_not & got):
                 failures.append(f"{text}\n    expected {sorted(must)}, not {sorted(must_not)}; found {sorted(got)}")
     finally:
         await store.close()
-    print(f"composites: {len(seen)} queries ({nonempty} with matches; known bugs {dict(known)}), "
+    print(f"composites: {len(seen)} queries ({nonempty} with matches), "
           f"{time.monotonic() - started:.1f}s")
     assert not failures, f"{len(failures)} composite queries disagree:\n" + "\n".join(failures[:25])
     assert len(seen) >= 250 and nonempty >= 100
 
 
-# --- the bugs found, each as its smallest case ----------------------------------------------------------
+# --- regression tests: the bugs found, each as its smallest case --------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG fhir_hub/search/parse.py _Parser._clause: ':above'/':below' are in _TERMINOLOGY, refused for every "
-    "parameter type before the type is looked at, so parse(['Patient'], [('_profile:below', 'http://x/')], "
-    "strict=True) raises 400 'modifier :below needs the terminology service' although on a uri parameter they "
-    "are plain prefix tests (search.html#uri) that _MODIFIERS['uri'], the matcher and the SQL compiler all "
-    "implement; the refusal belongs to token (and reference) parameters only"))
 @pytest.mark.parametrize("modifier", ["above", "below"])
 def test_uri_above_below_parse(modifier: str) -> None:
+    """``:above``/``:below`` on a uri parameter are prefix tests, not terminology modifiers."""
     q = parse(["Patient"], [(f"_profile:{modifier}", "http://example.org/StructureDefinition/p")], strict=True)
     assert q.criteria == (Clause("_profile", "uri", (UriValue("http://example.org/StructureDefinition/p"),),
                                  modifier),)
@@ -1042,17 +935,10 @@ async def _tiny_store(tmp_path: Path, deleted: bool) -> Store:
     return store
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG fhir_hub/storage/sqlite/search.py Compiler.set_sql, the Has branch: 'SELECT t.rk FROM current t WHERE "
-    "t.rtype = ? AND t.rid IN (targets of matching sources)' has no 't.deleted = 0', and current keeps the "
-    "tombstone while the live Observation's reference row survives, so after PUT Patient/p, PUT Observation/o "
-    "(subject Patient/p, status final), DELETE Patient/p: find('Patient', _has:Observation:subject:status=final) "
-    "== ['p'] and count == 1 (want [] and 0); through a chain, Observation?subject:Patient._has:Observation:"
-    "subject:status=final finds o. The set must keep live targets only (before cc5d992 the Has set read "
-    "idx_reference targets, unchecked too)"))
 @pytest.mark.parametrize(("rtype", "name"), [("Patient", "_has:Observation:subject:status"),
                                              ("Observation", "subject:Patient._has:Observation:subject:status")])
 async def test_has_skips_deleted_resources(tmp_path: Path, rtype: str, name: str) -> None:
+    """``_has`` finds live targets only, not a deleted Patient a live Observation still references."""
     store = await _tiny_store(tmp_path, deleted=True)
     try:
         q = parse([rtype], [(name, "final")], strict=True)
@@ -1065,7 +951,7 @@ async def test_has_skips_deleted_resources(tmp_path: Path, rtype: str, name: str
                                                      ("Observation", "subject:Patient._has:Observation:subject:status",
                                                       ["o"])])
 async def test_has_before_the_delete(tmp_path: Path, rtype: str, name: str, want: list[str]) -> None:
-    """The same store without the delete: the xfail above fails for the delete only."""
+    """The same store without the delete: the ``_has`` above finds the Patient then."""
     store = await _tiny_store(tmp_path, deleted=False)
     try:
         q = parse([rtype], [(name, "final")], strict=True)
@@ -1074,21 +960,10 @@ async def test_has_before_the_delete(tmp_path: Path, rtype: str, name: str, want
         await store.close()
 
 
-#: BUG fhir_hub/rest/search.py _component_prefilter, see the reason.
-COMBO_REASON = (
-    "BUG fhir_hub/rest/search.py _component_prefilter (with d14b667's union parameters): a composite's "
-    "components become prefilter Clauses on their own codes, but combo-code-value-quantity's components are "
-    "combo-code and combo-value-quantity, which extract.aliases() now leaves unindexed (parse expands them into "
-    "AnyOf over code/component-code, the prefilter does not), so the prefilter matches no row: an Observation "
-    "with code http://loinc.org|8867-4 and valueQuantity 72 /min is found by code-value-quantity="
-    "http://loinc.org|8867-4$72 but not by combo-code-value-quantity=http://loinc.org|8867-4$72 (also "
-    "combo-code-value-concept). The prefilter must expand union members as the parser does")
-
-
-@pytest.mark.parametrize("code", ["code-value-quantity",
-                                  pytest.param("combo-code-value-quantity",
-                                               marks=pytest.mark.xfail(strict=True, reason=COMBO_REASON))])
+@pytest.mark.parametrize("code", ["code-value-quantity", "combo-code-value-quantity"])
 async def test_combo_composites_are_found(tmp_path: Path, code: str) -> None:
+    """A composite whose components are union parameters (``combo-code``, ``combo-value-quantity``)
+    is found through the REST prefilter, which expands the union members as the parser does."""
     from types import SimpleNamespace
 
     from fhir_hub.rest.search import _find as rest_find
@@ -1106,15 +981,8 @@ async def test_combo_composites_are_found(tmp_path: Path, code: str) -> None:
         await store.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG fhir_hub/search/matcher.py composite_matches: ':missing' tests whether the composite's expression "
-    "selects any element ('(not elements) is clause.missing'), not whether some element has a value for every "
-    "component. code-value-quantity's expression is 'Observation' itself, so an Observation with a code and no "
-    "value[x] is never ':missing=true' and always ':missing=false': composite_matches(Clause('code-value-"
-    "quantity', 'composite', (), 'missing', True), component_rows('Observation', 'code-value-quantity', "
-    "{code only})) is False (want True); the REST layer answers Observation?code-value-quantity:missing=true "
-    "with nothing"))
 def test_composite_missing_means_no_value() -> None:
+    """Composite ``:missing=true``: no element has a value for every component (here: a code, no value)."""
     obs = {"resourceType": "Observation", "status": "final",
            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}}
     elements = extract.component_rows("Observation", "code-value-quantity", obs)
@@ -1126,14 +994,9 @@ def test_composite_missing_means_no_value() -> None:
 NFD = unicodedata.normalize("NFD", "Nguyễn")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG fhir_hub/search/convert.py (_string_emit, parts_converter, _text): the 'exact' column of string rows "
-    "keeps the text as written, while parse.py turns every ':exact' value into NFC. A name written decomposed "
-    "(NFD, as some systems send Vietnamese) is then found by no ':exact' query, whichever form is typed: Patient "
-    "{name: [{family: NFD('Nguyễn')}]}, family:exact=Nguyễn (NFC or NFD) finds nothing, in SQLite and in the "
-    "matcher alike; family=nguyen finds it. Extraction must NFC the exact value (or parse must not)"))
 @pytest.mark.parametrize("typed", ["nfc", "nfd"])
 async def test_exact_finds_text_written_decomposed(tmp_path: Path, typed: str) -> None:
+    """``:exact`` compares NFC on both sides: a name written decomposed is found typed either way."""
     store = SQLiteStore(str(tmp_path / "nfd.db"), indexer=extract.Indexer())
     await store.open()
     try:

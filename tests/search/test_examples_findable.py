@@ -26,6 +26,10 @@ uri          ``p=<uri>``
 ``p:canonical`` rows are what a UCUM query meets, not values of their own: not queried.
 A parameter searched as the union of others (``combo-code``, where extraction has such aliases)
 has no rows: it is queried with each of its members' rows instead.
+
+Every query must find its example; there is no list of known failures. The one bug this test
+found (the canonical pressure unit ``g/(m.s2)`` missing from ``ucum.py``) is fixed and keeps its
+smallest case, :func:`test_a_query_in_the_canonical_pressure_unit`.
 """
 
 from __future__ import annotations
@@ -147,19 +151,6 @@ def triples(rtype: str, resource: dict[str, Any]) -> list[tuple[str, IndexRow, s
     return out
 
 
-#: BUG (xfail ``test_a_query_in_the_canonical_pressure_unit``): ``search/ucum.py`` converts Pa, kPa,
-#: mm[Hg] and cm[H2O] to ``g/(m.s2)`` but does not list ``g/(m.s2)`` itself, so a query in that unit
-#: is not converted and meets no canonical row.
-PRESSURE = "PRESSURE"
-
-
-def known_bug(what: str, pairs: Sequence[Pair]) -> str | None:
-    """The known bug a failing query is due to, recognised by the query alone."""
-    if what == "quantity canonical" and pairs[0][1].endswith(f"|{ucum.SYSTEM}|g/(m.s2)"):
-        return PRESSURE
-    return None
-
-
 async def _store(tmp: Path, examples: Sequence[tuple[str, str, dict[str, Any]]]
                  ) -> tuple[Store, dict[tuple[str, str], dict[str, Any]]]:
     store: Store = SQLiteStore(str(tmp / "examples.db"), indexer=extract.Indexer())
@@ -197,8 +188,6 @@ async def test_every_example_is_found_by_each_of_its_values(tmp_path: Path) -> N
     checked: Counter[str] = Counter()
     failures: dict[tuple[str, str], str] = {}
     values: set[tuple[str, str, IndexRow]] = set()
-    known: Counter[str] = Counter()
-    fixed: list[str] = []
     try:
         for name, rtype, resource in examples:
             rid = resource["id"]
@@ -207,35 +196,22 @@ async def test_every_example_is_found_by_each_of_its_values(tmp_path: Path) -> N
                 checked[f"{rtype} {what}"] += 1
                 values.add((name, param, row))
                 why = await findable(store, rtype, rid, body, pairs)
-                query = "&".join(f"{k}={v}" for k, v in pairs)
-                bug = known_bug(what, pairs)
-                if bug is not None:
-                    if why is None:
-                        fixed.append(f"{name}: {query}")
-                    known[bug] += 1
-                elif why is not None:
-                    failures[name, query] = f"{param}: {why}"
+                if why is not None:
+                    failures[name, "&".join(f"{k}={v}" for k, v in pairs)] = f"{param}: {why}"
     finally:
         await store.close()
     total = sum(checked.values())
     print(f"examples findable: {len(examples)} examples, {len(values)} (example, parameter, value) triples "
           f"by {total} queries, "
-          f"{len(failures)} failing, known bugs {dict(known)}, {time.monotonic() - started:.1f}s")
+          f"{len(failures)} failing, {time.monotonic() - started:.1f}s")
     print("by type and kind:", ", ".join(f"{k} {n}" for k, n in sorted(checked.items())))
     assert not failures, f"{len(failures)} values do not find their example:\n" + "\n".join(
         f"  {name}: {query}  ({why})" for (name, query), why in sorted(failures.items()))
-    assert not fixed, f"queries of a known bug that now find their example (drop the bug): {fixed}"
     assert len(values) > 1500 and total > 2000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG fhir_hub/search/ucum.py _table: pressures (Pa, kPa, mm[Hg], cm[H2O]) convert to the canonical unit "
-    "g/(m.s2), but g/(m.s2) itself is not in the table (every other dimension's canonical unit is: g, L, m, s, "
-    "mol/L, /L, ...), so canonical(x, 'g/(m.s2)') is None: an Observation of 120 mm[Hg] is found by "
-    "value-quantity=16|http://unitsofmeasure.org|kPa but not by its own canonical row's value, "
-    "value-quantity=15998686.4898|http://unitsofmeasure.org|g/(m.s2) (the query is not converted and compares "
-    "with the rows as written). 12 such queries on the official examples (blood pressures)"))
 async def test_a_query_in_the_canonical_pressure_unit(tmp_path: Path) -> None:
+    """Regression: a pressure asked in its canonical UCUM unit, g/(m.s2), meets a value in mm[Hg]."""
     obs = {"resourceType": "Observation", "id": "bp", "status": "final", "code": {"text": "bp"},
            "valueQuantity": {"value": 120, "unit": "mmHg", "system": ucum.SYSTEM, "code": "mm[Hg]"}}
     store, stored = await _store(tmp_path, [("x", "Observation", obs)])
