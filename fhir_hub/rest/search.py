@@ -10,6 +10,7 @@ OperationOutcome entry, never applied silently.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -165,23 +166,28 @@ def _sort_keys(q: Query) -> list[tuple[str, str, bool]]:
 
 
 async def _sorted(hub: Any, q: Query, page: _Page, count: int) -> None:
-    """A sorted page: ordered by the keys, cut by an offset cursor (``o<n>``)."""
+    """A sorted page, cut by a keyset cursor: the last match's sort values, opaque to clients."""
     if len(q.types) != 1 or q.compartment is not None:
         raise FhirError(400, error("not-supported", "_sort applies to a search of one type", "_sort"))
     if any(isinstance(c, Clause) and c.type == "composite" for c in q.criteria):
         raise FhirError(400, error("not-supported", "_sort cannot be combined with composite parameters", "_sort"))
     rtype = q.types[0]
-    offset = 0
+    keys = _sort_keys(q)
+    after = None
     if q.cursor:
-        if not (q.cursor.startswith("o") and q.cursor[1:].isdigit()):
-            raise FhirError(400, error("invalid", "_cursor of a sorted search is o<offset>", "_cursor"))
-        offset = int(q.cursor[1:])
-    ids = await hub.store.find_sorted(rtype, list(q.criteria), _sort_keys(q), count + 1, offset, q.ids)
-    page.more = len(ids) > count
-    ids = ids[:count]
-    versions = {v.rid: v for v in await hub.store.read_many(rtype, ids)}
-    page.matches.extend(versions[i] for i in ids if i in versions)
-    page.next_cursor = f"o{offset + len(ids)}"
+        try:
+            after = orjson.loads(base64.urlsafe_b64decode(q.cursor[1:] + "=" * (-len(q.cursor[1:]) % 4)))
+        except (ValueError, orjson.JSONDecodeError):
+            after = None
+        if not q.cursor.startswith("s") or not isinstance(after, list) or len(after) != len(keys) + 1:
+            raise FhirError(400, error("invalid", "_cursor does not come from this sorted search", "_cursor"))
+    rows = await hub.store.find_sorted(rtype, list(q.criteria), keys, count + 1, after, q.ids)
+    page.more = len(rows) > count
+    rows = rows[:count]
+    versions = {v.rid: v for v in await hub.store.read_many(rtype, [r for r, _ in rows])}
+    page.matches.extend(versions[r] for r, _ in rows if r in versions)
+    if rows:
+        page.next_cursor = "s" + base64.urlsafe_b64encode(orjson.dumps(list(rows[-1][1]))).decode().rstrip("=")
 
 
 async def _matches(hub: Any, q: Query, page: _Page, count: int) -> None:

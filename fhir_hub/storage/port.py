@@ -144,9 +144,11 @@ class Store(Protocol):
         ...
 
     async def find_sorted(self, rtype: str, criteria: Sequence[Criterion], sort: Sequence[tuple[str, str, bool]],
-                          limit: int, offset: int = 0, ids: Sequence[str] | None = None) -> list[str]:
+                          limit: int, after: Sequence[Any] | None = None,
+                          ids: Sequence[str] | None = None) -> list[tuple[str, tuple[Any, ...]]]:
         """As :meth:`find`, ordered by ``(param, type, descending)`` keys (``_id`` and
-        ``_lastUpdated`` included), resources without a value last, paged by offset."""
+        ``_lastUpdated`` included), resources without a value last; each id comes with its
+        position in the order, and ``after`` (such a position) starts the page after it."""
         ...
 
     async def count(self, rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None) -> int:

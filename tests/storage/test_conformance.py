@@ -237,3 +237,62 @@ async def test_reindex_rewrites_index_rows_with_the_current_parameters(opened: O
         parameters.unregister(_NICKNAME)
     assert await store.transact(lambda tx: tx.reindex("Patient", "n")) is True
     assert await store.find("Patient", by_nickname, 10) == []
+
+
+@pytest.mark.parametrize("keys", [
+    [("family", "string", False)], [("family", "string", True)],
+    [("birthdate", "date", True), ("family", "string", False)],
+    [("birthdate", "date", False), ("family", "string", True)], [("_id", "special", True)],
+])
+async def test_sorted_pages_follow_the_order_with_ties_and_missing_values(opened: Opened,
+                                                                           keys: list[tuple[str, str, bool]]) -> None:
+    store = opened.store
+    families = ["Lê", "Bùi", None, "Trần", "Lê", "An", None, "Bùi", "Đặng", "Võ"]
+    births = ["1990", None, "1985-02-03", "1990", "2001-01-01", None, "1990", "1985-02-03", None, "1970"]
+    for i, (family, born) in enumerate(zip(families, births, strict=True)):
+        p: dict[str, Any] = {"resourceType": "Patient"}
+        if family:
+            p["name"] = [{"family": family}]
+        if born:
+            p["birthDate"] = born
+        await put(store, "Patient", f"s{i}", p)
+    from fhir_hub.search.text import normalise
+
+    def value(i: int, key: tuple[str, str, bool]) -> Any:
+        param, _kind, _desc = key
+        if param == "_id":
+            return f"s{i}"
+        raw = families[i] if param == "family" else births[i]
+        return None if raw is None else (normalise(raw) if param == "family" else raw)
+
+    def sort_key(i: int) -> list[Any]:
+        out: list[Any] = []
+        for key in keys:
+            v = value(i, key)
+            out.append(v is None)
+            out.append(_Reverse(v) if key[2] and v is not None else v if v is not None else 0)
+        return out
+
+    expected = [f"s{i}" for i in sorted(range(len(families)), key=lambda i: (*sort_key(i), i))]
+    seen: list[str] = []
+    after = None
+    while True:
+        rows = await store.find_sorted("Patient", [], keys, 3, after)
+        seen += [rid for rid, _ in rows]
+        if len(rows) < 3:
+            break
+        after = list(rows[-1][1])
+    assert seen == expected
+
+
+class _Reverse:
+    """Sorts in reverse: a descending key inside an ascending tuple sort."""
+
+    def __init__(self, v: Any):
+        self.v = v
+
+    def __lt__(self, other: _Reverse) -> bool:
+        return bool(self.v > other.v)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Reverse) and self.v == other.v

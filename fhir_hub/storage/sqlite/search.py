@@ -302,17 +302,17 @@ _SORT_COLUMN = {"string": ("norm", "idx_string"), "token": ("code", "idx_token")
 
 
 def sorted_sql(rtype: str, criteria: Sequence[Criterion], sort: Sequence[tuple[str, str, bool]], limit: int,
-               offset: int, ids: Sequence[str] | None = None) -> tuple[str, list[Any]]:
-    """A page of ids ordered by ``sort`` keys ``(param, type, descending)``, then by key.
+               after: Sequence[Any] | None = None, ids: Sequence[str] | None = None) -> tuple[str, list[Any]]:
+    """A page ordered by ``sort`` keys ``(param, type, descending)``, then by key ``rk``.
 
-    Resources without a value for a key sort after those with one, either direction. Pages are cut
-    by offset: a sorted page is not a range of one index, so no keyset cursor applies.
+    Rows are ``(rid, key values..., rk)``; the last row's values are the keyset position of the
+    next page (``after``): a page starts after that position in the order, so pages stay valid
+    across restarts and are not shifted by writes elsewhere in the order. Resources without a value
+    for a key sort after those with one, either direction.
     """
     comp = Compiler()
-    inner = comp.ids_sql(rtype, criteria, ids)
-    keys: list[str] = []
-    key_args: list[Any] = []
-    for param, kind, descending in sort:
+    columns: list[str] = []
+    for i, (param, kind, descending) in enumerate(sort):  # the select list comes first: its arguments too
         if param == "_id":
             expr = "c.rid"
         elif param == "_lastUpdated":
@@ -323,14 +323,35 @@ def sorted_sql(rtype: str, criteria: Sequence[Criterion], sort: Sequence[tuple[s
                 column = "high"
             agg = "max" if descending else "min"
             expr = f"(SELECT {agg}(s.{column}) FROM {table} s WHERE s.rk = p.rk AND s.pid = ?)"
-            key_args.append(param_key(rtype, param))
-        keys.append(f"{expr} IS NULL, {expr}{' DESC' if descending else ''}")
-    # each key's expression appears twice (IS NULL, then the value): its argument twice too
-    args = comp.args + [a for a in key_args for _ in (0, 1)]
-    order = ", ".join(keys + ["p.rk"])
-    sql = (f"SELECT c.rid FROM (SELECT DISTINCT rk FROM ({inner})) p CROSS JOIN current c ON c.rk = p.rk "
-           f"ORDER BY {order} LIMIT ? OFFSET ?")
-    return sql, [*args, limit, offset]
+            comp.args.append(param_key(rtype, param))
+        columns.append(f"{expr} AS k{i}")
+    inner = comp.ids_sql(rtype, criteria, ids)
+    body = (f"SELECT c.rid AS rid, {', '.join(columns)}, p.rk AS rk FROM (SELECT DISTINCT rk FROM ({inner})) p "
+            "CROSS JOIN current c ON c.rk = p.rk")
+    order = ", ".join([f"k{i} IS NULL, k{i}{' DESC' if d else ''}" for i, (_p, _k, d) in enumerate(sort)] + ["rk"])
+    where = ""
+    if after is not None:
+        where = " WHERE " + _after(sort, after, comp.args)
+    comp.args.append(limit)
+    return f"SELECT * FROM ({body}){where} ORDER BY {order} LIMIT ?", comp.args
+
+
+def _after(sort: Sequence[tuple[str, str, bool]], last: Sequence[Any], args: list[Any]) -> str:
+    """Rows that come after ``last`` (key values, then rk) in the order: lexicographic, each key
+    ordered ``(is null, value)`` ascending or descending, missing values last either way."""
+    ors: list[str] = []
+    for i in range(len(sort) + 1):
+        if i < len(sort) and last[i] is None:
+            continue  # nothing sorts after a missing value on this key: a later key decides
+        same = [f"k{j} IS ?" for j in range(i)]
+        args.extend(last[:i])
+        if i == len(sort):
+            same.append("rk > ?")
+        else:
+            same.append(f"(k{i} IS NULL OR k{i} {'<' if sort[i][2] else '>'} ?)")
+        args.append(last[i])
+        ors.append("(" + " AND ".join(same) + ")")
+    return "(" + " OR ".join(ors) + ")"
 
 
 def count_sql(rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None) -> tuple[str, list[Any]]:

@@ -351,9 +351,10 @@ class SQLiteStore:
         return [r[0] for r in self._r.execute(sql, args)]
 
     async def find_sorted(self, rtype: str, criteria: Sequence[Criterion], sort: Sequence[tuple[str, str, bool]],
-                          limit: int, offset: int = 0, ids: Sequence[str] | None = None) -> list[str]:
-        sql, args = search.sorted_sql(rtype, criteria, sort, limit, offset, ids)
-        return [r[0] for r in self._r.execute(sql, args)]
+                          limit: int, after: Sequence[Any] | None = None,
+                          ids: Sequence[str] | None = None) -> list[tuple[str, tuple[Any, ...]]]:
+        sql, args = search.sorted_sql(rtype, criteria, sort, limit, after, ids)
+        return [(r[0], tuple(r[1:])) for r in self._r.execute(sql, args)]
 
     async def count(self, rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None) -> int:
         sql, args = search.count_sql(rtype, criteria, ids)
