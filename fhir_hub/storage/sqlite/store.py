@@ -293,6 +293,8 @@ class SQLiteStore:
         self.indexer = indexer
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        #: Set by the writer when it meets the stop sentinel inside a group.
+        self._stopping = False
         self._reader: sqlite3.Connection | None = None
         self._last_ts = 0
         #: Highest ``seq`` committed or written by the writer (assigned by the store, not SQLite).
@@ -397,19 +399,7 @@ class SQLiteStore:
                 first = self._queue.get()
                 if first is None:
                     return
-                units = [first]
-                stop = False
-                while len(units) < self._group_max:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    units.append(nxt)
-                self._commit_group(conn, units)
-                if stop:
+                if self._commit_group(conn, [first]):
                     return
         finally:
             conn.close()
@@ -441,12 +431,35 @@ class SQLiteStore:
         if ts is not None and ts > self._last_ts:
             self._last_ts = ts
 
-    def _commit_group(self, conn: sqlite3.Connection, units: list[_Unit]) -> None:
+    def _more(self, units: list[_Unit]) -> bool:
+        """Take the next queued unit into the group; ``False`` when there is none (or on stop)."""
+        if len(units) >= self._group_max or self._stopping:
+            return False
+        try:
+            nxt = self._queue.get_nowait()
+        except queue.Empty:
+            return False
+        if nxt is None:
+            self._stopping = True
+            return False
+        units.append(nxt)
+        return True
+
+    def _commit_group(self, conn: sqlite3.Connection, units: list[_Unit]) -> bool:
+        """Run ``units`` and every unit queued while they run in one transaction, then commit once.
+
+        Units that arrive while the group works join it (up to ``group_commit_max``), so under
+        load a group grows to what arrives in one commit's time instead of what happened to be
+        queued when it started. ``True`` when the store is stopping.
+        """
         results: list[tuple[_Unit, bool, Any]] = []
         try:
             self._begin(conn)
             self._catch_up(conn)
-            for unit in units:
+            i = 0
+            while i < len(units) or self._more(units):
+                unit = units[i]
+                i += 1
                 if not unit.future.set_running_or_notify_cancel():
                     continue
                 conn.execute("SAVEPOINT unit")
@@ -469,9 +482,10 @@ class SQLiteStore:
             for unit in units:
                 if not unit.future.done():
                     unit.future.set_exception(exc)
-            return
+            return self._stopping
         for unit, ok, value in results:
             if ok:
                 unit.future.set_result(value)
             else:
                 unit.future.set_exception(value)
+        return self._stopping
