@@ -3,11 +3,14 @@ the file, every resource's index rewritten, a summary table; a missing file is r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fhir_hub.cli.main import app
+from fhir_hub.search import parameters
 from tests.conftest import fhir_client, make_server
 from tests.rest.test_search_parameters import create, found, nickname_parameter, nicknamed
 
@@ -16,6 +19,16 @@ runner = CliRunner()
 
 def flat(text: str) -> str:
     return " ".join(text.split())
+
+
+@pytest.fixture(autouse=True)
+def _registry_restored() -> Iterator[None]:
+    """The CLI runs in this process and registers the file's custom parameters: forget them after."""
+    before = {p.url for t in ("Patient",) for p in parameters.params_for(t).values()}
+    yield
+    for p in list(parameters.params_for("Patient").values()):
+        if p.url not in before:
+            parameters.unregister(p.url)
 
 
 def test_reindex_a_stopped_servers_file(tmp_path: Path) -> None:
