@@ -295,3 +295,16 @@ def test_type_filtered_references_in_a_transaction(client: httpx.Client) -> None
     assert ids(search(client, f"/Condition?patient={pid}")) == {cid}
     assert ids(search(client, f"/Patient/{pid}/Condition")) == {cid}
     assert ids(search(client, f"/Patient/{pid}/$everything")) == {f"Patient/{pid}", cid}
+
+
+def test_last_updated_is_the_servers_time_whatever_meta_the_client_sent(client: httpx.Client) -> None:
+    tag = uniq()
+    stale = {"lastUpdated": "1999-01-01T00:00:00Z", "versionId": "7"}
+    one = make(client, {"resourceType": "Patient", "identifier": [{"system": NID, "value": tag}], "meta": stale})
+    r = client.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "identifier": [{"system": NID, "value": tag}], "meta": stale},
+         "request": {"method": "POST", "url": "Patient"}}]})
+    assert r.status_code == 200, r.text
+    two = r.json()["entry"][0]["response"]["location"].rsplit("/_history", 1)[0]
+    assert ids(search(client, f"/Patient?identifier={tag}&_lastUpdated=ge2020-01-01")) == {one, two}
+    assert ids(search(client, f"/Patient?identifier={tag}&_lastUpdated=lt2000")) == set()

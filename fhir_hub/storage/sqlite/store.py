@@ -216,6 +216,8 @@ class _Tx:
         resource.clear()
         resource.update(stored)
         body = orjson.dumps(stored)
+        if index is not None:  # extracted before meta was set here: _lastUpdated is this write's time
+            index = [r for r in index if r[1] != "_lastUpdated"] + [("date", "_lastUpdated", self.ts, self.ts, None)]
         seq = self._append(rtype, rid, vid, None if latest is None else latest[2], method, body,
                            lambda rk: self._index_rows(rtype, rk, stored, index))
         return StoredVersion(rtype, rid, vid, self.ts, method, body, seq)
