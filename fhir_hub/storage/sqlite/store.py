@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import orjson
@@ -112,6 +112,8 @@ _INDEX_ROW: dict[str, Callable[[int, int, IndexRow], tuple[Any, ...]]] = {
 _Rows = list[tuple[str, tuple[Any, ...]]]
 _LATEST = "SELECT vid, deleted, rk FROM current WHERE rtype = ? AND rid = ?"
 _FLUSH_ROWS = 500
+#: Threads (each with its own read connection) that run search statements off the event loop.
+_SEARCH_THREADS = 2
 #: WAL pages before the writer checkpoints (SQLite's default is 1,000). Each index row of a
 #: resource lands on a random page of its B-tree; a longer log lets a page rewritten by many
 #: groups be copied to the database file once: in-process ingest with the full search index went
@@ -298,6 +300,10 @@ class SQLiteStore:
         #: Set by the writer when it meets the stop sentinel inside a group.
         self._stopping = False
         self._reader: sqlite3.Connection | None = None
+        self._searchers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._searcher_lock = threading.Lock()
+        self._searcher_conns: list[sqlite3.Connection] = []
         self._last_ts = 0
         #: Highest ``seq`` committed or written by the writer (assigned by the store, not SQLite).
         self._seq = 0
@@ -313,14 +319,40 @@ class SQLiteStore:
         self._last_ts = row[0] or 0
         self._seq = row[1] or 0
         self._reader = schema.connect(self.path, self._synchronous, readonly=True)
+        self._searchers = ThreadPoolExecutor(max_workers=_SEARCH_THREADS, thread_name_prefix="fhir-hub-search",
+                                             initializer=self._open_searcher)
         self._writer = threading.Thread(target=self._write_loop, args=(wconn,), name="fhir-hub-writer", daemon=True)
         self._writer.start()
+
+    def _open_searcher(self) -> None:
+        conn = schema.connect(self.path, self._synchronous, readonly=True)
+        self._local.conn = conn
+        with self._searcher_lock:
+            self._searcher_conns.append(conn)
+
+    async def _search(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run a search statement on a search thread: a search may take tens of milliseconds
+        (a count over half a million rows), which on the loop would hold every other request.
+        SQLite releases the GIL while it works, so reads by id go on meanwhile."""
+        if self._searchers is None:
+            raise RuntimeError("store is not open")
+
+        def run() -> list[tuple[Any, ...]]:
+            return self._local.conn.execute(sql, args).fetchall()  # type: ignore[no-any-return]
+
+        return await asyncio.get_running_loop().run_in_executor(self._searchers, run)
 
     async def close(self) -> None:
         if self._writer is not None:
             self._queue.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
             self._writer = None
+        if self._searchers is not None:
+            self._searchers.shutdown(wait=True)
+            self._searchers = None
+            for conn in self._searcher_conns:
+                conn.close()
+            self._searcher_conns.clear()
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -352,17 +384,17 @@ class SQLiteStore:
     async def find(self, rtype: str, criteria: Sequence[Criterion], limit: int,
                    after: str | None = None, ids: Sequence[str] | None = None) -> list[str]:
         sql, args = search.find_sql(rtype, criteria, limit, after, ids)
-        return [r[0] for r in self._r.execute(sql, args)]
+        return [r[0] for r in await self._search(sql, args)]
 
     async def find_sorted(self, rtype: str, criteria: Sequence[Criterion], sort: Sequence[tuple[str, str, bool]],
                           limit: int, after: Sequence[Any] | None = None,
                           ids: Sequence[str] | None = None) -> list[tuple[str, tuple[Any, ...]]]:
         sql, args = search.sorted_sql(rtype, criteria, sort, limit, after, ids)
-        return [(r[0], tuple(r[1:])) for r in self._r.execute(sql, args)]
+        return [(r[0], tuple(r[1:])) for r in await self._search(sql, args)]
 
     async def count(self, rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | None = None) -> int:
         sql, args = search.count_sql(rtype, criteria, ids)
-        return int(self._r.execute(sql, args).fetchone()[0])
+        return int((await self._search(sql, args))[0][0])
 
     async def read_many(self, rtype: str, rids: Sequence[str]) -> list[StoredVersion]:
         found: list[StoredVersion] = []
