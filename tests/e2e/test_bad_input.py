@@ -79,3 +79,24 @@ def test_random_headers_and_queries(c: httpx.Client, name: str, value: str, path
         r = c.request(method, path + query, headers={name: value},
                       content=_dumps({"resourceType": "Patient", "id": "x1"}))
         _no_500(r)
+
+
+_SEARCH_NAMES = ["name", "family:exact", "birthdate", "identifier:of-type", "subject", "subject:Patient.name",
+                 "code:text", "value-quantity", "component-code-value-quantity", "combo-code:not", "_has:Observation:patient:code",
+                 "_sort", "_count", "_include", "_revinclude:iterate", "_total", "_summary", "_cursor", "_type", "_since",
+                 "_lastUpdated", "general-practitioner.name", "zzz", "_contained", "_elements"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/Patient", "/Observation", "/Patient/x1/Observation", "/Patient/x1/*",
+                             "/Patient/x1/$everything", "/Patient/$everything", "/", "/Nope/x/Observation"]),
+       pairs=st.lists(st.tuples(st.sampled_from(_SEARCH_NAMES),
+                                st.text(st.characters(min_codepoint=32, max_codepoint=0x1EF9), max_size=20)),
+                      max_size=3),
+       strict=st.booleans())
+def test_random_searches(c: httpx.Client, path: str, pairs: list[tuple[str, str]], strict: bool) -> None:
+    headers = {"Prefer": "handling=strict"} if strict else {}
+    _no_500(c.get(path, params=pairs, headers=headers))
+    _no_500(c.post(path.rstrip("/") + "/_search" if not path.endswith("$everything") else path,
+                   content="&".join(f"{k}={v}" for k, v in pairs).encode(),
+                   headers={**headers, "Content-Type": "application/x-www-form-urlencoded"}))
