@@ -1,11 +1,11 @@
 """Search interactions (search.html): type, system (``_type``) and compartment level, GET and POST.
 
 The query string becomes a neutral :class:`~fhir_hub.search.query.Query` (``search/parse.py``);
-the store answers it with ids in ascending order after a keyset cursor, so a ``next`` link
-survives restarts and is not shifted by concurrent writes (a resource created behind the cursor
-is not seen, one ahead of it is). Includes are read from the matches' own index rows (forward)
-or searched as references to the matches (reverse); a cap on them is reported in an
-OperationOutcome entry, never applied silently.
+the store answers it in its key order (creation order), or in ``_sort`` order, after a keyset
+cursor, so a ``next`` link survives restarts and is not shifted by concurrent writes. Includes
+are read from the matches' reference index rows (forward) or searched as references to the
+matches (reverse); a cap on them is reported in an OperationOutcome entry, never applied
+silently.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _strict(req: Request) -> bool:
 
 
 class _Page:
-    """One page of matches (in id order, possibly over several types) and what it includes."""
+    """One page of matches (in store order, possibly over several types) and what it includes."""
 
     def __init__(self) -> None:
         self.matches: list[StoredVersion] = []
@@ -62,7 +62,7 @@ class _Page:
 
 #: Candidates read per round when composite criteria are checked in memory.
 _RECHECK_BATCH = 500
-#: Most candidates a composite search reads before it answers with what it found.
+#: Most candidates a composite search reads; past it without a full page the search is a 400.
 MAX_RECHECK = 20_000
 
 
