@@ -38,7 +38,7 @@ eb     ``hi < vlo``                             no overlap, and the target lies 
 ap     ``lo <= vhi + w and hi >= vlo - w``      overlap with the value widened by ``w``
 ====== ======================================== ==============================================
 
-``w`` (:func:`ap_margin`) is 10% of the distance from now to the farther end of the value
+``w`` (as in :func:`fhir_hub.search.dates.approximate`) is 10% of the distance from now to the farther end of the value
 (search.html recommends "10% of the gap between now and the date"; the farther end keeps ``w``
 above zero when now lies inside a coarse value such as ``ap2026``). ``dates.approximate`` is the
 same rule, for compilers that widen the value once.
@@ -93,6 +93,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fhir_hub.search.dates import approximate
 from fhir_hub.search.query import (
     AnyOf,
     Chain,
@@ -161,12 +162,6 @@ def now_us() -> int:
 # --- the rule table -------------------------------------------------------------------------------
 
 
-def ap_margin(low: int, high: int, now: int) -> int:
-    """How far ``ap`` widens a date value each way: 10% of the distance from ``now`` to its
-    farther end (as ``dates.approximate``)."""
-    return max(abs(now - low), abs(now - high)) // 10
-
-
 def date_matches(prefix: Prefix, lo: int, hi: int, vlo: int, vhi: int, now: int) -> bool:
     """Whether a row's range ``[lo, hi]`` satisfies ``prefix`` ``[vlo, vhi]`` (the date table)."""
     if prefix == "eq":
@@ -186,8 +181,8 @@ def date_matches(prefix: Prefix, lo: int, hi: int, vlo: int, vhi: int, now: int)
     if prefix == "eb":
         return hi < vlo
     if prefix == "ap":
-        w = ap_margin(vlo, vhi, now)
-        return lo <= vhi + w and hi >= vlo - w
+        alo, ahi = approximate(vlo, vhi, now)
+        return lo <= ahi and hi >= alo
     raise ValueError(f"unknown prefix {prefix!r}")
 
 

@@ -30,7 +30,6 @@ from fhir_hub.search.query import (
     CompositeValue,
     Criterion,
     DateValue,
-    Has,
     NumberValue,
     OfTypeValue,
     QuantityValue,
@@ -364,26 +363,3 @@ def count_sql(rtype: str, criteria: Sequence[Criterion], ids: Sequence[str] | No
 def param_names(rtype: str) -> dict[int, str]:
     """``param_key`` → parameter code for ``rtype`` (the reference parameters an include names)."""
     return {param_key(rtype, sp.code): sp.code for sp in parameters.params_for(rtype).values()}
-
-
-def needs_recheck(criteria: Sequence[Criterion]) -> bool:
-    """Whether some criterion is only approximated in SQL (composites): recheck in memory."""
-    def walk(c: Criterion) -> bool:
-        if isinstance(c, Clause):
-            return c.type == "composite"
-        if isinstance(c, AnyOf):
-            return any(walk(x) for x in c.criteria)
-        return walk(c.clause)
-    return any(walk(c) for c in criteria)
-
-
-def prefilter(criteria: Sequence[Criterion]) -> list[Criterion]:
-    """Criteria SQL can evaluate; composites are dropped here and rechecked in memory."""
-    out: list[Criterion] = []
-    for c in criteria:
-        if isinstance(c, Clause) and c.type == "composite":
-            continue
-        if isinstance(c, (Chain, Has)) and needs_recheck([c.clause]):
-            raise Unsupported("composite parameters inside chains are not supported")
-        out.append(c)
-    return out
