@@ -1,4 +1,4 @@
-"""Build the Vietnamese code lists into FHIR R4 CodeSystem and ConceptMap resources shipped in the package.
+"""Build the Vietnamese code lists into FHIR R4 CodeSystem, ValueSet and ConceptMap resources shipped in the package.
 
 Why: the CSVs in ``../shared/vn/code-lists`` are the reviewed source (with their verified /
 secondary / unverified status in ``../shared/vn/README.md``), but the server must not depend on
@@ -13,6 +13,8 @@ Usage::
 Every resource records where it came from in the same two places: ``description`` ends with
 "Source: ``code-lists/<file>``; status: <status>" and ``meta.tag`` carries the status as a code
 of :data:`STATUS_TAG`. Extra CSV columns become CodeSystem ``property`` values (type ``string``).
+Each CodeSystem gets an "all codes" ValueSet (named by its ``valueSet``), the source and target of
+the ConceptMaps; ICD-10 gets an is-a hierarchy from its codes (:func:`icd10_parent`).
 Text is NFC-normalised. Output is deterministic (sorted keys, CSV row order).
 """
 
@@ -55,16 +57,25 @@ class CodeList:
     note: str = ""
     #: When set, the IG already defines this URL (reused as is).
     url: str | None = None
+    #: The "all codes" ValueSet's URL, when the default (CodeSystem -> ValueSet in the CodeSystem's
+    #: URL) is taken by an IG ValueSet with other content.
+    valueset_url: str | None = None
+    #: Derive an is-a hierarchy (a ``parent`` property) from the codes, as :func:`icd10_parent` does.
+    icd_hierarchy: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def canonical(self) -> str:
         return self.url or f"{CORE}/CodeSystem/{self.id}"
 
+    @property
+    def valueset(self) -> str:
+        return self.valueset_url or self.canonical.replace("/CodeSystem/", "/ValueSet/")
+
 
 CODE_LISTS: tuple[CodeList, ...] = (
     CodeList("vn-icd10", "icd10_vn_catalogue.csv", "ICD-10 (Vietnamese edition, BHYT catalogue)",
-             "secondary", "code", "name_vi", english="name_en", version="QD4469-2020",
+             "secondary", "code", "name_vi", english="name_en", version="QD4469-2020", icd_hierarchy=True,
              note="Codes as in the catalogue, with their dagger (†) or asterisk (*) mark. Matches the "
                   "QĐ 4469/QĐ-BYT (2020) era catalogue; not checked against QĐ 4469 itself; superseded from "
                   "01/07/2026 by TT 06/2026/TT-BYT (not available)."),
@@ -76,6 +87,7 @@ CODE_LISTS: tuple[CodeList, ...] = (
     CodeList("vn-core-occupation", "occupations_qd34_2020_level2.csv",
              "Nghề nghiệp (occupations, QĐ 34/2020/QĐ-TTg, level 2)", "secondary", "code", "name_vi",
              content="fragment", url=f"{CORE}/CodeSystem/vn-core-occupation",
+             valueset_url=f"{CORE}/ValueSet/vn-core-occupation-level2",
              note="URL of the draft VN Core IG's occupation CodeSystem (content not-present there). Only "
                   "level 2 (2 digits) is known; the 5-digit codes XML1 carries are not. 00 is the HIS's own row."),
     CodeList("vn-province-2025", "provinces_2025.csv", "Tỉnh/thành phố từ 01/07/2025 (34 provinces)", "verified",
@@ -121,8 +133,33 @@ def _provenance(csv_name: str, status: str, note: str) -> tuple[str, dict[str, A
     return text, meta
 
 
+#: ICD-10 marks: dagger (aetiology) and asterisk (manifestation) codes of the dual classification.
+ICD_MARKS = ("†", "*")
+
+
+def icd10_parent(code: str, codes: set[str]) -> str | None:
+    """The nearest shorter code in ``codes`` that ``code`` refines (``E11.9`` -> ``E11``, ``M01.00*``
+    -> ``M01.0*``, ``A17.0†`` -> ``A17``), or ``None`` for a three-character category.
+
+    Why derived: the catalogue is flat, but an ICD-10 code is by construction a subdivision of the
+    code it extends. The unmarked code is preferred (``A17`` over ``A17†``: the category itself),
+    then one with the same mark, then the other mark. Chapters and blocks are not in the
+    catalogue, so the categories are the roots.
+    """
+    mark = code[-1] if code.endswith(ICD_MARKS) else ""
+    stem = code.rstrip("".join(ICD_MARKS))
+    while "." in stem:
+        stem = stem[:-1].rstrip(".")
+        for candidate in (stem, stem + mark, *(stem + m for m in ICD_MARKS)):
+            if candidate in codes and candidate != code:
+                return candidate
+    return None
+
+
 def code_system(spec: CodeList, rows: Iterable[dict[str, str]]) -> dict[str, Any]:
     """One CodeSystem; a code repeated with the same content (ICD-10 ``J13``) is kept once."""
+    rows = list(rows)
+    codes = {row[spec.code] for row in rows}
     concepts: list[dict[str, Any]] = []
     seen: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -132,7 +169,10 @@ def code_system(spec: CodeList, rows: Iterable[dict[str, str]]) -> dict[str, Any
         concept: dict[str, Any] = {"code": code, "display": row[spec.display]}
         if spec.english and row.get(spec.english):
             concept["designation"] = [{"language": "en", "value": row[spec.english]}]
-        props = [{"code": p, "valueString": row[p]} for p in spec.properties if row.get(p)]
+        props: list[dict[str, Any]] = [{"code": p, "valueString": row[p]} for p in spec.properties if row.get(p)]
+        parent = icd10_parent(code, codes) if spec.icd_hierarchy else None
+        if parent is not None:
+            props.append({"code": "parent", "valueCode": parent})
         if props:
             concept["property"] = props
         if code in seen:
@@ -147,13 +187,37 @@ def code_system(spec: CodeList, rows: Iterable[dict[str, str]]) -> dict[str, Any
         "name": "".join(part.capitalize() for part in spec.id.replace("-", " ").split()),
         "title": spec.title, "status": "active" if spec.status == "verified" else "draft",
         "experimental": False, "date": DATE, "publisher": "fhir-hub", "description": description,
-        "caseSensitive": True, "content": spec.content, "count": len(concepts), "concept": concepts,
+        "caseSensitive": True, "valueSet": spec.valueset, "content": spec.content, "count": len(concepts),
+        "concept": concepts,
     }
     if spec.version:
         cs["version"] = spec.version
-    if spec.properties:
-        cs["property"] = [{"code": p, "type": "string"} for p in spec.properties]
+    declared = [{"code": p, "type": "string"} for p in spec.properties]
+    if spec.icd_hierarchy:
+        cs["hierarchyMeaning"] = "is-a"
+        declared.append({"code": "parent", "uri": "http://hl7.org/fhir/concept-properties#parent", "type": "code",
+                         "description": "The code this one subdivides (derived from the code itself)"})
+    if declared:
+        cs["property"] = declared
     return cs
+
+
+def value_set(spec: CodeList, cs: dict[str, Any]) -> dict[str, Any]:
+    """The "all codes" ValueSet of one CodeSystem (the one its ``valueSet`` names): every code, no filter."""
+    note = "All codes of " + cs["url"] + "."
+    if spec.valueset_url:
+        note += " Not the IG's ValueSet named after the CodeSystem: that one includes other code systems too."
+    description, meta = _provenance(spec.csv, spec.status, note)
+    vs: dict[str, Any] = {
+        "resourceType": "ValueSet", "id": spec.valueset.rsplit("/", 1)[1], "meta": meta, "url": spec.valueset,
+        "name": cs["name"], "title": cs["title"], "status": cs["status"], "experimental": False, "date": DATE,
+        "publisher": "fhir-hub", "description": description, "immutable": False,
+        "compose": {"include": [{"system": cs["url"]}]},
+    }
+    if spec.version:
+        vs["version"] = spec.version
+        vs["compose"]["include"][0]["version"] = spec.version
+    return vs
 
 
 def _group(source: str, target: str, elements: dict[str, list[dict[str, Any]]],
@@ -220,13 +284,16 @@ def _concept_map(cid: str, title: str, csv_name: str, status: str, group: dict[s
     return {"resourceType": "ConceptMap", "id": cid, "meta": meta, "url": f"{CORE}/ConceptMap/{cid}",
             "name": "".join(p.capitalize() for p in cid.replace("-", " ").split()), "title": title,
             "status": "active", "experimental": False, "date": DATE, "publisher": "fhir-hub",
-            "description": description, "sourceUri": group["source"], "targetUri": group["target"],
-            "group": [group]}
+            "description": description, "group": [group],
+            # the source and target are the two code systems' "all codes" ValueSets
+            "sourceCanonical": group["source"].replace("/CodeSystem/", "/ValueSet/"),
+            "targetCanonical": group["target"].replace("/CodeSystem/", "/ValueSet/")}
 
 
 def build(code_lists_dir: Path) -> dict[str, bytes]:
     """File name -> JSON bytes of every resource, from the CSVs in ``code_lists_dir``."""
     resources = [code_system(spec, read_rows(code_lists_dir / spec.csv)) for spec in CODE_LISTS]
+    resources += [value_set(spec, cs) for spec, cs in zip(CODE_LISTS, resources, strict=True)]
     resources.append(province_map(read_rows(code_lists_dir / "province_mapping_pre2025_to_2025.csv")))
     resources.append(ward_map(read_rows(code_lists_dir / "ward_mapping_pre2025_to_2025.csv")))
     return {f"{r['resourceType']}-{r['id']}.json": orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in resources}

@@ -1,4 +1,4 @@
-"""The built CodeSystems and ConceptMaps, loaded once, on first use, and indexed by canonical URL.
+"""The built CodeSystems, ValueSets and ConceptMaps, loaded once, on first use, and indexed by canonical URL.
 
 Why lazily: the VN lists are about 6 MB of JSON (ICD-10 and the communes dominate); a server that
 never answers a terminology request, and every CLI command, should not pay for parsing them.
@@ -17,10 +17,12 @@ import orjson
 
 @dataclass(frozen=True, slots=True)
 class CodeSystemIndex:
-    """One CodeSystem resource and its concepts by code."""
+    """One CodeSystem resource, its concepts by code and, for a hierarchy, each code's children
+    (from the ``parent`` property; empty for a flat list)."""
 
     resource: dict[str, Any]
     concepts: dict[str, dict[str, Any]]
+    children: dict[str, tuple[str, ...]]
 
     @property
     def url(self) -> str:
@@ -43,6 +45,16 @@ class ConceptMapIndex:
 class Catalogue:
     code_systems: dict[str, CodeSystemIndex]
     concept_maps: dict[str, ConceptMapIndex]
+    value_sets: dict[str, dict[str, Any]]
+
+
+def _children(concepts: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    found: dict[str, list[str]] = {}
+    for concept in concepts:
+        for prop in concept.get("property", ()):
+            if prop["code"] == "parent" and "valueCode" in prop:
+                found.setdefault(prop["valueCode"], []).append(concept["code"])
+    return {code: tuple(kids) for code, kids in found.items()}
 
 
 def _read_all() -> list[dict[str, Any]]:
@@ -56,14 +68,18 @@ def catalogue() -> Catalogue:
     """Everything under ``fhir_hub/terminology/data`` (built by ``tools/build_terminology.py``)."""
     systems: dict[str, CodeSystemIndex] = {}
     maps: dict[str, ConceptMapIndex] = {}
+    value_sets: dict[str, dict[str, Any]] = {}
     for res in _read_all():
         if res["resourceType"] == "CodeSystem":
-            systems[res["url"]] = CodeSystemIndex(res, {c["code"]: c for c in res.get("concept", [])})
+            concepts = res.get("concept", [])
+            systems[res["url"]] = CodeSystemIndex(res, {c["code"]: c for c in concepts}, _children(concepts))
+        elif res["resourceType"] == "ValueSet":
+            value_sets[res["url"]] = res
         elif res["resourceType"] == "ConceptMap":
             groups = {(g["source"], g["target"]): {e["code"]: e for e in g.get("element", [])}
                       for g in res.get("group", [])}
             maps[res["url"]] = ConceptMapIndex(res, groups)
-    return Catalogue(systems, maps)
+    return Catalogue(systems, maps, value_sets)
 
 
 def code_system(url: str) -> CodeSystemIndex | None:
@@ -74,3 +90,8 @@ def code_system(url: str) -> CodeSystemIndex | None:
 
 def concept_map(url: str) -> ConceptMapIndex | None:
     return catalogue().concept_maps.get(url.split("|", 1)[0])
+
+
+def value_set(url: str) -> dict[str, Any] | None:
+    """The ValueSet with this canonical URL (``|version`` ignored, as for :func:`code_system`)."""
+    return catalogue().value_sets.get(url.split("|", 1)[0])

@@ -95,3 +95,30 @@ def test_province_map() -> None:
     assert (same.code, same.equivalence) == ("01", "equal")
     with pytest.raises(UnknownSystem):
         translate("01", url="http://example.org/ConceptMap/nope")
+
+
+def test_reverse_translate_turns_the_equivalence_around() -> None:
+    # HCMC (79) since 2025 took in Bình Dương (74) and Bà Rịa - Vũng Tàu (77): each is narrower than it
+    back = translate("79", source=CS + "vn-province-2025", reverse=True)
+    assert sorted((m.code, m.equivalence, m.system) for m in back) == [
+        (c, "narrower", CS + "vn-province-pre2025") for c in ("74", "77", "79")]
+    [hanoi] = translate("01", source=CS + "vn-province-2025", reverse=True)
+    assert (hanoi.code, hanoi.display, hanoi.equivalence) == ("01", "Thành phố Hà Nội", "equal")
+    # the maps' ValueSets scope the search, read backwards too
+    vs = "http://fhir.ehealth.gov.vn/core/ValueSet/"
+    assert translate("02", source_scope=vs + "vn-province-pre2025", target_scope=vs + "vn-province-2025")
+    with pytest.raises(UnknownSystem):
+        translate("02", source_scope=vs + "vn-province-2025", target_scope=vs + "vn-province-pre2025")
+    assert translate("08", source_scope=vs + "vn-province-2025", reverse=True)
+
+
+def test_lookup_details() -> None:
+    found = terminology.lookup_details(ICD, "J45.9", "en-GB")
+    assert found is not None
+    assert (found.name, found.version, found.display) == ("VnIcd10", "QD4469-2020", "Asthma, unspecified")
+    assert found.designations == (("en", "Asthma, unspecified"),)
+    assert found.properties == (("parent", "code", "J45"),)
+    assert terminology.lookup_details(ICD, "J45.9", "vi").display == "Hen, không phân loại"  # type: ignore[union-attr]
+    assert terminology.lookup_details(ICD + "|QD4469-2020", "J45") is not None
+    with pytest.raises(UnknownSystem):
+        terminology.lookup_details(ICD + "|2019", "J45")
