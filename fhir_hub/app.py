@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from fhir_hub.config import Settings
 from fhir_hub.errors import FhirError, error
-from fhir_hub.rest import everything, history, read, reindex, search, transaction, write
+from fhir_hub.rest import everything, history, read, reindex, search, terminology, transaction, write
 from fhir_hub.rest.capability import capability_statement
 from fhir_hub.rest.references import ReferenceChecker
 from fhir_hub.rest.search_parameters import Follower
@@ -98,6 +98,8 @@ async def _route(hub: Hub, req: Request) -> Response:
             return await everything.handle_everything(hub, req, None)
         if n == 3 and seg[2][0] != "$":
             return await search.handle_compartment_search(hub, req, seg[0], seg[1], seg[2])
+        if n == 2 and seg[1][0] == "$" and seg[0] in terminology.TYPES:
+            return await terminology.handle(hub, req, seg[0], seg[1])
         raise FhirError(404, error("not-found", f"no FHIR endpoint at /{'/'.join(seg)}"))
     check_accept(req)
     if m == "POST":
@@ -107,6 +109,8 @@ async def _route(hub: Hub, req: Request) -> Response:
             return await reindex.handle_reindex(hub, req, None)
         if n == 2 and seg[1] == "$reindex":
             return await reindex.handle_reindex(hub, req, seg[0])
+        if n == 2 and seg[1][0] == "$" and seg[0] in terminology.TYPES:
+            return await terminology.handle(hub, req, seg[0], seg[1])
         if n == 1 and seg[0] == "_search":
             return await search.handle_system_search(hub, req)
         if n == 1:

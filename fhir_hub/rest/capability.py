@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from fhir_hub import FHIR_VERSION, __version__, definitions
+from fhir_hub.rest.terminology import CAPABILITY_OPERATIONS
 from fhir_hub.search import extract, parameters
 
 _TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type",
@@ -44,6 +45,8 @@ def _resources() -> list[dict[str, Any]]:
         if rtype == "Patient":
             entry["operation"] = [{"name": "everything",
                                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
+        if rtype in CAPABILITY_OPERATIONS:
+            entry["operation"] = CAPABILITY_OPERATIONS[rtype]
         out.append(entry)
     return out
 
