@@ -1,0 +1,395 @@
+"""Vietnamese health-insurance claims XML (QĐ 130 as amended by QĐ 4750 / 3176) → FHIR R4.
+
+Input: one ``GIAMDINHHS`` envelope (research notes §6.2)::
+
+    GIAMDINHHS/THONGTINDONVI/MACSKCB                      facility code
+    GIAMDINHHS/THONGTINHOSO/NGAYLAP, SOLUONGHOSO
+    GIAMDINHHS/THONGTINHOSO/DANHSACHHOSO/HOSO*            one visit each
+        FILEHOSO* {LOAIHOSO = XML1…, NOIDUNGFILE = base64(UTF-8 table XML)}
+    GIAMDINHHS/CHUKYDONVI                                 the facility's XML-DSig (may be empty)
+
+Output: one transaction Bundle per HOSO, made by the declarative specs in
+``fhir_hub/mappings/qd130`` (:mod:`.engine`), plus a Binary holding the HOSO's original bytes
+(sliced from the file, not re-serialised) and a Provenance pointing at it, at the file (by
+sha256) and carrying ``CHUKYDONVI`` as its signature.  Every resource is written conditionally
+(:mod:`.functions`, "requests"), so importing the same file again updates instead of
+duplicating; fullUrls and ids derive from facility + MA_LK, so the same input gives the same
+bundle.
+
+Errors are values: every problem is a :class:`~fhir_hub.mapping.engine.Problem` of its HOSO (or
+of the file, when the envelope itself cannot be read) and an OperationOutcome issue naming the
+HOSO, MA_LK, table, field and value.  A HOSO whose XML1 is unreadable, lacks MA_LK, or maps to a
+resource that fails structural validation gets no bundle; the others are unaffected.  The XML
+parser forbids DTDs, entities and external references (defusedxml), so a hostile file is a
+problem of that file, not a billion laughs.
+
+Not built yet: XML5, XML7, XML8, XML13, XML14 and the other tables (reported as not mapped and
+kept in the Binary), the QĐ 4210 layout (reported as not supported), costs (Claim/ChargeItem).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from fhir_hub.mapping import systems
+from fhir_hub.mapping.engine import NAMESPACE, Problem, Spec, TableSpec, instantiate, load_spec
+from fhir_hub.mapping.functions import REQUESTS, BadValue, instant_from_date
+
+__all__ = ["FileResult", "HosoResult", "map_file"]
+
+VN_TZ = timezone(timedelta(hours=7))
+_BOM = b"\xef\xbb\xbf"
+_HOSO_BYTES = re.compile(rb"<HOSO(?:\s[^>]*)?>.*?</HOSO\s*>", re.DOTALL)
+_SIGNATURE_BYTES = re.compile(rb"<CHUKYDONVI(?:\s[^>]*)?>(.*?)</CHUKYDONVI\s*>", re.DOTALL)
+_WS = re.compile(rb"\s+")
+#: Root elements of the QĐ 4210 list tables (no CHITIEU_* wrapper): recognised, not mapped yet.
+_QD4210_ROOTS = {"DSACH_CHI_TIET_THUOC", "DSACH_CHI_TIET_DVKT", "DSACH_CHI_TIET_CLS",
+                 "DSACH_CHI_TIET_DIEN_BIEN_BENH"}
+
+
+@dataclass
+class HosoResult:
+    """What one HOSO became: its bundle (None when it could not be imported) and its problems."""
+
+    index: int  # 1-based position in DANHSACHHOSO
+    ma_lk: str | None
+    bundle: dict[str, Any] | None
+    problems: list[Problem] = field(default_factory=list)
+    #: table → non-empty input fields no spec rule reads (kept only in the Binary)
+    unmapped: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"HOSO {self.index}" + (f" (MA_LK {self.ma_lk})" if self.ma_lk else "")
+
+
+@dataclass
+class FileResult:
+    name: str
+    facility: str | None = None
+    hosos: list[HosoResult] = field(default_factory=list)
+    #: Problems of the envelope itself (unreadable file, count mismatch).
+    problems: list[Problem] = field(default_factory=list)
+
+    def outcome(self) -> dict[str, Any]:
+        """Every problem of the file as one OperationOutcome (an ``information`` issue when none)."""
+        issues = [_issue(p, self.name, None) for p in self.problems]
+        for h in self.hosos:
+            issues += [_issue(p, self.name, h) for p in h.problems]
+        if not issues:
+            issues = [{"severity": "information", "code": "informational",
+                       "diagnostics": f"{self.name}: {len(self.hosos)} HOSO mapped without problems"}]
+        return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+def _issue(p: Problem, name: str, hoso: HosoResult | None) -> dict[str, Any]:
+    parts = [name]
+    if hoso is not None:
+        parts.append(hoso.where)
+    if p.table:
+        parts.append(p.table + (f" STT {p.line}" if p.line else "") + (f".{p.field}" if p.field else ""))
+    elif p.field:
+        parts.append(p.field)
+    subject = ", ".join(parts)
+    shown = f" = {p.value[:80]!r}" if p.value is not None else ""
+    out: dict[str, Any] = {"severity": p.severity, "code": p.code, "diagnostics": f"{subject}{shown}: {p.reason}"}
+    loc = "/GIAMDINHHS"
+    if hoso is not None:
+        loc += f"/THONGTINHOSO/DANHSACHHOSO/HOSO[{hoso.index}]"
+        if p.table:
+            loc += f"/FILEHOSO[LOAIHOSO='{p.table}']"
+            if p.field:
+                loc += f"/NOIDUNGFILE//{p.field}"
+    elif p.field:
+        loc += f"//{p.field}"
+    out["location"] = [loc]
+    return out
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def _parse(data: bytes) -> ET.Element:
+    """Parse untrusted XML: no DTD, no entities, no external references."""
+    return SafeET.fromstring(data.removeprefix(_BOM), forbid_dtd=True)  # type: ignore[no-any-return]
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _text(el: ET.Element | None) -> str:
+    return (el.text or "").strip() if el is not None else ""
+
+
+def _child(el: ET.Element, name: str) -> ET.Element | None:
+    return next((c for c in el if _local(c.tag) == name), None)
+
+
+def _record(el: ET.Element, table: str, line: str | None, problems: list[Problem]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for c in el:
+        name = _local(c.tag)
+        if name in out:
+            problems.append(Problem("error", "structure", "field appears twice; the first is used", table, name,
+                                    _text(c), line))
+            continue
+        out[name] = _text(c)
+    return out
+
+
+def _records(root: ET.Element, spec: TableSpec, problems: list[Problem]) -> list[dict[str, str]] | None:
+    name = _local(root.tag)
+    if name != spec.root:
+        if name in _QD4210_ROOTS:
+            problems.append(Problem("error", "not-supported", f"root <{name}> is the QĐ 4210 layout, which is "
+                                    "not mapped yet", spec.table))
+        else:
+            problems.append(Problem("error", "structure", f"root element is <{name}>, expected <{spec.root}>",
+                                    spec.table))
+        return None
+    nodes = [root]
+    for step in spec.records:
+        nodes = [c for n in nodes for c in n if _local(c.tag) == step]
+    out: list[dict[str, str]] = []
+    for n in nodes:
+        stt = _text(_child(n, "STT")) or None
+        out.append(_record(n, spec.table, stt, problems))
+    return out
+
+
+def _decode(table: str, content: str, problems: list[Problem]) -> ET.Element | None:
+    raw = _WS.sub(b"", content.encode("ascii", "replace"))
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        problems.append(Problem("error", "structure", f"NOIDUNGFILE is not valid base64 ({exc}): table not read",
+                                table, "NOIDUNGFILE", content[:40]))
+        return None
+    try:
+        data.removeprefix(_BOM).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(Problem("error", "structure", f"the decoded table is not UTF-8 ({exc})", table,
+                                "NOIDUNGFILE"))
+        return None
+    try:
+        return _parse(data)
+    except DefusedXmlException as exc:
+        problems.append(Problem("error", "security", f"the table XML uses a forbidden construct "
+                                f"({type(exc).__name__}: DTDs and entities are refused)", table, "NOIDUNGFILE"))
+    except ET.ParseError as exc:
+        problems.append(Problem("error", "structure", f"the decoded table is not well-formed XML ({exc})", table,
+                                "NOIDUNGFILE"))
+    return None
+
+
+# -- one HOSO ----------------------------------------------------------------------------------
+
+
+def _stable_id(facility: str, ma_lk: str) -> str:
+    return f"qd130-{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}').hex}"
+
+
+def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spec: Spec,
+              recorded: str) -> HosoResult:
+    problems: list[Problem] = []
+    tables: dict[str, list[dict[str, str]]] = {}
+    for f in hoso:
+        if _local(f.tag) != "FILEHOSO":
+            continue
+        kind = _text(_child(f, "LOAIHOSO")).upper()
+        if not kind:
+            problems.append(Problem("error", "required", "FILEHOSO without LOAIHOSO is skipped", None, "LOAIHOSO"))
+            continue
+        tspec = spec.tables.get(kind)
+        if tspec is None:
+            problems.append(Problem("information", "not-supported", "table not mapped yet; kept in the Binary",
+                                    kind))
+            continue
+        if kind in tables:
+            problems.append(Problem("error", "structure", "a second FILEHOSO of this table is skipped", kind))
+            continue
+        root = _decode(kind, _text(_child(f, "NOIDUNGFILE")), problems)
+        records = _records(root, tspec, problems) if root is not None else None
+        if records is not None:
+            tables[kind] = records
+    head = tables.get("XML1", [])
+    if not head:
+        if not any(p.table == "XML1" for p in problems):
+            problems.append(Problem("fatal", "required", "the HOSO has no readable XML1: not imported", "XML1"))
+        else:
+            problems.append(Problem("fatal", "incomplete", "XML1 could not be read: HOSO not imported", "XML1"))
+        return HosoResult(index, None, None, problems)
+    if len(head) > 1:
+        problems.append(Problem("error", "structure", "XML1 holds more than one record; the first is used", "XML1"))
+    xml1 = head[0]
+    ma_lk = xml1.get("MA_LK", "")
+    if not ma_lk:
+        problems.append(Problem("fatal", "required", "MA_LK is empty or missing: HOSO not imported", "XML1",
+                                "MA_LK"))
+        return HosoResult(index, None, None, problems)
+    facility = xml1.get("MA_CSKCB") or envelope.facility
+    if not facility:
+        problems.append(Problem("fatal", "required", "no facility code (MA_CSKCB, MACSKCB): HOSO not imported",
+                                "XML1", "MA_CSKCB"))
+        return HosoResult(index, ma_lk, None, problems)
+    if envelope.facility and xml1.get("MA_CSKCB") and xml1["MA_CSKCB"] != envelope.facility:
+        problems.append(Problem("warning", "value", f"differs from the envelope's MACSKCB {envelope.facility!r}; "
+                                "XML1's is used", "XML1", "MA_CSKCB", xml1["MA_CSKCB"]))
+    for kind, records in list(tables.items()):
+        kept = []
+        for rec in records:
+            if kind != "XML1" and rec.get("MA_LK", ma_lk) != ma_lk:
+                problems.append(Problem("error", "value", f"MA_LK differs from XML1's {ma_lk!r}: record skipped",
+                                        kind, "MA_LK", rec.get("MA_LK"), rec.get("STT") or None))
+                continue
+            kept.append(rec)
+        tables[kind] = kept
+    tables["XML1"] = [xml1]
+    built, mapped_problems = instantiate(spec, tables, facility, ma_lk)
+    problems += mapped_problems
+    result = HosoResult(index, ma_lk, None, problems, _unmapped(spec, tables))
+    entries = [{"fullUrl": b.full_url, "resource": b.resource, "request": REQUESTS[b.request_fn](b.resource)}
+               for b in built]
+    facility_ref = next((b.full_url for b in built if b.rule == "facility"), None)
+    stable = _stable_id(facility, ma_lk)
+    binary_url = f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}/Binary')}"
+    binary = {"resourceType": "Binary", "id": stable, "contentType": "application/xml",
+              "data": base64.b64encode(raw).decode("ascii")}
+    entries.append({"fullUrl": binary_url, "resource": binary, "request": REQUESTS["replace_by_id"](binary)})
+    provenance = _provenance(stable, [b.full_url for b in built], binary_url, facility_ref, envelope, recorded)
+    entries.append({"fullUrl": f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}/Provenance')}",
+                    "resource": provenance, "request": REQUESTS["replace_by_id"](provenance)})
+    if _validate(entries, problems):
+        result.bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    return result
+
+
+def _provenance(rid: str, targets: list[str], binary_url: str, facility_ref: str | None, envelope: _Envelope,
+                recorded: str) -> dict[str, Any]:
+    prov: dict[str, Any] = {
+        "resourceType": "Provenance", "id": rid,
+        "target": [{"reference": t} for t in targets] or [{"reference": binary_url}],
+        "recorded": recorded,
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                                 "code": "CREATE", "display": "create"}],
+                     "text": "Import of a QĐ 130 claims XML (GIAMDINHHS) HOSO"},
+        "agent": [{"type": {"coding": [{"system": systems.PROVENANCE_ROLE, "code": "author"}]},
+                   "who": {"reference": facility_ref} if facility_ref else {"display": "unknown facility"}}],
+        "entity": [
+            {"role": "source", "what": {"reference": binary_url, "display": "the HOSO as sent (original bytes)"}},
+            {"role": "source", "what": {"identifier": {"system": systems.FILE_SHA256, "value": envelope.sha256},
+                                        "display": envelope.name}},
+        ],
+    }
+    if envelope.ngaylap:
+        prov["occurredDateTime"] = envelope.ngaylap
+    if envelope.signature:
+        prov["signature"] = [{
+            "type": [{"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.14",
+                      "display": "Source Signature"}],
+            "when": envelope.signed_when or recorded,
+            "who": {"reference": facility_ref} if facility_ref else {"display": "unknown facility"},
+            "sigFormat": "application/signature+xml",
+            "data": base64.b64encode(envelope.signature).decode("ascii"),
+        }]
+    return prov
+
+
+def _validate(entries: list[dict[str, Any]], problems: list[Problem]) -> bool:
+    from fhir_hub.validation.structure import validate
+
+    ok = True
+    for e in entries:
+        for issue in validate(e["resource"]):
+            ok = False
+            problems.append(Problem("error", issue.code, f"the mapped {e['resource']['resourceType']} is not valid "
+                                    f"FHIR R4 at {', '.join(issue.expression)}: {issue.diagnostics}: HOSO not imported"))
+    return ok
+
+
+def _unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for kind, records in tables.items():
+        used = spec.tables[kind].used_fields()
+        names = sorted({k for rec in records for k, v in rec.items() if v and k not in used})
+        if names:
+            out[kind] = names
+    return out
+
+
+# -- the file ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Envelope:
+    name: str
+    sha256: str
+    facility: str = ""
+    ngaylap: str | None = None
+    signature: bytes | None = None
+    signed_when: str | None = None
+
+
+def map_file(data: bytes, name: str = "GIAMDINHHS.xml", recorded: str | None = None,
+             spec: Spec | None = None) -> FileResult:
+    """Map one envelope.  ``recorded`` is Provenance.recorded (default: now, in Vietnam); pass it
+    to get byte-identical output for the same input."""
+    spec = spec or load_spec("qd130")
+    recorded = recorded or datetime.now(VN_TZ).replace(microsecond=0).isoformat()
+    result = FileResult(name)
+    env = _Envelope(name, hashlib.sha256(data).hexdigest())
+    try:
+        root = _parse(data)
+    except DefusedXmlException as exc:
+        result.problems.append(Problem("fatal", "security", f"the file uses a forbidden XML construct "
+                                       f"({type(exc).__name__}: DTDs and entities are refused): nothing imported"))
+        return result
+    except ET.ParseError as exc:
+        result.problems.append(Problem("fatal", "structure", f"not well-formed XML ({exc}): nothing imported"))
+        return result
+    if _local(root.tag) != "GIAMDINHHS":
+        result.problems.append(Problem("fatal", "structure", f"root element is <{_local(root.tag)}>, not "
+                                       "<GIAMDINHHS>: nothing imported"))
+        return result
+    info = _child(root, "THONGTINDONVI")
+    env.facility = result.facility = _text(_child(info, "MACSKCB")) if info is not None else ""
+    head = _child(root, "THONGTINHOSO")
+    lists = [el for el in head if _local(el.tag) == "DANHSACHHOSO"] if head is not None else []
+    hosos = [h for lst in lists for h in lst if _local(h.tag) == "HOSO"]
+    if head is not None and _text(_child(head, "NGAYLAP")):
+        lap = _text(_child(head, "NGAYLAP"))
+        try:
+            env.signed_when = instant_from_date(lap)
+            env.ngaylap = env.signed_when[:10]
+        except BadValue as exc:
+            result.problems.append(Problem("warning", "value", exc.reason, None, "NGAYLAP", lap))
+    declared = _text(_child(head, "SOLUONGHOSO")) if head is not None else ""
+    if declared != str(len(hosos)):
+        result.problems.append(Problem("warning", "value", f"SOLUONGHOSO says {declared or 'nothing'} but the file "
+                                       f"holds {len(hosos)} HOSO; all {len(hosos)} are read", None, "SOLUONGHOSO",
+                                       declared))
+    signature = _SIGNATURE_BYTES.search(data)
+    if signature and signature.group(1).strip():
+        env.signature = signature.group(1).strip()
+    slices = _HOSO_BYTES.findall(data)
+    for i, hoso in enumerate(hosos, 1):
+        raw = slices[i - 1] if len(slices) == len(hosos) else ET.tostring(hoso, encoding="utf-8")
+        try:
+            result.hosos.append(_map_hoso(i, hoso, raw, env, spec, recorded))
+        except Exception as exc:  # noqa: BLE001 - one HOSO's bug must not lose the others
+            result.hosos.append(HosoResult(i, None, None, [Problem("fatal", "exception", f"mapping failed: "
+                                                                   f"{type(exc).__name__}: {exc}")]))
+    return result

@@ -1,0 +1,514 @@
+"""A small engine for declarative mapping specs: records of named text fields → FHIR resources.
+
+A spec (``fhir_hub/mappings/<format>/<table>.yaml``) is data only::
+
+    table: XML2
+    root: CHITIEU_CHITIET_THUOC       # the inner XML's root element
+    records: DSACH_CHI_TIET_THUOC/CHI_TIET_THUOC   # path below it; absent: the root is the record
+    codes: {gender: {"1": male, "2": female}}    # code tables: source code → JSON value
+    resources:
+      - name: medication              # rule name: other rules refer to its resources by it
+        type: Medication
+        request: put_by_identifier    # a named function of ``functions.REQUESTS``
+        when: MA_THUOC                # only for records where the field is not empty
+        elements:
+          - {path: identifier[+], field: $line, template: {system: "sys:claim_line", value: $}}
+          - {path: code.text, field: TEN_THUOC}
+          - {path: form.text, field: DANG_BAO_CHE}
+
+Element rules: ``path`` (dotted keys; ``[n]`` an index, ``[+]`` a new array item, ``[=]`` the
+last one; ``.`` alone the resource itself) and one source: ``field`` / ``fields`` (input text),
+``value`` (a constant) or ``ref`` (a Reference to another rule's resource).  Then optionally
+``convert`` (a function of ``functions.CONVERTERS``), ``codes`` (a code table), ``template``
+(a JSON object in which the string ``$`` is the value), ``merge: true`` (merge a dict into
+the object at ``path``), ``when`` and ``required``.  In constants and templates, a string
+``sys:<name>`` is the URL of that name in :mod:`.systems` and ``ref:<rule>`` a Reference.
+``$id`` is a stable id of the resource (rule name + facility/MA_LK/table/STT), ``$visit`` is
+facility/MA_LK and ``$facility`` the facility code.  ``each: true`` applies the rule to every item
+of a list value (``convert: split_list``).  A ``required`` element that cannot be had is a problem; with ``incomplete: drop`` on the
+resource rule it also leaves the whole resource out (references to it are removed), with a problem saying so.
+
+Resource rules may ``repeat`` over ``;``-lists (one resource per item, the listed fields zipped
+by position), be grouped (``group_by: FIELD``: one resource per distinct value) and ``collect``
+references to another rule's resources (those of the group, or all of them).
+
+Nothing here branches on content except through the named functions, so every choice a mapping
+makes is either a table in the spec or a tested function.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from fhir_hub.mapping import systems
+from fhir_hub.mapping.functions import CONVERTERS, REQUESTS, BadValue, Remark
+
+__all__ = ["Built", "Problem", "ResourceRule", "Spec", "SpecError", "TableSpec", "instantiate", "load_spec"]
+
+#: uuid5 namespace of every fullUrl the engine makes: the same input gives the same bundle.
+NAMESPACE = uuid.UUID("6f1c2a8e-4b7d-5e21-9a3c-0d8b7e5f4a10")
+_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+|\+|=)\])?$")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used: unknown function, code table, rule or malformed path."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One problem in an input record; rendered as an OperationOutcome issue."""
+
+    severity: str  # fatal | error | warning | information
+    code: str  # issue-type: value, required, invalid, structure, not-supported, informational
+    reason: str
+    table: str | None = None
+    field: str | None = None
+    value: str | None = None
+    line: str | None = None  # STT of the record, when the table has several
+
+
+# -- paths ------------------------------------------------------------------------------------
+
+Path = tuple[tuple[str, str | None], ...]
+
+
+def parse_path(text: str) -> Path:
+    if text == ".":
+        return ()
+    out: list[tuple[str, str | None]] = []
+    for part in text.split("."):
+        m = _SEGMENT.match(part)
+        if not m:
+            raise SpecError(f"bad path segment {part!r} in {text!r}")
+        out.append((m.group(1), m.group(2)))
+    return tuple(out)
+
+
+def _child(node: dict[str, Any], key: str, idx: str | None) -> dict[str, Any]:
+    if idx is None:
+        nxt = node.setdefault(key, {})
+        if not isinstance(nxt, dict):
+            raise SpecError(f"{key} is not an object")
+        return nxt
+    arr = node.setdefault(key, [])
+    if idx == "+" or (idx == "=" and not arr):
+        arr.append({})
+    elif idx not in ("+", "="):
+        while len(arr) <= int(idx):
+            arr.append({})
+    item = arr[-1] if idx in ("+", "=") else arr[int(idx)]
+    if not isinstance(item, dict):
+        raise SpecError(f"{key}[{idx}] is not an object")
+    return item
+
+
+def set_path(target: dict[str, Any], path: Path, value: Any, merge: bool = False) -> None:
+    """Put ``value`` at ``path`` in ``target`` (see the module docstring for the syntax)."""
+    if not path:
+        if not isinstance(value, dict):
+            raise SpecError("only an object can be merged into the resource")
+        target.update(value)
+        return
+    node = target
+    for key, idx in path[:-1]:
+        node = _child(node, key, idx)
+    key, idx = path[-1]
+    if merge:
+        _child(node, key, idx).update(value)
+    elif idx is None:
+        node[key] = value
+    else:
+        arr = node.setdefault(key, [])
+        if idx == "+" or (idx == "=" and not arr):
+            arr.append(value)
+        elif idx == "=":
+            arr[-1] = value
+        else:
+            while len(arr) <= int(idx):
+                arr.append({})
+            arr[int(idx)] = value
+
+
+# -- specs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """``when``: the field is not empty, and (with ``in``) its value is one of ``values``; or, with
+    ``empty: true``, the field is empty.  A list of them must all hold."""
+
+    field: str
+    values: frozenset[str] | None = None
+    empty: bool = False
+
+    def holds(self, record: Mapping[str, str]) -> bool:
+        v = record.get(self.field, "")
+        if self.empty:
+            return not v
+        return bool(v) and (self.values is None or v in self.values)
+
+
+def _holds(conditions: tuple[Condition, ...], record: Mapping[str, str]) -> bool:
+    return all(c.holds(record) for c in conditions)
+
+
+@dataclass(frozen=True, slots=True)
+class ElementRule:
+    path: Path
+    fields: tuple[str, ...] = ()
+    value: Any = None
+    ref: str | None = None
+    convert: str | None = None
+    codes: str | None = None
+    template: Any = None
+    merge: bool = False
+    when: tuple[Condition, ...] = ()
+    required: bool = False
+    each: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Collect:
+    rule: str
+    path: Path
+    also: tuple[ElementRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRule:
+    name: str
+    type: str
+    request: str
+    elements: tuple[ElementRule, ...]
+    when: tuple[Condition, ...] = ()
+    repeat: tuple[str, ...] = ()
+    group_by: str | None = None
+    collect: tuple[Collect, ...] = ()
+    #: ``incomplete: drop``: leave the resource out when a ``required`` element cannot be had
+    #: (a weight without a value is no Observation); otherwise it stays, and the problem is reported.
+    drop_incomplete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    table: str
+    root: str
+    records: tuple[str, ...]
+    rules: tuple[ResourceRule, ...]
+    codes: Mapping[str, Mapping[str, Any]]
+    #: Fields deliberately not mapped (read for keys only, or reserved): not "unmapped".
+    ignored: frozenset[str]
+
+    def used_fields(self) -> frozenset[str]:
+        used: set[str] = set(self.ignored)
+        for rule in self.rules:
+            used.update(rule.repeat)
+            if rule.group_by:
+                used.add(rule.group_by)
+            used.update(c.field for c in rule.when)
+            for el in rule.elements:
+                used.update(el.fields)
+                used.update(c.field for c in el.when)
+        return frozenset(used)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """The tables of one format, in mapping order."""
+
+    format: str
+    tables: Mapping[str, TableSpec]
+
+
+def _conditions(raw: Any) -> tuple[Condition, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, list):
+        return tuple(c for item in raw for c in _conditions(item))
+    if isinstance(raw, str):
+        return (Condition(raw),)
+    values = frozenset(str(v) for v in raw["in"]) if "in" in raw else None
+    return (Condition(str(raw["field"]), values, bool(raw.get("empty", False))),)
+
+
+def _element(raw: Mapping[str, Any], codes: Mapping[str, Any], where: str) -> ElementRule:
+    fields = tuple(raw.get("fields") or ([raw["field"]] if "field" in raw else []))
+    sources = sum(1 for present in (fields, "value" in raw, "ref" in raw) if present)
+    if sources != 1:
+        raise SpecError(f"{where}: an element needs exactly one of field(s), value, ref: {dict(raw)}")
+    convert = raw.get("convert")
+    if convert is not None and convert not in CONVERTERS:
+        raise SpecError(f"{where}: unknown function {convert!r}")
+    table = raw.get("codes")
+    if table is not None and table not in codes:
+        raise SpecError(f"{where}: unknown code table {table!r}")
+    return ElementRule(parse_path(str(raw["path"])), fields, raw.get("value"), raw.get("ref"), convert, table,
+                       raw.get("template"), bool(raw.get("merge", False)), _conditions(raw.get("when")),
+                       bool(raw.get("required", False)), bool(raw.get("each", False)))
+
+
+def _table(doc: Mapping[str, Any], where: str) -> TableSpec:
+    codes = {str(k): {str(c): v for c, v in table.items()} for k, table in (doc.get("codes") or {}).items()}
+    rules: list[ResourceRule] = []
+    for raw in doc.get("resources") or []:
+        name = str(raw["name"])
+        here = f"{where}: {name}"
+        request = str(raw.get("request", "put_by_identifier"))
+        if request not in REQUESTS:
+            raise SpecError(f"{here}: unknown request function {request!r}")
+        collect = tuple(Collect(str(c["rule"]), parse_path(str(c["path"])),
+                                tuple(_element(a, codes, here) for a in c.get("also", [])))
+                        for c in raw.get("collect", []))
+        rules.append(ResourceRule(name, str(raw["type"]), request,
+                                  tuple(_element(e, codes, here) for e in raw.get("elements", [])),
+                                  _conditions(raw.get("when")), tuple(raw.get("repeat", [])),
+                                  raw.get("group_by"), collect, raw.get("incomplete") == "drop"))
+    records = tuple(p for p in str(doc.get("records") or "").split("/") if p)
+    return TableSpec(str(doc["table"]), str(doc["root"]), records, tuple(rules), codes,
+                     frozenset(doc.get("ignore", [])))
+
+
+@cache
+def load_spec(fmt: str) -> Spec:
+    """Every ``*.yaml`` of ``fhir_hub/mappings/<fmt>/``, checked: unknown functions, code tables,
+    rule names and malformed paths fail here, not halfway through a file."""
+    folder = resources.files("fhir_hub") / "mappings" / fmt
+    tables: dict[str, TableSpec] = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            doc = yaml.safe_load(entry.read_text(encoding="utf-8"))
+            spec = _table(doc, f"{fmt}/{entry.name}")
+            tables[spec.table] = spec
+    names = {r.name for t in tables.values() for r in t.rules}
+    for t in tables.values():
+        for r in t.rules:
+            wanted = [e.ref for e in r.elements if e.ref] + [c.rule for c in r.collect]
+            wanted += _template_refs([e.template for e in r.elements] + [e.value for e in r.elements])
+            for ref in wanted:
+                if ref not in names:
+                    raise SpecError(f"{fmt}/{t.table}: {r.name} refers to unknown rule {ref!r}")
+    order = sorted(tables, key=lambda name: int(re.sub(r"\D", "", name) or 0))
+    return Spec(fmt, {name: tables[name] for name in order})
+
+
+def _template_refs(values: Iterable[Any]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        if isinstance(v, str) and v.startswith("ref:"):
+            out.append(v[4:])
+        elif isinstance(v, dict):
+            out += _template_refs(v.values())
+        elif isinstance(v, list):
+            out += _template_refs(v)
+    return out
+
+
+# -- instantiating ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Built:
+    """One resource made by a rule, for one record (or repeat item, or group)."""
+
+    rule: str
+    table: str
+    key: str  # the record's line key, plus the repeat index or group value
+    records: tuple[int, ...]  # indexes of the records it came from (a group has several)
+    full_url: str
+    resource: dict[str, Any]
+    request_fn: str
+
+
+@dataclass(slots=True)
+class _Context:
+    facility: str
+    ma_lk: str
+    built: list[Built] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    #: (built, rule, table spec, record, STT): elements are applied once every resource exists,
+    #: so a rule may refer to any other, earlier or later.
+    pending: list[tuple[Built, ResourceRule, TableSpec, Mapping[str, str], str | None]] = field(default_factory=list)
+
+    def find(self, rule: str, table: str, record: int) -> Built | None:
+        same_record = [b for b in self.built if b.rule == rule and b.table == table and record in b.records]
+        if same_record:
+            return same_record[0]
+        everywhere = [b for b in self.built if b.rule == rule]
+        return everywhere[0] if len(everywhere) == 1 else None
+
+
+def _resolve(value: Any, ctx: _Context, table: str, record: int, item: Any = None) -> Any:
+    if isinstance(value, str):
+        if value == "$":
+            return item
+        if value.startswith("sys:"):
+            try:
+                return systems.BY_NAME[value[4:]]
+            except KeyError:
+                raise SpecError(f"unknown system name {value[4:]!r}") from None
+        if value.startswith("ref:"):
+            target = ctx.find(value[4:], table, record)
+            return None if target is None else {"reference": target.full_url}
+        return value
+    if isinstance(value, dict):
+        out = {k: _resolve(v, ctx, table, record, item) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None}
+    if isinstance(value, list):
+        return [_resolve(v, ctx, table, record, item) for v in value]
+    return value
+
+
+def _apply(el: ElementRule, resource: dict[str, Any], record: Mapping[str, str], spec: TableSpec,
+           ctx: _Context, index: int, line: str | None) -> bool:
+    """Apply one element rule; False when a value was needed and could not be had."""
+    if not _holds(el.when, record):
+        return True
+    if el.ref is not None:
+        target = ctx.find(el.ref, spec.table, index)
+        if target is not None:
+            set_path(resource, el.path, {"reference": target.full_url}, el.merge)
+        return target is not None or not el.required
+    if not el.fields:
+        set_path(resource, el.path, _resolve(el.value, ctx, spec.table, index), el.merge)
+        return True
+    texts = [record.get(f, "") for f in el.fields]
+    if not texts[0]:
+        if el.required:
+            ctx.problems.append(Problem("error", "required", "required field is empty or missing", spec.table,
+                                        el.fields[0], None, line))
+        return not el.required
+    try:
+        value: Any = texts[0] if el.convert is None else CONVERTERS[el.convert](*texts)
+    except BadValue as exc:
+        if exc.severity != "information":
+            ctx.problems.append(Problem(exc.severity, "value", exc.reason, spec.table, el.fields[0], texts[0], line))
+        return not el.required
+    ok = True
+    for item in (value if el.each else [value]):
+        if isinstance(item, Remark):
+            ctx.problems.append(Problem("warning", "code-invalid", item.reason, spec.table, el.fields[0],
+                                        texts[0], line))
+            item = item.value
+        if el.codes is not None:
+            table = spec.codes[el.codes]
+            if str(item) not in table:
+                ctx.problems.append(Problem("error", "code-invalid", f"not a code of {el.codes} "
+                                            f"({', '.join(table)})", spec.table, el.fields[0], texts[0], line))
+                ok = False
+                continue
+            item = _resolve(table[str(item)], ctx, spec.table, index)
+        if el.template is not None:
+            item = _resolve(el.template, ctx, spec.table, index, item)
+        set_path(resource, el.path, item, el.merge)
+    return ok or not el.required
+
+
+def _scrub(value: Any, dropped: set[str]) -> Any:
+    """``value`` without the references to dropped resources (list items or keys holding one)."""
+    if isinstance(value, dict):
+        return {k: _scrub(v, dropped) for k, v in value.items()
+                if not (isinstance(v, dict) and v.get("reference") in dropped)}
+    if isinstance(value, list):
+        return [_scrub(v, dropped) for v in value if not (isinstance(v, dict) and v.get("reference") in dropped)]
+    return value
+
+
+def _full_url(ctx: _Context, rule: str, key: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{ctx.facility}/{ctx.ma_lk}/{rule}/{key}')}"
+
+
+def _zip_repeat(rule: ResourceRule, record: Mapping[str, str], spec: TableSpec, ctx: _Context,
+                line: str | None) -> list[dict[str, str]]:
+    lists = {f: [p.strip() for p in record.get(f, "").split(";")] if record.get(f, "") else [] for f in rule.repeat}
+    n = len(lists[rule.repeat[0]])
+    for f, items in lists.items():
+        if items and len(items) != n:
+            ctx.problems.append(Problem("error", "value", f"{len(items)} ';'-separated items where "
+                                        f"{rule.repeat[0]} has {n}: items are paired by position",
+                                        spec.table, f, record.get(f, ""), line))
+    return [{**record, **{f: (items[i] if i < len(items) else "") for f, items in lists.items()}}
+            for i in range(n) if lists[rule.repeat[0]][i]]
+
+
+def instantiate(spec: Spec, tables: Mapping[str, list[dict[str, str]]], facility: str, ma_lk: str
+                ) -> tuple[list[Built], list[Problem]]:
+    """Apply every table's rules to its records (``tables``: table → records as field → text)."""
+    ctx = _Context(facility, ma_lk)
+    for name, tspec in spec.tables.items():
+        records = tables.get(name)
+        if not records:
+            continue
+        for rule in tspec.rules:
+            _instantiate_rule(rule, tspec, records, ctx)
+    dropped: set[str] = set()
+    for built, rule, tspec, record, stt in ctx.pending:
+        for el in rule.elements:
+            if not _apply(el, built.resource, record, tspec, ctx, built.records[0], stt) and rule.drop_incomplete:
+                dropped.add(built.full_url)
+                ctx.problems.append(Problem("warning", "incomplete", f"no {rule.type} made from this record: "
+                                            "a field it needs could not be mapped", tspec.table,
+                                            el.fields[0] if el.fields else None, None, stt))
+                break
+    if dropped:
+        ctx.built = [b for b in ctx.built if b.full_url not in dropped]
+        for b in ctx.built:
+            b.resource = _scrub(b.resource, dropped)
+    for b in ctx.built:
+        rule = next(r for r in spec.tables[b.table].rules if r.name == b.rule)
+        for c in rule.collect:
+            members = [x for x in ctx.built if x.rule == c.rule
+                       and (rule.group_by is None or (x.table == b.table and set(x.records) & set(b.records)))]
+            for m in members:
+                set_path(b.resource, c.path, {"reference": m.full_url})
+                for also in c.also:
+                    _apply(also, b.resource, {}, spec.tables[b.table], ctx, b.records[0], None)
+    # a field read by several rules (NGAY_RA: Encounter.period.end, Condition.recordedDate) is one problem
+    return ctx.built, list(dict.fromkeys(ctx.problems))
+
+
+def _line_key(tspec: TableSpec, record: Mapping[str, str], ctx: _Context, index: int) -> tuple[str, str | None]:
+    stt = record.get("STT") or None
+    return f"{ctx.facility}/{ctx.ma_lk}/{tspec.table}/{stt or index + 1}", stt
+
+
+def _instantiate_rule(rule: ResourceRule, tspec: TableSpec, records: list[dict[str, str]], ctx: _Context) -> None:
+    if rule.group_by is not None:
+        groups: dict[str, list[int]] = {}
+        for i, rec in enumerate(records):
+            if _holds(rule.when, rec):
+                value = rec.get(rule.group_by, "")
+                if value:
+                    groups.setdefault(value, []).append(i)
+        for value, members in groups.items():
+            first = members[0]
+            key = f"{ctx.facility}/{ctx.ma_lk}/{tspec.table}/{rule.group_by}={value}"
+            rec = {**records[first], "$line": key}
+            _build(rule, tspec, rec, ctx, tuple(members), key, records[first].get("STT"))
+        return
+    for i, rec in enumerate(records):
+        if not _holds(rule.when, rec):
+            continue
+        key, stt = _line_key(tspec, rec, ctx, i)
+        if rule.repeat:
+            for n, item in enumerate(_zip_repeat(rule, rec, tspec, ctx, stt), 1):
+                sub = f"{key}/{n}"
+                _build(rule, tspec, {**item, "$line": sub}, ctx, (i,), sub, stt)
+        else:
+            _build(rule, tspec, {**rec, "$line": key}, ctx, (i,), key, stt)
+
+
+def _build(rule: ResourceRule, tspec: TableSpec, record: Mapping[str, str], ctx: _Context,
+           members: tuple[int, ...], key: str, stt: str | None) -> None:
+    resource: dict[str, Any] = {"resourceType": rule.type}
+    record = {**record, "$id": f"{rule.name}/{key}", "$facility": ctx.facility, "$visit": f"{ctx.facility}/{ctx.ma_lk}"}
+    built = Built(rule.name, tspec.table, key, members, _full_url(ctx, rule.name, key), resource, rule.request)
+    ctx.built.append(built)
+    ctx.pending.append((built, rule, tspec, record, stt))

@@ -1,0 +1,363 @@
+"""The named functions mapping specs refer to: every conversion or choice that branches lives here.
+
+Why here and not in the YAML: a spec is a table (field → element, code table); the moment a rule
+needs an ``if`` it becomes code, and code belongs where it can be read, typed and unit-tested.  A
+spec names a function (``convert: datetime_vn``); :data:`CONVERTERS` and :data:`REQUESTS` are the
+registries the engine looks names up in, so a typo in a spec fails when the spec is loaded.
+
+Contract of a converter: ``fn(*values: str) -> JSON value``, pure, given the non-empty text of
+the field(s) the rule names (stripped; CDATA already unwrapped).  A value it cannot convert
+raises :class:`BadValue` with the reason (the engine turns it into an OperationOutcome issue that
+names the HOSO, table, field and value, and leaves the element out).  A value that converts but
+deserves a remark returns :class:`Remark` (value plus a warning).
+
+Formats are those of QĐ 130 as amended by QĐ 4750 (research notes §6.4): ``yyyymmddHHMM`` local
+times without offset (Vietnam is UTC+07:00 all year), ``yyyymmdd`` dates, 12-character birth
+dates with ``0000`` for an unknown part, ``;``-separated lists, ``.`` as the decimal separator.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from urllib.parse import quote
+
+from fhir_hub.mapping import systems
+
+__all__ = ["CONVERTERS", "REQUESTS", "BadValue", "Remark"]
+
+
+class BadValue(ValueError):
+    """A field value that cannot be converted; ``severity`` is the OperationOutcome severity."""
+
+    def __init__(self, reason: str, severity: str = "error") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.severity = severity
+
+
+@dataclass(frozen=True, slots=True)
+class Remark:
+    """A converted value with a warning about it (e.g. a code not in the loaded code list)."""
+
+    value: Any
+    reason: str
+
+
+_DIGITS = re.compile(r"\d+")
+_DECIMAL = re.compile(r"-?\d+(\.\d+)?")
+
+
+def _real_date(year: int, month: int, day: int, text: str) -> date:
+    try:
+        return date(year, month, day)
+    except ValueError:
+        raise BadValue(f"{text!r} is not a real calendar date") from None
+
+
+def _hhmm(text: str, hh: str, mm: str) -> tuple[int, int]:
+    h, m = int(hh), int(mm)
+    if h > 23 or m > 59:
+        raise BadValue(f"{text!r} has no such time of day {hh}:{mm}")
+    return h, m
+
+
+# -- dates and times -------------------------------------------------------------------------
+
+
+def datetime_vn(text: str) -> str:
+    """``yyyymmddHHMM`` (local Vietnamese time) → FHIR dateTime ``YYYY-MM-DDTHH:MM:00+07:00``.
+
+    ``202503030745`` → ``2025-03-03T07:45:00+07:00``.  Anything but 12 digits, an impossible
+    date or an impossible time is a :class:`BadValue`.
+    """
+    if len(text) != 12 or not _DIGITS.fullmatch(text):
+        raise BadValue(f"{text!r} is not a yyyymmddHHMM date-time (12 digits)")
+    d = _real_date(int(text[:4]), int(text[4:6]), int(text[6:8]), text)
+    h, m = _hhmm(text, text[8:10], text[10:12])
+    return f"{d.isoformat()}T{h:02d}:{m:02d}:00+07:00"
+
+
+def date_ymd(text: str) -> str:
+    """``yyyymmdd`` → FHIR date ``YYYY-MM-DD`` (card validity, re-exam day, NGAYLAP)."""
+    if len(text) != 8 or not _DIGITS.fullmatch(text):
+        raise BadValue(f"{text!r} is not a yyyymmdd date (8 digits)")
+    return _real_date(int(text[:4]), int(text[4:6]), int(text[6:8]), text).isoformat()
+
+
+def date_or_datetime(text: str) -> str:
+    """A field that is ``yyyymmdd`` in one version and ``yyyymmddHHMM`` in another (XML14
+    ``NGAY_HEN_KL`` under QĐ 3176 / 4750): 8 digits → date, 12 → dateTime."""
+    return date_ymd(text) if len(text) == 8 else datetime_vn(text)
+
+
+def birth_date(text: str) -> str:
+    """``NGAY_SINH`` (12 characters, ``0000`` for what is unknown) → FHIR date at its precision.
+
+    ``196803150000`` → ``1968-03-15``; ``194800000000`` → ``1948`` (day and month unknown, never
+    1 January); ``19480300`` + ``0000`` → ``1948-03``.  An 8-digit ``yyyymmdd`` is accepted too
+    (some HIS drop the time).  The time of day, when known, is :func:`birth_time`'s business.
+    """
+    if len(text) not in (8, 12) or not _DIGITS.fullmatch(text):
+        raise BadValue(f"{text!r} is not a birth date yyyymmddHHMM (12 digits, 0000 for unknown parts)")
+    year, month, day = int(text[:4]), int(text[4:6]), int(text[6:8])
+    if year == 0:
+        raise BadValue(f"{text!r} has no year")
+    if month == 0:
+        if day != 0:
+            raise BadValue(f"{text!r} has a day but no month")
+        return f"{year:04d}"
+    if day == 0:
+        if month > 12:
+            raise BadValue(f"{text!r} has no month {month}")
+        return f"{year:04d}-{month:02d}"
+    return _real_date(year, month, day, text).isoformat()
+
+
+def birth_time(text: str) -> str:
+    """The ``patient-birthTime`` extension value: a full dateTime when ``NGAY_SINH`` carries a
+    time (newborns must), else :class:`BadValue` with severity ``information`` (nothing to map:
+    ``0000`` means the time is unknown, and so the extension is left out)."""
+    if len(text) != 12 or text[8:] == "0000" or text[6:8] == "00":
+        raise BadValue("no time of birth", severity="information")
+    return datetime_vn(text)
+
+
+def instant_from_date(text: str) -> str:
+    """``yyyymmdd`` → the instant at 00:00 in Vietnam (Provenance.signature.when from NGAYLAP)."""
+    return f"{date_ymd(text)}T00:00:00+07:00"
+
+
+# -- numbers and lists -----------------------------------------------------------------------
+
+
+def decimal(text: str) -> int | float:
+    """A QĐ 130 number: ``.`` as the decimal point, no thousands separator.  ``68.00`` → 68.0,
+    ``60`` → 60; ``68,5`` or ``1 000`` are :class:`BadValue` (a comma is never a decimal point)."""
+    if not _DECIMAL.fullmatch(text):
+        raise BadValue(f"{text!r} is not a number with '.' as the decimal point")
+    return float(text) if "." in text else int(text)
+
+
+def integer(text: str) -> int:
+    """A whole number (``SO_NGAY_DTRI``, ``STT``)."""
+    if not re.fullmatch(r"-?\d+", text):
+        raise BadValue(f"{text!r} is not a whole number")
+    return int(text)
+
+
+def split_list(text: str) -> list[str]:
+    """A ``;``-separated list (``MA_BENH_KT``, several cards in ``MA_THE_BHYT``): items stripped,
+    empty items dropped (``I10;;E78.5;`` → ``['I10', 'E78.5']``)."""
+    return [part.strip() for part in text.split(";") if part.strip()]
+
+
+def first_of_list(text: str) -> str:
+    """The first item of a ``;`` list (the main performer of ``NGUOI_THUC_HIEN``)."""
+    items = split_list(text)
+    if not items:
+        raise BadValue(f"{text!r} holds no item")
+    return items[0]
+
+
+def body_weight(text: str) -> int | float:
+    """``CAN_NANG`` in kg.  0 and the vendor sentinel 0.01 mean "not weighed" (research notes
+    §6.8 item 9): no Observation, a warning instead."""
+    value = decimal(text)
+    if value <= 0.01:
+        raise BadValue(f"{text!r} is the 'not weighed' sentinel, not a weight", severity="warning")
+    return value
+
+
+# -- codes -----------------------------------------------------------------------------------
+
+
+def _known(system: str, code: str) -> str | None:
+    from fhir_hub.terminology import UnknownSystem, lookup
+
+    try:
+        found = lookup(system, code)
+    except UnknownSystem:
+        return None
+    return None if found is None else found[0]
+
+
+def _coding(system: str, code: str, what: str) -> dict[str, Any] | Remark:
+    display = _known(system, code)
+    if display is None:
+        return Remark({"system": system, "code": code}, f"{code!r} is not a known {what} code")
+    return {"system": system, "code": code, "display": display}
+
+
+def icd10(text: str) -> dict[str, Any] | Remark:
+    """An ICD-10 code (Vietnamese edition, QĐ 4469) → Coding with the Vietnamese title.  A code
+    not in the loaded catalogue is kept as sent, with a warning."""
+    return _coding(systems.ICD10_VN, text.strip().upper(), "ICD-10 (QĐ 4469)")
+
+
+def ethnic_group(text: str) -> dict[str, Any] | Remark:
+    """``MA_DANTOC`` (QĐ 121-TCTK, 2 digits) → Coding of the draft IG's ``vn-core-race``."""
+    return _coding(systems.ETHNIC_GROUP, text, "ethnic group (QĐ 121-TCTK)")
+
+
+def visit_type(text: str) -> dict[str, Any] | Remark:
+    """``MA_LOAI_KCB`` → Coding of the QĐ 130 visit-type list; a one-digit code of the pre-4750
+    numeric form (``2``) is read as ``02`` (research notes §6.8 item 3)."""
+    code = text.zfill(2) if text.isdigit() and len(text) == 1 else text
+    return _coding(systems.VISIT_TYPE, code, "MA_LOAI_KCB")
+
+
+def discharge_type(text: str) -> dict[str, Any] | Remark:
+    """``MA_LOAI_RV`` → Coding of the QĐ 130 discharge-type list."""
+    return _coding(systems.DISCHARGE_TYPE, text, "MA_LOAI_RV")
+
+
+def treatment_result(text: str) -> dict[str, Any] | Remark:
+    """``KET_QUA_DTRI`` → Coding of the QĐ 130 treatment-result list."""
+    return _coding(systems.TREATMENT_RESULT, text, "KET_QUA_DTRI")
+
+
+def bhyt_object(card: str) -> dict[str, Any]:
+    """The Coverage.class of a 15-character BHYT card: its 2-letter object code (``HT3…`` →
+    ``HT``), named from the object-code list when known."""
+    if len(card) < 3 or not card[:2].isalpha():
+        raise BadValue(f"{card!r} does not start with a 2-letter BHYT object code")
+    code = card[:2].upper()
+    out: dict[str, Any] = {"type": {"coding": [{"system": systems.COVERAGE_CLASS, "code": "group"}]},
+                           "value": code}
+    name = _known(systems.BHYT_OBJECT, code)
+    if name:
+        out["name"] = name
+    return out
+
+
+def admin_address(province: str, district: str = "", ward: str = "") -> dict[str, Any]:
+    """``MATINH_CU_TRU`` / ``MAHUYEN_CU_TRU`` / ``MAXA_CU_TRU`` → the draft IG's
+    administrative-address extension.  With a district code the codes are of the pre-2025 lists
+    (three levels); without one, of the 2025 lists (no district level since 01/07/2025).  The
+    codes are kept as sent, even when the list does not know them (mergers make old codes
+    ambiguous: keep the original, research notes §6.8 item 13)."""
+    pre2025 = bool(district)
+    province_cs = systems.PROVINCE_PRE2025 if pre2025 else systems.PROVINCE_2025
+    ward_cs = systems.WARD_PRE2025 if pre2025 else systems.WARD_2025
+    parts: list[dict[str, Any]] = []
+
+    def part(url: str, system: str, code: str) -> None:
+        coding: dict[str, Any] = {"system": system, "code": code}
+        display = _known(system, code)
+        if display:
+            coding["display"] = display
+        parts.append({"url": url, "valueCodeableConcept": {"coding": [coding]}})
+
+    part("state", province_cs, province)
+    if district:
+        part("district", systems.ADMIN_ADDRESS, district)
+    if ward:
+        part("ward", ward_cs, ward)
+    return {"url": systems.ADMIN_ADDRESS_EXT, "extension": parts}
+
+
+_UCUM = {"mmol/l": "mmol/L", "umol/l": "umol/L", "µmol/l": "umol/L", "g/l": "g/L", "mg/l": "mg/L",
+         "mg/dl": "mg/dL", "g/dl": "g/dL", "%": "%", "u/l": "U/L", "iu/l": "[IU]/L", "fl": "fL", "pg": "pg",
+         "mmhg": "mm[Hg]", "l/l": "L/L", "kg": "kg", "g": "g", "cm": "cm"}
+#: Vietnamese labs write G/L and T/L for 10^9/L and 10^12/L (cell counts): case matters there.
+_UCUM_CASED = {"G/L": "10*9/L", "T/L": "10*12/L"}
+
+
+def lab_value(value: str, unit: str = "") -> dict[str, Any]:
+    """``GIA_TRI`` (+ ``DON_VI_DO``) → the Observation's ``value[x]``: ``valueQuantity`` when the
+    value is a number (with a UCUM code when the unit is one of a small table), ``valueString``
+    otherwise (``Âm tính``, ``>1000``)."""
+    if not _DECIMAL.fullmatch(value):
+        return {"valueString": value}
+    qty: dict[str, Any] = {"value": decimal(value)}
+    if unit:
+        qty["unit"] = unit
+        code = _UCUM_CASED.get(unit) or _UCUM.get(unit.lower())
+        if code:
+            qty["system"] = systems.UCUM
+            qty["code"] = code
+    return {"valueQuantity": qty}
+
+
+def vn_name(text: str) -> dict[str, Any]:
+    """``HO_TEN`` → HumanName: the whole name as ``text``, the first word as ``family`` and the
+    rest as ``given`` (Vietnamese order is family, middle, given; the middle name is part of the
+    given names in FHIR).  A one-word name is ``text`` and ``given`` only."""
+    words = text.split()
+    name: dict[str, Any] = {"use": "official", "text": " ".join(words)}
+    if len(words) > 1:
+        name["family"] = words[0]
+        name["given"] = words[1:]
+    else:
+        name["given"] = words
+    return name
+
+
+def practitioner(text: str) -> dict[str, Any]:
+    """A staff code (practising-certificate number, ``MA_BAC_SI``) → a logical Reference by
+    identifier; several ``;``-separated codes → the first (the one responsible)."""
+    return {"identifier": {"type": {"coding": [{"system": systems.V2_0203, "code": "LN"}], "text": "CCHN"},
+                           "value": first_of_list(text)}}
+
+
+def phone(text: str) -> dict[str, Any]:
+    """``DIEN_THOAI`` → ContactPoint (a string: leading zeros kept)."""
+    return {"system": "phone", "value": text}
+
+
+CONVERTERS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
+    datetime_vn, date_ymd, date_or_datetime, birth_date, birth_time, instant_from_date, decimal, integer,
+    split_list, first_of_list, body_weight, icd10, ethnic_group, visit_type, discharge_type,
+    treatment_result, bhyt_object, admin_address, lab_value, vn_name, practitioner, phone,
+)}
+
+
+# -- requests (how a resource is written: conditional so re-imports update) ------------------
+
+
+def _token(identifier: dict[str, Any]) -> str:
+    value = quote(str(identifier["value"]), safe="")
+    system = identifier.get("system")
+    return f"{quote(system, safe=':/')}|{value}" if system else value
+
+
+def put_by_identifier(resource: dict[str, Any]) -> dict[str, Any]:
+    """Conditional update on the resource's first identifier: created on the first import,
+    updated (a new version, no duplicate) on every later one."""
+    return {"method": "PUT", "url": f"{resource['resourceType']}?identifier={_token(resource['identifier'][0])}"}
+
+
+def create_once_by_identifier(resource: dict[str, Any]) -> dict[str, Any]:
+    """Create unless one with the first identifier exists (the facility's Organization: the
+    claims file knows only its code, so an existing, richer record is left alone)."""
+    rtype = resource["resourceType"]
+    return {"method": "POST", "url": rtype, "ifNoneExist": f"identifier={_token(resource['identifier'][0])}"}
+
+
+#: The identifier systems a Patient is matched by, best first.
+_PATIENT_KEYS = (systems.NATIONAL_ID, systems.INSURANCE_NUMBER, systems.PATIENT_INTERNAL_ID)
+
+
+def patient_request(resource: dict[str, Any]) -> dict[str, Any]:
+    """Create the Patient unless one exists with the personal ID (``SO_CCCD``), else the BHYT
+    card, else the facility's patient number.  Not a conditional update: a Patient the hub holds
+    from an EMR is richer than the claim, and merging is the reconciliation issue's job."""
+    by_system = {i.get("system"): i for i in resource.get("identifier", [])}
+    for system in _PATIENT_KEYS:
+        if system in by_system:
+            return {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier={_token(by_system[system])}"}
+    return {"method": "POST", "url": "Patient"}
+
+
+def replace_by_id(resource: dict[str, Any]) -> dict[str, Any]:
+    """Update-as-create on the resource's own (content-derived) id: the Binary of the original XML."""
+    return {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}
+
+
+REQUESTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {f.__name__: f for f in (
+    put_by_identifier, create_once_by_identifier, patient_request, replace_by_id,
+)}
