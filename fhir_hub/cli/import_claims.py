@@ -1,0 +1,133 @@
+"""``fhir-hub import-claims``: map claims XML envelopes (QĐ 130 / 4750 / 3176) to FHIR bundles.
+
+Each ``GIAMDINHHS`` file becomes one transaction Bundle per HOSO (:mod:`fhir_hub.mapping`).
+With ``--out DIR`` the bundles are written as ``<file stem>.hoso<N>.json`` plus one
+``<file stem>.outcome.json`` (the OperationOutcome listing every problem of the file); with
+``--base URL`` each bundle is POSTed to a running server.  Either way a table summarises HOSO
+mapped, resources by type and problems by severity; the problems themselves are printed after
+it.  The exit code is 1 when any HOSO could not be mapped or posted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+_HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json",
+            "Prefer": "return=minimal"}
+_SHOW = 50
+
+
+def import_claims(
+    files: list[Path] = typer.Argument(..., help="GIAMDINHHS envelope files (XML)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the bundles and outcomes to this folder."),
+    base: str = typer.Option(None, "--base", help="POST the bundles to this FHIR base URL."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for each POST."),
+) -> None:
+    """Map claims XML (QĐ 130 / 4750 / 3176) into one FHIR transaction Bundle per HOSO."""
+    from fhir_hub.mapping import map_file
+
+    if (out is None) == (base is None):
+        raise typer.BadParameter("give exactly one of --out DIR or --base URL")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    console = Console()
+    types: Counter[str] = Counter()
+    severities: Counter[str] = Counter()
+    lines: list[str] = []
+    hosos = mapped = posted = failed = 0
+    client = httpx.Client(timeout=timeout, headers=_HEADERS) if base is not None else None
+    columns = (TextColumn("[bold]import-claims[/]"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[name]}"), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("files", total=len(files), name="")
+            for path in files:
+                progress.update(task, name=path.name)
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    failed += 1
+                    lines.append(f"{path}: cannot read: {exc.strerror}")
+                    progress.advance(task)
+                    continue
+                result = map_file(data, path.name)
+                outcome = result.outcome()
+                for issue in outcome["issue"]:
+                    if issue["code"] != "informational":
+                        severities[issue["severity"]] += 1
+                        lines.append(f"[{issue['severity']}] {issue['diagnostics']}")
+                if result.problems and not result.hosos:
+                    failed += 1
+                for h in result.hosos:
+                    hosos += 1
+                    if h.bundle is None:
+                        failed += 1
+                        continue
+                    mapped += 1
+                    types.update(e["resource"]["resourceType"] for e in h.bundle["entry"])
+                    if out is not None:
+                        (out / f"{path.stem}.hoso{h.index}.json").write_bytes(
+                            orjson.dumps(h.bundle, option=orjson.OPT_INDENT_2))
+                    elif client is not None:
+                        if _post(client, base, h.bundle, f"{path.name}, {h.where}", lines):
+                            posted += 1
+                        else:
+                            failed += 1
+                if out is not None:
+                    (out / f"{path.stem}.outcome.json").write_bytes(orjson.dumps(outcome, option=orjson.OPT_INDENT_2))
+                progress.advance(task)
+    finally:
+        if client is not None:
+            client.close()
+    table = Table(title="fhir-hub import-claims", title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("files", str(len(files)))
+    table.add_row("HOSO read", str(hosos))
+    table.add_row("HOSO mapped", str(mapped))
+    if base is not None:
+        table.add_row("HOSO posted", str(posted))
+    table.add_row("HOSO or files failed", f"[red]{failed}[/]" if failed else "0")
+    for rtype, n in sorted(types.items()):
+        table.add_row(f"  {rtype}", str(n))
+    for severity in ("fatal", "error", "warning", "information"):
+        if severities[severity]:
+            table.add_row(f"{severity} issues", str(severities[severity]))
+    console.print(table)
+    for line in lines[:_SHOW]:
+        console.print(escape(line), highlight=False)
+    if len(lines) > _SHOW:
+        console.print(f"… and {len(lines) - _SHOW} more (see the .outcome.json files with --out)")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _post(client: httpx.Client, base: str, bundle: dict[str, object], where: str, lines: list[str]) -> bool:
+    try:
+        r = client.post(base.rstrip("/"), content=orjson.dumps(bundle))
+    except httpx.HTTPError as exc:
+        lines.append(f"[error] {where}: POST failed: {exc}")
+        return False
+    if r.status_code < 300:
+        return True
+    why = r.text[:300]
+    try:
+        why = "; ".join(i.get("diagnostics", "") for i in r.json().get("issue", [])) or why
+    except ValueError:
+        pass
+    lines.append(f"[error] {where}: the server answered {r.status_code}: {why}")
+    return False
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``import-claims`` to the CLI."""
+    app.command("import-claims")(import_claims)

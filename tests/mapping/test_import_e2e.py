@@ -1,0 +1,75 @@
+"""``fhir-hub import-claims`` end to end: the synthetic samples into a real server (uvicorn, SQLite),
+found again by identifier, and imported twice without duplicates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from typer.testing import CliRunner
+
+from fhir_hub.cli.main import app
+from fhir_hub.mapping import map_file
+from fhir_hub.mapping.systems import NATIONAL_ID, VISIT_NUMBER
+from tests.conftest import Server, fhir_client
+from tests.mapping.conftest import RECORDED, sample_files
+
+runner = CliRunner()
+
+
+def _count(srv: Server, query: str) -> int:
+    with fhir_client(srv) as c:
+        r = c.get(query, params={"_summary": "count"})
+        assert r.status_code == 200, r.text
+        return int(r.json()["total"])
+
+
+def test_a_bundle_posts_and_the_patient_is_found_by_identifier(fresh_server: Server) -> None:
+    h = map_file(sample_files()[0].read_bytes(), "sample.xml", recorded=RECORDED).hosos[0]
+    assert h.bundle is not None
+    with fhir_client(fresh_server) as c:
+        r = c.post("", content=orjson.dumps(h.bundle))
+        assert r.status_code == 200, r.text
+        assert all(e["response"]["status"].startswith("20") for e in r.json()["entry"])
+        found = c.get("Patient", params={"identifier": f"{NATIONAL_ID}|079168864770"}).json()
+        assert found["total"] == 1
+        patient = found["entry"][0]["resource"]
+        assert patient["name"][0]["text"] == "Nguyễn Thị Mẫu"
+        enc = c.get("Encounter", params={"identifier": f"{VISIT_NUMBER}|00999/00999.2025.NT.000101",
+                                         "_revinclude": "Provenance:target"}).json()
+        types = sorted(e["resource"]["resourceType"] for e in enc["entry"])
+        assert types == ["Encounter", "Provenance"]
+        assert enc["entry"][0]["resource"]["subject"]["reference"] == f"Patient/{patient['id']}"
+
+
+def test_cli_imports_twice_without_duplicates(fresh_server: Server, tmp_path: Path) -> None:
+    files = [str(p) for p in sample_files()]
+    for _ in range(2):
+        result = runner.invoke(app, ["import-claims", *files, "--base", fresh_server.base])
+        assert result.exit_code == 0, result.output
+        assert "HOSO posted" in result.output
+    assert _count(fresh_server, "Patient") == 6
+    assert _count(fresh_server, "Encounter") == 6
+    assert _count(fresh_server, "Organization") == 2
+    assert _count(fresh_server, "Observation") == 20
+    assert _count(fresh_server, "Provenance") == 6
+
+
+def test_cli_writes_bundles_and_outcomes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["import-claims", str(sample_files()[0]), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    stem = sample_files()[0].stem
+    assert names == [f"{stem}.hoso1.json", f"{stem}.hoso2.json", f"{stem}.hoso3.json", f"{stem}.outcome.json"]
+    assert orjson.loads((tmp_path / f"{stem}.hoso1.json").read_bytes())["type"] == "transaction"
+
+
+def test_cli_reports_a_bad_file_and_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(b"<GIAMDINHHS><THONGTINHOSO><SOLUONGHOSO>1</SOLUONGHOSO><DANHSACHHOSO><HOSO><FILEHOSO>"
+                    b"<LOAIHOSO>XML1</LOAIHOSO><NOIDUNGFILE>!!!</NOIDUNGFILE></FILEHOSO></HOSO></DANHSACHHOSO>"
+                    b"</THONGTINHOSO></GIAMDINHHS>")
+    result = runner.invoke(app, ["import-claims", str(bad), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "not valid base64" in " ".join(result.output.split())
+    assert runner.invoke(app, ["import-claims", str(bad)]).exit_code != 0  # neither --out nor --base
