@@ -146,6 +146,7 @@ class FhirApp:
             settings.db,
             synchronous=settings.sqlite_synchronous,
             group_commit_max=settings.group_commit_max,
+            index_batch_rows=settings.index_batch_rows,
             indexer=Indexer(),
         )
         self.hub = Hub(settings, self.store)

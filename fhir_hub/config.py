@@ -37,6 +37,10 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     #: How many queued write units the single writer may fold into one commit (group commit).
     group_commit_max: int = 64
+    #: Index rows the writer may hold back and insert as one sorted batch (0: with each write).
+    #: Searches wait for held rows, so results never miss an acknowledged write; ``serve
+    #: --workers N`` sets 0, since another process cannot see this one's held rows.
+    index_batch_rows: int = 20_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -31,6 +31,7 @@ def serve(
     settings = Settings.from_env(
         host=host, port=port, db=str(db) if db is not None else None, public_base_url=base_url,
         validate=False if no_validate else None,
+        index_batch_rows=0 if workers > 1 else None,
     )
     typer.echo(f"fhir-hub on http://{settings.host}:{settings.port}{settings.base_path} (store: {settings.db}, "
                f"{workers} worker{'s' if workers > 1 else ''})")

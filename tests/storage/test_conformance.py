@@ -16,7 +16,7 @@ import pytest
 
 from fhir_hub.search import parameters
 from fhir_hub.search.extract import Indexer
-from fhir_hub.search.query import Clause, TokenValue
+from fhir_hub.search.query import Clause, StringValue, TokenValue
 from fhir_hub.storage.port import HistoryQuery, Store, Tx
 from fhir_hub.storage.sqlite.store import SQLiteStore
 
@@ -113,6 +113,47 @@ async def test_a_failing_unit_leaves_nothing_behind(opened: Opened) -> None:
     assert keep is not None and keep.vid == 1
     assert await store.find("Patient", [token("identifier", ("urn:test", "b1"))], 10) == []
     assert len(await store.history(HistoryQuery())) == 1
+
+
+async def test_a_failing_unit_keeps_the_index_rows_it_replaced(opened: Opened) -> None:
+    store = opened.store
+    await put(store, "Patient", "keep", patient("keep", "k1"))
+
+    def replace_then_fail(tx: Tx) -> None:
+        tx.put("Patient", "keep", patient("keep", "k2"), "PUT")
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        await store.transact(replace_then_fail)
+    assert await store.find("Patient", [token("identifier", ("urn:test", "k1"))], 10) == ["keep"]
+    assert await store.find("Patient", [token("identifier", ("urn:test", "k2"))], 10) == []
+
+
+async def test_searches_inside_a_unit_see_earlier_writes(opened: Opened) -> None:
+    store = opened.store
+    await put(store, "Patient", "first", patient("first", "f1"))
+
+    await put(store, "Patient", "other", patient("other", "f1"))
+    await put(store, "Patient", "other", patient("other", "o1"))  # no longer f1
+
+    def unit(tx: Tx) -> list[list[str]]:
+        tx.put("Patient", "second", patient("second", "s1"), "POST")
+        return [tx.find("Patient", [token("identifier", ("urn:test", "f1"))], 10),
+                tx.find("Patient", [token("identifier", (None, "s1"))], 10),
+                tx.find("Patient", [token("identifier", ("urn:elsewhere", "s1"))], 10),
+                tx.find("Patient", [token("identifier", ("urn:test", "s1"), ("urn:test", "f1"))], 10),
+                tx.find("Patient", [token("identifier", ("urn:test", "s1"), ("urn:test", "f1"))], 1),
+                tx.find("Patient", [Clause("family", "string", (StringValue("sec"),))], 10)]
+
+    assert await store.transact(unit) == [["first"], ["second"], [], ["first", "second"], ["first"], ["second"]]
+
+
+async def test_every_answered_write_is_found_by_the_next_search(opened: Opened) -> None:
+    store = opened.store
+    for i in range(30):
+        await put(store, "Patient", f"p{i}", patient("x", f"id{i}"))
+        assert await store.find("Patient", [token("identifier", ("urn:test", f"id{i}"))], 10) == [f"p{i}"]
+        assert await store.count("Patient", [token("identifier", ("urn:test", None))]) == i + 1
 
 
 async def test_units_see_their_own_writes(opened: Opened) -> None:
