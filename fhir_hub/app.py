@@ -19,6 +19,7 @@ from fhir_hub.rest import everything, history, read, reindex, search, terminolog
 from fhir_hub.rest.capability import capability_statement
 from fhir_hub.rest.references import ReferenceChecker
 from fhir_hub.rest.search_parameters import Follower
+from fhir_hub.rest.validate import handle_validate
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, check_accept, dumps, outcome_response
 from fhir_hub.search.dates import instant
 from fhir_hub.search.extract import Indexer
@@ -109,6 +110,8 @@ async def _route(hub: Hub, req: Request) -> Response:
             return await reindex.handle_reindex(hub, req, None)
         if n == 2 and seg[1] == "$reindex":
             return await reindex.handle_reindex(hub, req, seg[0])
+        if n == 2 and seg[1] == "$validate":
+            return await handle_validate(hub, req, seg[0])
         if n == 2 and seg[1][0] == "$" and seg[0] in terminology.TYPES:
             return await terminology.handle(hub, req, seg[0], seg[1])
         if n == 1 and seg[0] == "_search":

@@ -11,6 +11,7 @@ from typing import Any
 
 from fhir_hub import FHIR_VERSION, __version__, definitions
 from fhir_hub.rest.terminology import CAPABILITY_OPERATIONS
+from fhir_hub.rest.validate import DEFINITION as VALIDATE
 from fhir_hub.search import extract, parameters
 
 _TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type",
@@ -71,5 +72,6 @@ def capability_statement(base_url: str, released: str) -> dict[str, Any]:
             "resource": _resources(),
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"},
                             {"code": "search-system"}],
+            "operation": [{"name": "validate", "definition": VALIDATE}],
         }],
     }

@@ -22,6 +22,7 @@ from fhir_hub import definitions
 from fhir_hub.errors import FhirError, Issue, error, precondition
 from fhir_hub.rest import patch as fhir_patch
 from fhir_hub.rest import search_parameters
+from fhir_hub.rest import validate as profile_check
 from fhir_hub.rest.references import ReferenceChecker
 from fhir_hub.rest.respond import location, prefer_return, version_headers
 from fhir_hub.rest.wire import (
@@ -99,10 +100,12 @@ def validate(resource: dict[str, Any], where: str | None = None, enabled: bool =
     """Structural R4 validation; every error becomes an issue with its FHIRPath location.
 
     ``where`` re-roots the locations, e.g. ``Bundle.entry[3].resource`` inside a transaction.
-    A SearchParameter is then checked for what search needs, validation on or off.
+    A SearchParameter is then checked for what search needs, validation on or off. A resource
+    claiming VN profiles in ``meta.profile`` must conform to them (422, ``rest/validate.py``).
     """
     if enabled:
         _validate_structure(resource, where)
+        profile_check.check_claimed(resource, where)
     if resource.get("resourceType") == "SearchParameter":
         search_parameters.check(resource, where)
 

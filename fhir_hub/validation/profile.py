@@ -822,3 +822,30 @@ def validate_resource(resource: Any, urls: list[str] | None = None, structural: 
     for u in urls:
         out.extend(validate(resource, u))
     return out
+
+
+def reroot(issue: Issue, rtype: str, where: str) -> Issue:
+    """The issue with its locations moved under ``where`` (``Bundle.entry[3].resource``)."""
+    moved = tuple(where + e[len(rtype):] if e.startswith(rtype) else f"{where}.{e}" for e in issue.expression)
+    if isinstance(issue, ProfileIssue):
+        return ProfileIssue(issue.severity, issue.code, issue.diagnostics, moved, issue.vi)
+    return Issue(issue.severity, issue.code, issue.diagnostics, moved)
+
+
+def validate_tree(resource: Any, urls: list[str] | None = None, defaults: bool = True) -> list[Issue]:
+    """:func:`validate_resource` on a resource and, for a Bundle, on each ``entry.resource`` too (each
+    against what it claims, or its default VN profiles when ``defaults``), locations under
+    ``Bundle.entry[i].resource``. ``urls`` apply to the top resource only."""
+    if urls is None and not defaults and isinstance(resource, dict) and not claimed(resource):
+        urls = []
+    out = validate_resource(resource, urls)
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+        for i, entry in enumerate(resource.get("entry") or ()):
+            inner = entry.get("resource") if isinstance(entry, dict) else None
+            if not isinstance(inner, dict) or not isinstance(inner.get("resourceType"), str):
+                continue  # the structural pass has reported it
+            wanted: list[str] | None = None if defaults or claimed(inner) else []
+            found = validate_resource(inner, wanted, structural=False)
+            rtype = inner["resourceType"]
+            out.extend(reroot(x, rtype, f"Bundle.entry[{i}].resource") for x in found)
+    return out
