@@ -1,0 +1,198 @@
+"""``fhir-hub validate``: check files against R4 and the VN Core profiles, for data stewards.
+
+Each PATH is a JSON resource, a Bundle (the Bundle, then every ``entry.resource``), an ndjson file
+(one resource a line) or a folder of them (``*.json``, ``*.ndjson``, recursively). A resource is
+checked structurally (R4) and against ``--profile`` when it is of that profile's type, else against
+the VN profiles it claims in ``meta.profile``, else against its default VN profile
+(:func:`fhir_hub.profiles.default_profiles`: by type, Encounter by class, Observation by category).
+
+Output: with ``--format table`` (the default) every issue, then a summary table; ``--format json``
+prints one JSON document (``results``: file, line, resource, OperationOutcome; ``summary``).
+Messages are in English, or Vietnamese with ``--lang vi``. A progress bar runs on stderr while more
+than one file is read. Exit code 0 when no error was found, 1 when one was, 2 when the command could
+not run (unknown profile, no file).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+_SHOW = 200
+
+
+@dataclass
+class _Result:
+    file: str
+    line: int | None
+    resource: str
+    issues: list[Any] = field(default_factory=list)
+    #: resources checked: 1, or 1 + the entries of a Bundle
+    count: int = 1
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(x for x in p.rglob("*") if x.suffix in (".json", ".ndjson") and x.is_file()))
+        else:
+            out.append(p)
+    return out
+
+
+def _label(resource: Any, fallback: str) -> str:
+    if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+        rid = resource.get("id")
+        return f"{resource['resourceType']}/{rid}" if isinstance(rid, str) else str(resource["resourceType"])
+    return fallback
+
+
+def _check(resource: Any, profile_url: str | None, profile_type: str | None) -> list[Any]:
+    from fhir_hub.validation import profile
+
+    urls = [profile_url] if profile_url and isinstance(resource, dict) and resource.get("resourceType") == profile_type \
+        else None
+    issues = profile.validate_resource(resource, urls)
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+        for i, entry in enumerate(resource.get("entry") or ()):
+            inner = entry.get("resource") if isinstance(entry, dict) else None
+            if not isinstance(inner, dict) or not isinstance(inner.get("resourceType"), str):
+                continue
+            wanted = [profile_url] if profile_url and inner["resourceType"] == profile_type else None
+            found = profile.validate_resource(inner, wanted, structural=False)
+            issues.extend(profile.reroot(x, inner["resourceType"], f"Bundle.entry[{i}].resource") for x in found)
+    return issues
+
+
+def _bad_input(message: str, vi: str) -> Any:
+    from fhir_hub.validation.profile import ProfileIssue
+
+    return ProfileIssue("error", "structure", message, (), vi)
+
+
+def _read(path: Path, profile_url: str | None, profile_type: str | None) -> Iterator[_Result]:
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        yield _Result(name, None, "-", [_bad_input(f"cannot read the file: {exc.strerror}",
+                                                   f"không đọc được tệp: {exc.strerror}")])
+        return
+    if path.suffix == ".ndjson":
+        for n, raw in enumerate(data.splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                resource = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                yield _Result(name, n, "-", [_bad_input(f"not valid JSON: {exc}", f"không phải JSON hợp lệ: {exc}")])
+                continue
+            yield _Result(name, n, _label(resource, f"line {n}"), _check(resource, profile_url, profile_type))
+        return
+    try:
+        resource = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        yield _Result(name, None, "-", [_bad_input(f"not valid JSON: {exc}", f"không phải JSON hợp lệ: {exc}")])
+        return
+    entries = resource.get("entry") if isinstance(resource, dict) and resource.get("resourceType") == "Bundle" else None
+    yield _Result(name, None, _label(resource, "-"), _check(resource, profile_url, profile_type),
+                  1 + (len(entries) if isinstance(entries, list) else 0))
+
+
+def validate(
+    paths: list[Path] = typer.Argument(..., help="JSON resources, Bundles, ndjson files or folders of them."),
+    profile_url: str = typer.Option(None, "--profile", help="Check resources of its type against this profile URL."),
+    lang: str = typer.Option("en", "--lang", help="Language of the messages: en or vi."),
+    fmt: str = typer.Option("table", "--format", help="table (issues and a summary) or json."),
+) -> None:
+    """Validate FHIR resources against R4 and the VN Core profiles (exit 1 when an error is found)."""
+    from fhir_hub import profiles
+    from fhir_hub.rest.validate import outcome
+
+    err = Console(stderr=True)
+    if lang not in ("en", "vi") or fmt not in ("table", "json"):
+        err.print("--lang is en or vi; --format is table or json")
+        raise typer.Exit(2)
+    profile_type = None
+    if profile_url:
+        sd = profiles.structure_definition(profile_url)
+        if sd is None:
+            err.print(f"unknown profile {escape(profile_url)}; known: {', '.join(profiles.profile_urls())}")
+            raise typer.Exit(2)
+        profile_type = sd["type"]
+    files = _files(paths)
+    if not files:
+        err.print("no file to validate")
+        raise typer.Exit(2)
+    results: list[_Result] = []
+    columns = (TextColumn("[bold]validate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=len(files) < 2) as progress:
+        task = progress.add_task("files", total=len(files), name="")
+        for path in files:
+            progress.update(task, name=path.name)
+            results.extend(_read(path, profile_url, profile_type))
+            progress.advance(task)
+    severities: Counter[str] = Counter(i.severity for r in results for i in r.issues)
+    resources = sum(r.count for r in results)
+    failed = sum(1 for r in results if any(i.severity in ("error", "fatal") for i in r.issues))
+    summary = {"files": len(files), "resources": resources, "with_errors": failed,
+               **{s: severities[s] for s in ("fatal", "error", "warning", "information")}}
+    if fmt == "json":
+        doc = {"results": [{"file": r.file, "line": r.line, "resource": r.resource,
+                            "outcome": outcome(r.issues, lang)} for r in results], "summary": summary}
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _print_table(results, summary, lang)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_table(results: list[_Result], summary: dict[str, int], lang: str) -> None:
+    console = Console()
+    shown = 0
+    styles = {"fatal": "bold red", "error": "red", "warning": "yellow", "information": "cyan"}
+    for r in results:
+        for i in r.issues:
+            if shown >= _SHOW:
+                break
+            shown += 1
+            where = f"{r.file}" + (f":{r.line}" if r.line else "") + f" {r.resource}"
+            vi_text: str = getattr(i, "vi", "")
+            text = vi_text if lang == "vi" and vi_text else i.diagnostics
+            at = ", ".join(i.expression)
+            console.print(f"[{styles.get(i.severity, '')}]{i.severity}[/] {escape(where)} "
+                          f"{escape(at)}: {escape(text)}", highlight=False)
+    total = sum(len(r.issues) for r in results)
+    if total > shown:
+        console.print(f"… and {total - shown} more (use --format json for all)")
+    vi = lang == "vi"
+    table = Table(title="fhir-hub validate", title_justify="left")
+    table.add_column("mục" if vi else "what")
+    table.add_column("số lượng" if vi else "count", justify="right")
+    labels = {"files": ("files", "tệp"), "resources": ("resources", "tài nguyên"),
+              "with_errors": ("with errors", "có lỗi"), "fatal": ("fatal", "nghiêm trọng"),
+              "error": ("errors", "lỗi"), "warning": ("warnings", "cảnh báo"),
+              "information": ("information", "thông tin")}
+    for key, (en, vi_label) in labels.items():
+        value = summary[key]
+        cell = f"[red]{value}[/]" if key in ("with_errors", "error", "fatal") and value else str(value)
+        table.add_row(vi_label if vi else en, cell)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``validate`` to the CLI."""
+    app.command("validate")(validate)
