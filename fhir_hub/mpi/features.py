@@ -154,9 +154,14 @@ def exact_key(text: str) -> str:
 
 
 def _part(words: list[str]) -> NamePart | None:
-    if not words:
-        return None
-    text = unicodedata.normalize("NFC", " ".join(words))
+    return _name_part(" ".join(words)) if words else None
+
+
+@lru_cache(maxsize=65536)
+def _name_part(text: str) -> NamePart:
+    """Cached: a few thousand distinct name parts cover most people, so a million persons' features
+    share their NamePart objects."""
+    text = unicodedata.normalize("NFC", text)
     return NamePart(text, exact_key(text), normalise(text))
 
 

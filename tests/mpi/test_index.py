@@ -56,3 +56,16 @@ def test_blocking_keys_survive_each_single_fault() -> None:
 def test_no_birth_year_blocks_on_the_full_name() -> None:
     keys = blocking.probabilistic_keys(extract(patient(birth=None, phone=None)))
     assert keys == ["fn:nguyen van hung"]
+
+
+def test_single_and_shared_blocks_round_trip() -> None:
+    index = CandidateIndex()
+    index.add("a", ["k"])
+    assert index.block_size("k") == 1
+    index.add("b", ["k"])
+    index.add("c", ["k"])
+    index.remove("b")
+    index.remove("c")
+    assert index.lookup(["k"]).ids == {"a"} and index.block_size("k") == 1
+    index.remove("a")
+    assert index.key_count == 0 and index.lookup(["k"]).ids == frozenset()
