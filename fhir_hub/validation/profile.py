@@ -201,6 +201,11 @@ def _vn_member(vs_url: str, system: str | None, code: str) -> tuple[bool, str | 
     return ok, display
 
 
+@lru_cache(maxsize=65536)
+def _display_ok(system: str, code: str, display: str) -> bool:
+    return terminology.validate_code(system, code, display)[0]
+
+
 @cache
 def _vs_systems(vs_url: str) -> frozenset[str]:
     vs = terminology.value_set(vs_url) or profiles.value_set(vs_url)
@@ -256,8 +261,7 @@ def _binding_checker(vs_url: str, strength: str, type_code: str) -> Callable[[An
             if ok:
                 hit = True
                 shown = c.get("display")
-                if display and isinstance(shown, str) and not terminology.validate_code(
-                        c.get("system", ""), str(c["code"]), shown)[0]:
+                if display and isinstance(shown, str) and not _display_ok(c.get("system", ""), str(c["code"]), shown):
                     _issue(out, "warning", "code-invalid", path, "display", display=shown, concept=c["code"],
                            expected=display)
         if hit:
@@ -618,7 +622,8 @@ def _compile_element(e: dict[str, Any], node: _Node) -> None:
         elif key.startswith("pattern"):
             node.checks.append(_pattern(value))
     binding = e.get("binding")
-    has_value = any(k.startswith(("fixed", "pattern")) for k in e)
+    # a fixed value, or a pattern naming the code, is the profile's own choice of concept: no binding check
+    has_value = any(k.startswith("fixed") or (k.startswith("pattern") and _names_code(v)) for k, v in e.items())
     if binding and binding.get("strength") in ("required", "extensible") and binding.get("valueSet") and not has_value:
         vs = binding["valueSet"].split("|", 1)[0]
         for code in dict.fromkeys(types):
@@ -638,6 +643,14 @@ def _compile_element(e: dict[str, Any], node: _Node) -> None:
     for c in e.get("constraint", ()):
         if not _is_r4_source(c.get("source")) and c.get("expression"):
             node.invariants.append((c, _invariant(c)))
+
+
+def _names_code(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "code" in value or any(_names_code(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_names_code(v) for v in value)
+    return False
 
 
 @cache
