@@ -137,6 +137,12 @@ def _provenance(csv_name: str, status: str, note: str) -> tuple[str, dict[str, A
 ICD_MARKS = ("†", "*")
 
 
+def _r4_provenance(note: str) -> tuple[str, dict[str, Any]]:
+    """Provenance of what comes from the official R4 package (verified: it is the standard)."""
+    text = f"{note} Source: shared/fhir-r4 (definitions, examples); status: verified."
+    return text, {"tag": [{"system": STATUS_TAG, "code": "verified", "display": "source verified (FHIR R4 4.0.1)"}]}
+
+
 def icd10_parent(code: str, codes: set[str]) -> str | None:
     """The nearest shorter code in ``codes`` that ``code`` refines (``E11.9`` -> ``E11``, ``M01.00*``
     -> ``M01.0*``, ``A17.0†`` -> ``A17``), or ``None`` for a three-character category.
@@ -290,12 +296,60 @@ def _concept_map(cid: str, title: str, csv_name: str, status: str, group: dict[s
             "targetCanonical": group["target"].replace("/CodeSystem/", "/ValueSet/")}
 
 
-def build(code_lists_dir: Path) -> dict[str, bytes]:
-    """File name -> JSON bytes of every resource, from the CSVs in ``code_lists_dir``."""
+LOINC = "http://loinc.org"
+
+
+def _loinc_codings(node: Any, found: dict[str, str]) -> None:
+    """Collect LOINC ``code -> display`` from Codings and ValueSet ``compose.include`` concepts;
+    the first display met wins, and a later one fills a code first met without."""
+    if isinstance(node, dict):
+        if node.get("system") == LOINC:
+            pairs = [(node.get("code"), node.get("display"))]
+            pairs += [(c.get("code"), c.get("display")) for c in node.get("concept", ()) if isinstance(c, dict)]
+            for code, display in pairs:
+                if isinstance(code, str) and code and (not found.get(code)):
+                    found[code] = display if isinstance(display, str) else ""
+        for value in node.values():
+            _loinc_codings(value, found)
+    elif isinstance(node, list):
+        for item in node:
+            _loinc_codings(item, found)
+
+
+def loinc_fragment(r4_dir: Path) -> dict[str, Any]:
+    """The LOINC codes R4 itself shows, as a ``fragment`` CodeSystem: the definitions first (their
+    ValueSets carry LOINC's displays), then the official examples. Enough for ``$lookup`` and
+    display checks on the codes vital signs, labs and the R4 examples use; any other LOINC code
+    is "not in the fragment held", never "invalid"."""
+    found: dict[str, str] = {}
+    for folder in (r4_dir / "definitions", r4_dir / "examples"):
+        for path in sorted(folder.glob("*.json")):
+            if path.name != "fhir.schema.json":
+                _loinc_codings(orjson.loads(path.read_bytes()), found)
+    concepts = [{"code": code, "display": nfc(found[code])} for code in sorted(found) if found[code]]
+    description, meta = _r4_provenance("The LOINC codes that the FHIR R4 definitions and official examples use, "
+                                       "with the display they show (the definitions' first).")
+    return {
+        "resourceType": "CodeSystem", "id": "loinc-r4-fragment", "meta": meta, "url": LOINC, "name": "LoincR4Fragment",
+        "title": "LOINC codes shown in FHIR R4 (fragment)", "status": "active", "experimental": False,
+        "date": DATE, "publisher": "fhir-hub", "caseSensitive": True, "content": "fragment",
+        "description": description,
+        "copyright": "This material contains content from LOINC (http://loinc.org). LOINC is copyright Regenstrief "
+                     "Institute, Inc. and the LOINC Committee, and is available at no cost under the license at "
+                     "http://loinc.org/license.",
+        "count": len(concepts), "concept": concepts,
+    }
+
+
+def build(code_lists_dir: Path, r4_dir: Path | None = None) -> dict[str, bytes]:
+    """File name -> JSON bytes of every resource, from the CSVs in ``code_lists_dir`` (and the
+    LOINC fragment from the R4 folder, by default beside it)."""
+    r4_dir = r4_dir or code_lists_dir.parent.parent / "fhir-r4"
     resources = [code_system(spec, read_rows(code_lists_dir / spec.csv)) for spec in CODE_LISTS]
     resources += [value_set(spec, cs) for spec, cs in zip(CODE_LISTS, resources, strict=True)]
     resources.append(province_map(read_rows(code_lists_dir / "province_mapping_pre2025_to_2025.csv")))
     resources.append(ward_map(read_rows(code_lists_dir / "ward_mapping_pre2025_to_2025.csv")))
+    resources.append(loinc_fragment(r4_dir))
     return {f"{r['resourceType']}-{r['id']}.json": orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in resources}
 
 

@@ -405,12 +405,31 @@ for _op in OPERATIONS.values():
     CAPABILITY_OPERATIONS.setdefault(_op.rtype, []).append({"name": _op.name, "definition": _op.definition})
 
 
-async def handle(hub: Any, req: Request, rtype: str, segment: str) -> Response:
-    """``GET`` or ``POST [base]/[rtype]/$[operation]``."""
-    spec = OPERATIONS.get((rtype, segment[1:]))
+#: R4 defines ``$lookup`` on CodeSystem only, yet R4's own transaction example
+#: (``Bundle-bundle-transaction``) posts to ``ValueSet/$lookup``: that path answers as
+#: ``CodeSystem/$lookup`` (README, deviations). It is not listed in the CapabilityStatement.
+_ALIASES = {("ValueSet", "lookup"): ("CodeSystem", "lookup")}
+
+
+def operation(rtype: str, segment: str) -> Operation:
+    """The operation ``[rtype]/$[name]``, or a 404 naming what this server has."""
+    key = (rtype, segment[1:])
+    spec = OPERATIONS.get(_ALIASES.get(key, key))
     if spec is None:
         raise not_found(f"no operation {segment} on {rtype} (this server has "
                         f"{', '.join('$' + n for t, n in OPERATIONS if t == rtype)})")
+    return spec
+
+
+def invoke(req: Request, rtype: str, segment: str) -> dict[str, Any]:
+    """Run an operation where blocking is fine (inside a bundle, on the writer)."""
+    spec = operation(rtype, segment)
+    return spec.answer(parse(req, spec))
+
+
+async def handle(hub: Any, req: Request, rtype: str, segment: str) -> Response:
+    """``GET`` or ``POST [base]/[rtype]/$[operation]``."""
+    spec = operation(rtype, segment)
     args = parse(req, spec)
     answer = await asyncio.to_thread(spec.answer, args)
     return Response(200, dumps(answer, pretty(req)), [CONTENT_TYPE_HEADER])

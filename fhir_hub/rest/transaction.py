@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import orjson
 
 from fhir_hub import definitions
 from fhir_hub.errors import FhirError, error, precondition
-from fhir_hub.rest import write
+from fhir_hub.rest import terminology, write
 from fhir_hub.rest.references import (
     ReferenceChecker,
     path_of,
@@ -39,7 +40,7 @@ from fhir_hub.search.parse import Conditions, conditions
 from fhir_hub.storage.port import Indexer, IndexRow, StoredVersion, Tx
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
 
 
 @dataclass(slots=True)
@@ -57,6 +58,9 @@ class Entry:
     full_url: str | None = None
     if_none_exist: Conditions | None = None
     if_match: int | None = None
+    #: A GET entry's ``ifNoneMatch`` version and ``ifModifiedSince`` (seconds since the epoch).
+    if_none_match: int | None = None
+    if_modified_since: int | None = None
     #: ``("json", ops)`` or ``("fhirpath", Parameters)`` for PATCH entries.
     patch: tuple[str, Any] | None = None
     #: Filled while resolving: the id a POST found through ``ifNoneExist`` (no write then).
@@ -74,6 +78,9 @@ class Entry:
     #: For GET/HEAD entries: the URL's path segments and query.
     segments: Sequence[str] = ()
     query: Sequence[tuple[str, str]] = ()
+    #: An operation call (``POST ValueSet/$expand``): its HTTP method and body. It runs with the
+    #: reads, after every write (``method`` is "GET" for the order), and writes nothing.
+    operation: tuple[str, bytes] | None = None
 
     def load(self) -> dict[str, Any] | None:
         if self.resource is None and self.packed is not None:
@@ -175,6 +182,13 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool 
     if not segments:
         raise FhirError(400, error("invalid", f"request.url {url!r} names no resource type", f"{where}.request.url"))
     rtype = segments[0]
+    if segments[-1].startswith("$"):
+        if method not in ("GET", "POST"):
+            raise FhirError(400, error("invalid", f"an operation is called with GET or POST, not {method}",
+                                       f"{where}.request.method"))
+        resource = raw.get("resource")
+        body = b"" if resource is None else orjson.dumps(resource)
+        return Entry(index, "GET", rtype, segments=segments, query=query, operation=(method, body))
     if method != "GET" and method != "HEAD":
         write.check_type(rtype)
     entry = Entry(index, method, rtype, full_url=raw.get("fullUrl"))
@@ -186,6 +200,10 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool 
         entry.vid = segments[3]
     if method in ("GET", "HEAD"):
         entry.segments, entry.query = segments, query
+        if request.get("ifNoneMatch") is not None:
+            entry.if_none_match = write.etag_version(str(request["ifNoneMatch"]), f"{where}.request.ifNoneMatch")
+        if request.get("ifModifiedSince") is not None:
+            entry.if_modified_since = _instant_seconds(request["ifModifiedSince"], f"{where}.request.ifModifiedSince")
         return entry
     if len(segments) > 2 or (len(segments) == 2 and method == "POST"):
         raise FhirError(400, error("invalid", f"request.url {url!r} does not fit {method}", f"{where}.request.url"))
@@ -233,6 +251,17 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool 
         for holder, ref in swapped:
             holder["reference"] = ref
     return entry
+
+
+def _instant_seconds(raw: Any, where: str) -> int:
+    """A FHIR ``instant`` (``Bundle.entry.request.ifModifiedSince``) as whole seconds since the epoch."""
+    try:
+        moment = dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise FhirError(400, error("invalid", f"{raw!r} is not an instant with a time zone", where))
+    return int(moment.timestamp())
 
 
 def _bad_bundle(detail: str, *expression: str) -> FhirError:
@@ -411,7 +440,30 @@ def _response(status: int, v: StoredVersion | None, with_body: bool) -> dict[str
     return out
 
 
+def _operation_entry(e: Entry, base_url: str) -> dict[str, Any]:
+    """Answer an operation entry; only the terminology operations (which read no stored state)
+    can run inside a bundle."""
+    assert e.operation is not None
+    method, body = e.operation
+    segments = list(e.segments)
+    if len(segments) != 2 or segments[0] not in terminology.TYPES:
+        raise FhirError(400, error("not-supported", f"{e.where}: operation {'/'.join(segments)} cannot run inside a "
+                                   "bundle (only the terminology operations can)", f"{e.where}.request.url"))
+    req = Request(method, segments, list(e.query), {"content-type": "application/fhir+json"}, body, base_url)
+    answer = terminology.invoke(req, segments[0], segments[1])
+    return {"resource": answer, "response": {"status": "200 OK"}}
+
+
+def _not_modified(e: Entry, v: StoredVersion) -> bool:
+    """The entry's ``ifNoneMatch`` / ``ifModifiedSince`` (http.html#cread) say the client has it."""
+    if e.if_none_match is not None:
+        return e.if_none_match == v.vid
+    return e.if_modified_since is not None and v.ts // 1_000_000 <= e.if_modified_since
+
+
 def _read_entry(tx: Tx, e: Entry, base_url: str) -> dict[str, Any]:
+    if e.operation is not None:
+        return _operation_entry(e, base_url)
     segments, query = e.segments, e.query
     if len(segments) == 1:
         write.check_type(e.rtype)
@@ -435,6 +487,8 @@ def _read_entry(tx: Tx, e: Entry, base_url: str) -> dict[str, Any]:
         raise FhirError(404, error("not-found", f"{e.where}: {'/'.join(segments)} is not known"))
     if v.body is None:
         raise FhirError(410, error("deleted", f"{e.where}: {'/'.join(segments)} was deleted"))
+    if len(segments) == 2 and _not_modified(e, v):
+        return _response(304, v, False)
     out = _response(200, v, True)
     if e.method == "HEAD":
         out.pop("resource", None)

@@ -178,3 +178,49 @@ def test_bundle_errors(client: httpx.Client) -> None:
     assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["Bundle.entry[0].request"]
     empty = client.post("", json=bundle("transaction", []))
     assert empty.status_code == 200 and "entry" not in empty.json()
+
+
+def test_conditional_reads_inside_a_transaction(client: httpx.Client) -> None:
+    rid = f"cr-{uuid.uuid4().hex[:8]}"
+    assert client.put(f"/Patient/{rid}", json={"resourceType": "Patient", "id": rid}).status_code == 201
+    reads = [
+        {"request": {"method": "GET", "url": f"Patient/{rid}", "ifNoneMatch": 'W/"1"'}},
+        {"request": {"method": "GET", "url": f"Patient/{rid}", "ifNoneMatch": 'W/"7"'}},
+        {"request": {"method": "GET", "url": f"Patient/{rid}", "ifModifiedSince": "2999-01-01T00:00:00Z"}},
+        {"request": {"method": "GET", "url": f"Patient/{rid}", "ifModifiedSince": "2015-08-31T08:14:33+10:00"}},
+    ]
+    r = client.post("", json=bundle("transaction", reads))
+    assert r.status_code == 200, r.text
+    statuses = [e["response"]["status"] for e in r.json()["entry"]]
+    assert statuses == ["304 Not Modified", "200 OK", "304 Not Modified", "200 OK"]
+    assert "resource" not in r.json()["entry"][0] and r.json()["entry"][1]["resource"]["id"] == rid
+    bad = client.post("", json=bundle("transaction", [
+        {"request": {"method": "GET", "url": f"Patient/{rid}", "ifModifiedSince": "last tuesday"}}]))
+    assert bad.status_code == 400 and "ifModifiedSince" in bad.text
+
+
+def test_terminology_operations_run_inside_batch_and_transaction(client: httpx.Client) -> None:
+    lookup = {"resourceType": "Parameters", "parameter": [
+        {"name": "coding", "valueCoding": {"system": "http://loinc.org", "code": "8867-4"}}]}
+    entries = [
+        {"resource": lookup, "request": {"method": "POST", "url": "CodeSystem/$lookup"}},
+        {"request": {"method": "GET", "url": "CodeSystem/$lookup?system=http://loinc.org&code=29463-7"}},
+        {"resource": lookup, "request": {"method": "POST", "url": "ValueSet/$lookup"}},  # R4's example path
+    ]
+    for kind in ("transaction", "batch"):
+        r = client.post("", json=bundle(kind, entries))
+        assert r.status_code == 200, r.text
+        answers = r.json()["entry"]
+        assert [e["response"]["status"] for e in answers] == ["200 OK"] * 3
+        displays = [next(p["valueString"] for p in e["resource"]["parameter"] if p["name"] == "display")
+                    for e in answers]
+        assert displays[0] == displays[2] and "heart rate" in displays[0].lower()
+        assert "weight" in displays[1].lower()
+    refused = [{"request": {"method": "POST", "url": "Patient/$reindex"}},
+               {"request": {"method": "DELETE", "url": "CodeSystem/$lookup"}},
+               {"request": {"method": "GET", "url": "CodeSystem/$lookup?system=urn:none&code=x"}}]
+    r = client.post("", json=bundle("batch", refused))
+    assert [e["response"]["status"] for e in r.json()["entry"]] == ["400", "400", "404"]
+    assert "cannot run inside a bundle" in r.text
+    r = client.post("", json=bundle("transaction", refused[2:]))
+    assert r.status_code == 404 and "urn:none" in r.text

@@ -36,8 +36,9 @@ def shipped(name: str) -> dict[str, Any]:
 
 def test_every_code_system_has_its_all_codes_value_set() -> None:
     cat = terminology.catalogue.catalogue()
-    assert len(cat.value_sets) == len(cat.code_systems) == 12
-    for cs in cat.code_systems.values():
+    lists = [cs for cs in cat.code_systems.values() if cs.url != "http://loinc.org"]  # R4's LOINC: no value set
+    assert len(cat.value_sets) == len(lists) == 12
+    for cs in lists:
         valueset = cat.value_sets[cs.resource["valueSet"]]
         assert valueset["compose"] == {"include": [{"system": cs.url, **({"version": cs.resource["version"]}
                                                                            if "version" in cs.resource else {})}]}

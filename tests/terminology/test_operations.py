@@ -72,7 +72,7 @@ def test_provenance_is_recorded_the_same_way_everywhere() -> None:
         tag = res["meta"]["tag"][0]
         assert tag["system"] == "urn:fhir-hub:source-status"
         assert tag["code"] in ("verified", "secondary", "unverified")
-        assert "Source: shared/vn/code-lists/" in res["description"]
+        assert "Source: shared/vn/code-lists/" in res["description"] or "Source: shared/fhir-r4 " in res["description"]
         assert res["description"].endswith(f"status: {tag['code']}.")
     assert cat.code_systems[ICD].resource["meta"]["tag"][0]["code"] == "secondary"
     assert cat.code_systems[CS + "vn-bhyt-benefit-level"].resource["meta"]["tag"][0]["code"] == "unverified"
