@@ -8,6 +8,7 @@ returns a :class:`Response`; a :class:`FhirError` anywhere becomes its Operation
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import Any
@@ -160,6 +161,10 @@ class FhirApp:
     async def startup(self) -> None:
         if not self._opened:
             structure.warm_up()  # compile the validators before the first request, not during it
+            # the compiled definitions live as long as the process: moved out of the collector's
+            # generations, a full collection no longer walks their million-odd objects
+            gc.collect()
+            gc.freeze()
             await self.store.open()
             self._opened = True
             custom = await self.hub.search_parameters.load()
