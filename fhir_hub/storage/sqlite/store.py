@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
 from typing import Any, TypeVar
 
 import orjson
@@ -81,11 +82,31 @@ def _history_sql(q: HistoryQuery, select: str) -> tuple[str, list[Any]]:
     return sql, args
 
 
-_INSERT_VERSION = "INSERT INTO version (seq, rtype, rid, vid, ts, method, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_VERSION = "INSERT INTO version (seq, rtype, rid, vid, ts, method, body) VALUES {rows}"
 _UPSERT_CURRENT = (
-    "INSERT INTO current (rtype, rid, rk, seq, vid, deleted) VALUES (?, ?, ?, ?, ?, ?) "
+    "INSERT INTO current (rtype, rid, rk, seq, vid, deleted) VALUES {rows} "
     "ON CONFLICT (rtype, rid) DO UPDATE SET seq = excluded.seq, vid = excluded.vid, deleted = excluded.deleted"
 )
+#: Rows per multi-row statement (and the smaller sizes a remainder is cut into): one statement
+#: is one trip into SQLite. ``executemany`` makes a trip per row, and each trip gives up the GIL
+#: and must win it back from the event loop: a bundle's 150 trips cost more than its SQL.
+_CHUNKS = (64, 16, 4, 1)
+
+
+@cache
+def _many(template: str, width: int, count: int) -> str:
+    one = "(" + ", ".join("?" * width) + ")"
+    return template.format(rows=", ".join([one] * count))
+
+
+def _insert_many(conn: sqlite3.Connection, template: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Run ``template`` over ``rows`` with a few multi-row statements (statements are cached)."""
+    i = 0
+    width = len(rows[0])
+    for size in _CHUNKS:
+        while len(rows) - i >= size:
+            conn.execute(_many(template, width, size), [v for row in rows[i:i + size] for v in row])
+            i += size
 
 
 def _index_statements() -> dict[str, tuple[str, str]]:
@@ -94,7 +115,7 @@ def _index_statements() -> dict[str, tuple[str, str]]:
         names = ("pid", *cols, "rk")
         picks = ", ".join(f"j.value ->> {i}" for i in range(len(names)))
         out[kind] = (f"INSERT OR IGNORE INTO idx_{kind} ({', '.join(names)}) SELECT {picks} FROM json_each(?) j",
-                     f"DELETE FROM idx_{kind} WHERE rk = ?")
+                     f"DELETE FROM idx_{kind} WHERE rk IN ({{rows}})")
     return out
 
 
@@ -272,13 +293,13 @@ class _Tx:
     def flush(self) -> None:
         conn = self._conn
         if self._versions:
-            conn.executemany(_INSERT_VERSION, self._versions)
-            conn.executemany(_UPSERT_CURRENT, self._current)
+            _insert_many(conn, _INSERT_VERSION, self._versions)
+            _insert_many(conn, _UPSERT_CURRENT, self._current)
             self._versions.clear()
             self._current.clear()
         if self._stale:
             for _insert, delete in _INDEX_SQL.values():
-                conn.executemany(delete, self._stale)
+                _insert_many(conn, delete, self._stale)
             self._stale.clear()
         if self._held.count > _HELD_CAP * self._batch_rows:  # a big bundle: bound the memory held
             self.write_held()
