@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 
 from fhir_hub import definitions
 from fhir_hub.errors import FhirError, error
-from fhir_hub.search import dates, parameters, ucum
+from fhir_hub.search import dates, parameters, terminology, ucum
 from fhir_hub.search.parameters import SearchParam
 from fhir_hub.search.query import (
     AnyOf,
@@ -56,7 +56,7 @@ _MODIFIERS = {
     "composite": {"missing"},
     "special": {"missing"},
 }
-#: Modifiers that need the terminology service (issue 4): a clear 400 until it lands.
+#: Token modifiers answered through the terminology service (``search/terminology.py``).
 _TERMINOLOGY = {"in", "not-in", "above", "below"}
 #: Result parameters (search.html#return) and the transport ones every interaction accepts.
 _RESULT = {"_sort", "_count", "_include", "_revinclude", "_total", "_summary", "_elements", "_contained",
@@ -172,6 +172,19 @@ def _token(raw: str, where: str) -> TokenValue:
     if not system and not code:
         raise _bad("empty token value", where)
     return TokenValue(system, code or None)
+
+
+def _terminology_clause(sp: SearchParam, modifier: str, raw: str, where: str) -> Clause:
+    """``:in``/``:not-in`` (comma-separated ValueSet URLs) and ``:below``/``:above``
+    (``system|code`` values) as the token values they stand for (``search/terminology.py``)."""
+    parts = [_unescape(p) for p in _split(raw, ",")]
+    if not all(parts):
+        raise _bad(f":{modifier} takes a comma-separated list of non-empty values", where)
+    if modifier in ("in", "not-in"):
+        values = [v for url in parts for v in terminology.codes_in(url, where)]
+    else:
+        values = [v for part in _split(raw, ",") for v in terminology.subsumed(_token(part, where), modifier, where)]
+    return Clause(sp.code, "token", tuple(dict.fromkeys(values)), "not" if modifier == "not-in" else None)
 
 
 def _of_type(raw: str, where: str) -> OfTypeValue:
@@ -312,9 +325,11 @@ class _Parser:
             type_modifier, modifier = modifier, None
         if modifier is not None and modifier not in _MODIFIERS.get(sp.type, ()):
             raise _bad(f"modifier :{modifier} does not apply to {sp.type} parameter {sp.code}", where)
+        if modifier in _TERMINOLOGY and sp.type == "token":
+            return _terminology_clause(sp, modifier, raw, where)
         if modifier in _TERMINOLOGY and sp.type != "uri":
-            raise FhirError(400, error(
-                "not-supported", f"modifier :{modifier} needs the terminology service, not available yet", where))
+            raise FhirError(400, error("not-supported", f"modifier :{modifier} is not supported on reference "
+                                       f"parameter {sp.code}", where))
         if modifier == "missing":
             if raw not in ("true", "false"):
                 raise _bad(":missing takes true or false", where)

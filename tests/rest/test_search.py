@@ -180,7 +180,7 @@ def test_unknown_parameters_lenient_and_strict(client: httpx.Client) -> None:
 
 def test_refused_queries_are_400_naming_the_parameter(client: httpx.Client) -> None:
     for query, where in [("/Patient?birthdate=notadate", "birthdate"), ("/Observation?value-quantity=abc", "value"),
-                         ("/Observation?code:in=http://x/vs", "code"), ("/Patient?gender:exact=male", "gender"),
+                         ("/Observation?code:in=http://x/vs", "http://x/vs"), ("/Patient?gender:exact=male", "gender"),
                          ("/Patient?_contained=true", "_contained"), ("/Patient?_count=x", "_count"),
                          ("/Observation?subject.name=x", "subject"),
                          ("/Patient?_include=Observation:nope", "_include"), ("/Patient?_has:Nope:x:y=1", "_has")]:
@@ -308,3 +308,31 @@ def test_last_updated_is_the_servers_time_whatever_meta_the_client_sent(client: 
     two = r.json()["entry"][0]["response"]["location"].rsplit("/_history", 1)[0]
     assert ids(search(client, f"/Patient?identifier={tag}&_lastUpdated=ge2020-01-01")) == {one, two}
     assert ids(search(client, f"/Patient?identifier={tag}&_lastUpdated=lt2000")) == set()
+
+
+def test_terminology_modifiers_find_the_codes_they_stand_for(client: httpx.Client) -> None:
+    icd = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-icd10"
+    kcb = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-qd130-ma-loai-kcb"
+    tag = uniq()
+    pat = make(client, {"resourceType": "Patient", "identifier": [{"system": NID, "value": tag}]})
+
+    def condition(code: str) -> str:
+        return make(client, {"resourceType": "Condition", "subject": {"reference": pat},
+                             "code": {"coding": [{"system": icd, "code": code}]}})
+
+    e11, e119, e112, i10 = condition("E11"), condition("E11.9"), condition("E11.2"), condition("I10")
+    within = f"/Condition?subject={pat}&code"
+    assert ids(search(client, f"{within}:below={icd}|E11")) == {e11, e119, e112}
+    assert ids(search(client, f"{within}:above={icd}|E11.9")) == {e11, e119}
+    assert ids(search(client, f"{within}:below={icd}|I10")) == {i10}
+    visit = make(client, {"resourceType": "Encounter", "status": "finished", "subject": {"reference": pat},
+                          "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                          "type": [{"coding": [{"system": kcb, "code": "01"}]}]})
+    other = make(client, {"resourceType": "Encounter", "status": "finished", "subject": {"reference": pat},
+                          "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                          "type": [{"coding": [{"system": "urn:other", "code": "01"}]}]})
+    vs = "http://fhir.ehealth.gov.vn/core/ValueSet/vn-qd130-ma-loai-kcb"
+    assert ids(search(client, f"/Encounter?subject={pat}&type:in={vs}")) == {visit}
+    assert ids(search(client, f"/Encounter?subject={pat}&type:not-in={vs}")) == {other}
+    r = client.get("/Condition?code:in=http://fhir.ehealth.gov.vn/core/ValueSet/vn-icd10")
+    assert r.status_code == 400 and r.json()["issue"][0]["code"] == "too-costly"
