@@ -154,7 +154,7 @@ _CHECKPOINT_PAGES = 8192
 
 
 class _IndexBuffer:
-    """Index rows the writer holds back, by resource key, to insert them as one sorted batch.
+    """Index rows the writer holds back, by resource key, to insert them as one batch.
 
     Inserting a group's rows as they come puts each on a random page of a large B-tree, and the
     commit then writes every page it touched to the WAL; held back over many groups and inserted
