@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -48,6 +49,8 @@ class Hub:
         self.store = store
         self.search_parameters = Follower(store)
         self.started = instant(time.time_ns() // 1000)
+        #: ``rest.security`` of the CapabilityStatement for a base URL, when authorization is on.
+        self.security: Callable[[str], dict[str, Any]] | None = None
 
     def refs(self, tx: Tx, base_url: str) -> ReferenceChecker:
         if self.settings.enforce_references:
@@ -82,8 +85,9 @@ async def _route(hub: Hub, req: Request) -> Response:
         if n == 4 and seg[2] == "_history":
             return await read.handle_vread(hub, req, seg[0], seg[1], seg[3])
         if n == 1 and seg[0] == "metadata":
-            return Response(200, dumps(capability_statement(req.base_url, hub.started), req.param("_pretty") == "true"),
-                            _JSON_HEADERS)
+            security = hub.security(req.base_url) if hub.security is not None else None
+            return Response(200, dumps(capability_statement(req.base_url, hub.started, security),
+                                       req.param("_pretty") == "true"), _JSON_HEADERS)
         if n == 1 and seg[0] == "_history":
             return await history.handle_history(hub, req)
         if n == 2 and seg[1] == "_history":
@@ -157,6 +161,12 @@ class FhirApp:
         self._base = settings.base_path.rstrip("/")
         self._opened = False
         self._sample = sample_patients
+        self.auth: Any = None
+        if settings.auth == "smart":
+            from fhir_hub.auth import Auth  # imported only when on: auth off loads no JOSE code
+
+            self.auth = Auth(settings)
+            self.hub.security = self.auth.security
 
     async def startup(self) -> None:
         if not self._opened:
@@ -166,6 +176,8 @@ class FhirApp:
             gc.collect()
             gc.freeze()
             await self.store.open()
+            if self.auth is not None:
+                self.auth.open()  # its tables live in the store's file, which now exists
             self._opened = True
             custom = await self.hub.search_parameters.load()
             if custom:
@@ -180,6 +192,8 @@ class FhirApp:
 
     async def shutdown(self) -> None:
         if self._opened:
+            if self.auth is not None:
+                self.auth.close()
             await self.store.close()
             self._opened = False
 
@@ -213,12 +227,17 @@ class FhirApp:
         try:
             if path == "/health":
                 response = Response(200, b'{"status":"ok"}', [(b"content-type", b"application/json")])
+            elif self.auth is not None and self.auth.handles(path):
+                response = await self.auth.endpoint(method, path, headers, scope["query_string"].decode("latin-1"),
+                                                    await self._body(headers, receive), self._base_url(scope, headers))
             elif path == self._base or path.startswith(self._base + "/"):
                 raw_query = scope["query_string"].decode("latin-1")
                 query = parse_qsl(raw_query, keep_blank_values=True) if raw_query else []
                 pretty = ("_pretty", "true") in query
                 req = Request(method, [s for s in path[len(self._base):].split("/") if s], query, headers,
                               await self._body(headers, receive), self._base_url(scope, headers), raw_query)
+                if self.auth is not None:  # the one enforcement point (fhir_hub/auth/enforce.py)
+                    req = await self.auth.enforce(self.hub, req)
                 response = await dispatch(self.hub, req)
             else:
                 raise FhirError(404, error("not-found", f"nothing at {path}; the FHIR API is at {self._base}"))

@@ -15,7 +15,8 @@ from typing import Any
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
-    #: SQLite file of the embedded store (``:memory:`` is not supported: readers need a shared file).
+    #: SQLite file of the embedded store (``:memory:`` is not supported: readers need a shared file),
+    #: or a ``postgresql://`` URL for the PostgreSQL store (``storage/select.py``).
     db: str = "fhir-hub.db"
     #: Path prefix of the FHIR REST API.
     base_path: str = "/fhir"
@@ -41,6 +42,13 @@ class Settings:
     #: Searches wait for held rows, so results never miss an acknowledged write; ``serve
     #: --workers N`` sets 0, since another process cannot see this one's held rows.
     index_batch_rows: int = 20_000
+    #: ``off``: the server runs open; ``smart``: SMART on FHIR authorization server and every FHIR
+    #: request needs a token (``fhir_hub/auth``).
+    auth: str = "off"
+
+    def __post_init__(self) -> None:
+        if self.auth not in ("off", "smart"):  # a typo must not leave the server open
+            raise ValueError(f"FHIR_HUB_AUTH: expected off or smart, got {self.auth!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -55,8 +55,9 @@ def _resources() -> list[dict[str, Any]]:
 parameters.on_change(_resources.cache_clear)  # custom SearchParameters are listed once registered
 
 
-def capability_statement(base_url: str, released: str) -> dict[str, Any]:
-    return {
+def capability_statement(base_url: str, released: str, security: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``security``: the ``rest.security`` element when authorization is on (``fhir_hub.auth``)."""
+    statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": released,
@@ -75,3 +76,6 @@ def capability_statement(base_url: str, released: str) -> dict[str, Any]:
             "operation": [{"name": "validate", "definition": VALIDATE}],
         }],
     }
+    if security is not None:
+        statement["rest"][0]["security"] = security
+    return statement

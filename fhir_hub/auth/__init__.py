@@ -1,0 +1,83 @@
+"""SMART on FHIR: the authorization server and the enforcement point, on when ``FHIR_HUB_AUTH=smart``.
+
+* ``scopes.py``: SMART v1/v2 scope parsing (pure);
+* ``storage.py``: the ``auth_*`` tables in the store's SQLite file (clients, users, codes,
+  refresh tokens, revocations, signing keys);
+* ``keys.py``: signing keys and the JWTs the server signs;
+* ``server.py``: ``.well-known/smart-configuration`` and the ``/auth/*`` endpoints;
+* ``pages.py``: the login and consent pages (Vietnamese, English);
+* ``enforce.py``: the check every FHIR request passes before dispatch.
+
+With auth off (the default) none of this is imported and the server runs open.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_hub.auth.enforce import Enforcer
+from fhir_hub.auth.keys import Keys
+from fhir_hub.auth.server import AuthServer, auth_base
+from fhir_hub.auth.storage import AuthStore
+from fhir_hub.config import Settings
+from fhir_hub.rest.wire import Request, Response
+
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+class Auth:
+    """The authorization server and the enforcement point over one store file."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.base_path = settings.base_path.rstrip("/")
+        self._store: AuthStore | None = None
+        self._server: AuthServer | None = None
+        self._enforcer: Enforcer | None = None
+
+    def open(self) -> None:
+        """Open the tables (after the FHIR store created the file) and load or make the signing key."""
+        if self._store is None:
+            self._store = AuthStore(self.settings.db)
+            keys = Keys(self._store)
+            revoked: set[str] = set()
+            self._server = AuthServer(self._store, keys, self.base_path, revoked)
+            self._enforcer = Enforcer(self._store, keys, self.base_path, revoked)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = self._server = self._enforcer = None
+
+    def handles(self, path: str) -> bool:
+        return path.startswith("/auth/") or path == f"{self.base_path}/.well-known/smart-configuration"
+
+    async def endpoint(self, method: str, path: str, headers: dict[str, str], raw_query: str, body: bytes,
+                       fhir_base: str) -> Response:
+        assert self._server is not None, "Auth.open() first"
+        return await self._server.handle(method, path, headers, raw_query, body, fhir_base)
+
+    async def enforce(self, hub: Any, req: Request) -> Request:
+        assert self._enforcer is not None, "Auth.open() first"
+        return await self._enforcer.check(hub, req)
+
+    def security(self, fhir_base: str) -> dict[str, Any]:
+        """The CapabilityStatement's ``rest.security`` (SMART App Launch, conformance)."""
+        base = auth_base(fhir_base, self.base_path)
+        return {
+            "cors": False,
+            "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                     "code": "SMART-on-FHIR"}],
+                         "text": "OAuth2 with the SMART App Launch 2.2 profile"}],
+            "extension": [{"url": OAUTH_URIS, "extension": [
+                {"url": "authorize", "valueUri": f"{base}/authorize"},
+                {"url": "token", "valueUri": f"{base}/token"},
+                {"url": "introspect", "valueUri": f"{base}/introspect"},
+                {"url": "revoke", "valueUri": f"{base}/revoke"},
+            ]}],
+            "description": "Every interaction but /metadata needs a Bearer access token from this server's "
+                           f"authorization server; see {fhir_base}/.well-known/smart-configuration.",
+        }
+
+
+__all__ = ["Auth"]

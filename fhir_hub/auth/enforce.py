@@ -1,0 +1,358 @@
+"""The one enforcement point: every FHIR request passes :meth:`Enforcer.check` before dispatch.
+
+It fails closed. A request it cannot classify is refused; so is anything this slice cannot
+restrict properly under a patient's token. In order:
+
+1. **The token**: ``Authorization: Bearer`` with an access token (``typ`` ``at+jwt``) signed by
+   one of our keys with RS256 (so never ``alg=none``), not expired, not revoked, ``iss`` our
+   authorization server and ``aud`` this FHIR base. Otherwise 401 with an OperationOutcome and
+   ``WWW-Authenticate: Bearer``. ``/metadata`` alone is open.
+2. **The scopes** (``fhir_hub.auth.scopes``): the interaction needs its permission on its type
+   (read/vread/instance history ``r``, search and type history ``s``, create ``c``, update and
+   patch ``u``, delete ``d``; conditional forms also ``s``). A system token (Backend Services)
+   uses its ``system/`` scopes, a patient token its ``patient/`` scopes. Missing: 403.
+3. **The patient's compartment** (patient tokens): a read of ``Type/id`` runs the compartment
+   membership check (the R4 Patient CompartmentDefinition's parameters, as the compartment
+   search uses them; the patient's own Patient resource is in it) together with any v2 query
+   restriction; outside it the answer is 404 whether or not the resource exists. A search is
+   routed as the compartment search ``Patient/[patient]/Type`` with the restriction's parameters
+   added. Types never in a Patient compartment are refused (403).
+4. **Bundles**: each entry is classified and checked the same way; one refused entry refuses
+   the bundle. A search entry gets a system token's query restriction added; under a patient's
+   token search entries are refused (the bundle handler has no compartment search), reads by id
+   are checked like reads.
+
+Refused under patient tokens in this slice (403), because they could return resources outside
+the compartment: ``_include``, ``_revinclude`` (and ``:iterate``), chained parameters, ``_has``,
+system-level search and history, type history, ``$everything``, ``$validate``, ``$reindex`` and
+every write. System tokens need an unrestricted ``system/*`` read+search scope for the same
+features, and write scopes without a query restriction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+
+from fhir_hub import definitions
+from fhir_hub.auth.keys import ACCESS_TYP, InvalidToken, Keys
+from fhir_hub.auth.scopes import ScopeError, Scopes, parse_scopes
+from fhir_hub.auth.server import auth_base
+from fhir_hub.auth.storage import AuthStore
+from fhir_hub.errors import FhirError, error
+from fhir_hub.rest import search
+from fhir_hub.rest.wire import Request, parse_json
+from fhir_hub.search.parse import parse
+
+_REALM = 'Bearer realm="fhir-hub"'
+_WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+_TERMINOLOGY = frozenset({"CodeSystem", "ValueSet", "ConceptMap"})
+#: Verified tokens kept in memory (the signature is checked once per token, not per request).
+_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a verified access token speaks for."""
+
+    jti: str
+    client_id: str
+    scopes: Scopes
+    #: The patient in context (patient tokens), else ``None`` (system tokens).
+    patient: str | None
+    exp: int
+    iss: str
+    aud: str | tuple[str, ...]
+
+    @property
+    def context(self) -> str:
+        return "system" if self.patient is None else "patient"
+
+
+def unauthorized(description: str | None) -> FhirError:
+    challenge = _REALM if description is None else \
+        f'{_REALM}, error="invalid_token", error_description="{description}"'
+    return FhirError(401, error("login", description or "this server needs an access token (Authorization: "
+                                "Bearer)"), {"WWW-Authenticate": challenge})
+
+
+def forbidden(description: str, *where: str) -> FhirError:
+    return FhirError(403, error("forbidden", description, *where),
+                     {"WWW-Authenticate": f'{_REALM}, error="insufficient_scope"'})
+
+
+def hidden(rtype: str, rid: str) -> FhirError:
+    """The answer for a resource outside the token's reach: the same as for one that does not exist."""
+    return FhirError(404, error("not-found", f"{rtype}/{rid} is not known"))
+
+
+def _broad(pairs: list[tuple[str, str]]) -> str | None:
+    """The first parameter that reaches beyond the matches themselves (includes, chains, _has)."""
+    for name, _ in pairs:
+        head = name.split(":")[0]
+        if head in ("_include", "_revinclude") or head.startswith("_has") or "." in name:
+            return name
+    return None
+
+
+class Enforcer:
+    def __init__(self, store: AuthStore, keys: Keys, base_path: str, revoked: set[str]):
+        self.store = store
+        self.keys = keys
+        self.base_path = base_path
+        self.revoked = revoked
+        self._cache: dict[str, Principal] = {}
+        self._seq = 0
+        self._polled = 0.0
+
+    # --- the token --------------------------------------------------------------------------------
+
+    def _poll_revocations(self, now: float) -> None:
+        """Revocations by other processes (workers) are seen within about a second."""
+        if now - self._polled >= 1.0:
+            self._polled = now
+            self._seq, jtis = self.store.revoked_since(self._seq)
+            self.revoked.update(jtis)
+
+    def principal(self, req: Request) -> Principal:
+        header = req.headers.get("authorization")
+        if not header or header[:7].lower() != "bearer ":
+            raise unauthorized(None)
+        token = header[7:].strip()
+        now = time.time()
+        self._poll_revocations(now)
+        p = self._cache.get(token)
+        if p is None:
+            try:
+                claims = self.keys.verify(token, ACCESS_TYP, now)
+                scopes = parse_scopes(str(claims.get("scope", "")))
+            except (InvalidToken, ScopeError) as exc:
+                raise unauthorized(str(exc)) from None
+            aud = claims.get("aud")
+            patient = claims.get("patient")
+            p = Principal(str(claims.get("jti")), str(claims.get("client_id")), scopes,
+                          patient if isinstance(patient, str) else None, int(claims["exp"]), str(claims.get("iss")),
+                          tuple(aud) if isinstance(aud, list) else str(aud))
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[token] = p
+        if p.exp <= now:
+            self._cache.pop(token, None)
+            raise unauthorized("the token has expired")
+        if p.jti in self.revoked:
+            raise unauthorized("the token was revoked")
+        if p.aud != req.base_url and not (isinstance(p.aud, tuple) and req.base_url in p.aud):
+            raise unauthorized("the token was issued for another server (aud)")
+        if p.iss != auth_base(req.base_url, self.base_path):
+            raise unauthorized("the token was issued by another authorization server (iss)")
+        return p
+
+    # --- the interaction --------------------------------------------------------------------------
+
+    async def check(self, hub: Any, req: Request) -> Request:
+        """The request to dispatch (possibly narrowed to the patient's compartment), or a FhirError."""
+        seg = req.segments
+        if req.method in ("GET", "HEAD") and seg == ["metadata"]:
+            return req
+        p = self.principal(req)
+        if req.method == "POST" and not seg:
+            return await self._bundle(hub, req, p)
+        pairs = list(req.query)
+        if req.method == "POST" and seg and seg[-1] == "_search" and \
+                req.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            pairs += parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True)
+        new_seg, extra = await self._decide(hub, req, p, req.method, seg, pairs)
+        if new_seg == seg and not extra:
+            return req
+        return replace(req, segments=new_seg, query=[*req.query, *extra],
+                       raw_query="&".join(x for x in (req.raw_query, urlencode(extra)) if x))
+
+    def _need(self, p: Principal, rtype: str, perm: str) -> list[tuple[tuple[str, str], ...]] | None:
+        """The restrictions on ``perm`` for ``rtype`` (``None``: unrestricted); 403 if not granted."""
+        found = p.scopes.restrictions(p.context, rtype, perm)
+        if found == []:
+            raise forbidden(f"the token's scopes do not allow {_WORDS[perm]} on {rtype}")
+        return found
+
+    def _wide(self, p: Principal, what: str) -> None:
+        if p.patient is not None:
+            raise forbidden(f"{what} is not available with a patient's token in this version of the server")
+        if not p.scopes.wildcard("system", "rs"):
+            raise forbidden(f"{what} needs an unrestricted system/*.rs scope")
+
+    async def _decide(self, hub: Any, req: Request, p: Principal, method: str, seg: list[str],
+                      pairs: list[tuple[str, str]]) -> tuple[list[str], list[tuple[str, str]]]:
+        n = len(seg)
+        if method in ("GET", "HEAD"):
+            if n == 2 and seg[1][:1] not in ("_", "$") and seg[0][:1] != "_":
+                await self._read(hub, req, p, seg[0], seg[1])
+                return seg, []
+            if (n == 4 or n == 3) and seg[2] == "_history":
+                await self._read(hub, req, p, seg[0], seg[1])
+                return seg, []
+            if n == 1 and seg[0][:1] not in ("_", "$"):
+                return self._search(p, method, seg[0], None, pairs)
+            if n == 3 and seg[2][:1] != "$":
+                return self._search(p, method, seg[2], (seg[0], seg[1]), pairs)
+            if n == 2 and seg[1][:1] == "$" and seg[0] in _TERMINOLOGY:
+                return seg, []
+            if n == 2 and seg[1] == "_history":
+                if p.patient is not None:
+                    raise forbidden("type history is not available with a patient's token in this version")
+                if self._need(p, seg[0], "s") is not None:
+                    raise forbidden(f"type history needs an unrestricted search scope on {seg[0]}")
+                return seg, []
+            if n == 0 or (n == 1 and seg[0] == "_history") or (seg[:1] == ["Patient"] and seg[-1] == "$everything"):
+                self._wide(p, "this interaction")
+                return seg, []
+        elif method == "POST":
+            if n == 2 and seg[1][:1] == "$" and seg[0] in _TERMINOLOGY:
+                return seg, []
+            if n == 1 and seg[0] == "_search":
+                self._wide(p, "system-level search")
+                return seg, []
+            if n == 2 and seg[1] == "_search":
+                return self._search(p, method, seg[0], None, pairs)
+            if n == 4 and seg[3] == "_search":
+                return self._search(p, method, seg[2], (seg[0], seg[1]), pairs)
+            if n == 2 and seg[1] == "$validate":
+                if p.patient is not None:
+                    raise forbidden("$validate is not available with a patient's token in this version")
+                self._need(p, seg[0], "r")
+                return seg, []
+            if (n == 1 and seg[0] == "$reindex") or (n == 2 and seg[1] == "$reindex"):
+                if p.patient is not None or not p.scopes.wildcard("system", "u"):
+                    raise forbidden("$reindex needs an unrestricted system/*.u scope")
+                return seg, []
+            if n == 1 and seg[0][:1] not in ("_", "$"):
+                self._write(p, seg[0], "c", conditional="if-none-exist" in req.headers)
+                return seg, []
+        elif method in ("PUT", "PATCH", "DELETE") and n in (1, 2) and seg[0][:1] not in ("_", "$"):
+            self._write(p, seg[0], "d" if method == "DELETE" else "u", conditional=n == 1)
+            return seg, []
+        raise forbidden(f"{method} /{'/'.join(seg)} is not an interaction this server authorizes")
+
+    def _write(self, p: Principal, rtype: str, perm: str, conditional: bool) -> None:
+        if self._need(p, rtype, perm) is not None:
+            raise forbidden(f"query-restricted {_WORDS[perm]} scopes are not enforced on writes in this version")
+        if conditional and self._need(p, rtype, "s") is not None:
+            raise forbidden(f"a conditional {_WORDS[perm]} needs an unrestricted search scope on {rtype}")
+        if p.patient is not None:
+            raise forbidden("writes with a patient's token are not available in this version of the server")
+
+    async def _read(self, hub: Any, req: Request, p: Principal, rtype: str, rid: str) -> None:
+        restrictions = self._need(p, rtype, "r")
+        if p.patient is None and restrictions is None:
+            return
+        compartment: tuple[str, str] | None = None
+        if p.patient is not None:
+            if rtype != "Patient" and not definitions.compartments().get("Patient", {}).get(rtype):
+                raise forbidden(f"{rtype} resources are not in a patient's compartment: a patient's token cannot "
+                                "read them")
+            compartment = ("Patient", p.patient)
+        for restriction in (restrictions if restrictions is not None else [()]):
+            if await self._member(hub, req, rtype, rid, compartment, restriction):
+                return
+        raise hidden(rtype, rid)
+
+    async def _member(self, hub: Any, req: Request, rtype: str, rid: str, compartment: tuple[str, str] | None,
+                      restriction: tuple[tuple[str, str], ...]) -> bool:
+        """Whether ``rtype/rid`` (its current version) is in the compartment and matches the restriction:
+        the compartment search's own criteria, run with ``_id`` = the id."""
+        try:
+            q = parse([rtype], list(restriction), base_url=req.base_url, strict=True)
+        except FhirError:
+            return False  # a restriction the server cannot evaluate grants nothing
+        q = replace(q, ids=(rid,), compartment=compartment)
+        if compartment is None:
+            criteria, ids = list(q.criteria_for(rtype)), q.ids
+        else:
+            scope = search._compartment_criteria(q, rtype)
+            if scope is None:
+                return False
+            criteria, ids = scope
+        return bool(await search._find(hub, rtype, replace(q, ids=ids), criteria, 1, None))
+
+    def _search(self, p: Principal, method: str, rtype: str, compartment: tuple[str, str] | None,
+                pairs: list[tuple[str, str]]) -> tuple[list[str], list[tuple[str, str]]]:
+        reach = _broad(pairs)
+        if reach is not None:
+            self._wide(p, f"the search parameter {reach}")
+        if p.patient is not None:
+            if compartment is not None and compartment != ("Patient", p.patient):
+                raise forbidden("a patient's token searches only that patient's compartment")
+            members = definitions.compartments().get("Patient", {})
+            if rtype == "*":
+                if not p.scopes.wildcard("patient", "s"):
+                    raise forbidden("searching every type of the compartment needs an unrestricted patient/*.s "
+                                    "scope")
+                types = []
+            else:
+                if rtype != "Patient" and not members.get(rtype):
+                    raise forbidden(f"{rtype} resources are not in a patient's compartment: a patient's token "
+                                    "cannot search them")
+                types = [rtype]
+        else:
+            if compartment is not None and rtype == "*" and not p.scopes.wildcard("system", "s"):
+                raise forbidden("searching every type of a compartment needs an unrestricted system/*.s scope")
+            types = [] if rtype == "*" else [rtype]
+        extra: list[tuple[str, str]] = []
+        for t in types:
+            restrictions = self._need(p, t, "s")
+            if restrictions is not None:
+                if len(restrictions) > 1:
+                    raise forbidden(f"several query-restricted search scopes on {t} cannot be combined in this "
+                                    "version; ask for one")
+                extra = list(restrictions[0])
+        if p.patient is None:
+            return ([rtype] if compartment is None else [compartment[0], compartment[1], rtype]) + \
+                (["_search"] if method == "POST" else []), extra
+        return ["Patient", p.patient, rtype] + (["_search"] if method == "POST" else []), extra
+
+    # --- bundles ----------------------------------------------------------------------------------
+
+    async def _bundle(self, hub: Any, req: Request, p: Principal) -> Request:
+        if p.patient is None and p.scopes.wildcard("system", "cruds"):
+            return req  # every entry is allowed: no need to read the bundle twice
+        bundle = parse_json(req.body, "Bundle")
+        entries = bundle.get("entry") if isinstance(bundle, dict) else None
+        if not isinstance(entries, list):
+            return req  # nothing to authorize; the bundle handler reports what is wrong with it
+        changed = False
+        for i, entry in enumerate(entries):
+            request = entry.get("request") if isinstance(entry, dict) else None
+            if not isinstance(request, dict) or not isinstance(request.get("url"), str):
+                raise forbidden("a bundle entry without request.method and request.url cannot be authorized",
+                                f"Bundle.entry[{i}]")
+            method = str(request.get("method", "")).upper()
+            path, _, qs = request["url"].partition("?")
+            seg = [s for s in path.split("/") if s]
+            if "://" in path:
+                first = next((k for k, s in enumerate(seg) if definitions.is_resource_type(s) or s[:1] == "$"),
+                             len(seg))
+                seg = seg[first:]
+            pairs = parse_qsl(qs, keep_blank_values=True)
+            if method == "POST" and not seg:
+                raise forbidden("a bundle inside a bundle cannot be authorized", f"Bundle.entry[{i}]")
+            try:
+                new_seg, extra = await self._decide(hub, req, p, method, seg, pairs)
+            except FhirError as exc:
+                # one answer whether the entry's resource is missing or out of reach
+                raise forbidden(f"Bundle.entry[{i}]: {exc.issues[0].diagnostics}", f"Bundle.entry[{i}]") from None
+            if new_seg != seg and p.patient is not None:
+                # the bundle handler searches one type by its own criteria, with no compartment form
+                raise forbidden(f"Bundle.entry[{i}]: searches inside a bundle are not available with a patient's "
+                                "token in this version (reads by id are)", f"Bundle.entry[{i}]")
+            if new_seg != seg or extra:
+                request["url"] = "/".join(new_seg) + (f"?{urlencode([*pairs, *extra])}" if pairs or extra else "")
+                changed = True
+        if not changed:
+            return req
+        return replace(req, body=orjson.dumps(bundle))
+
+
+__all__ = ["Enforcer", "Principal", "forbidden", "hidden", "unauthorized"]
