@@ -24,9 +24,8 @@ from fhir_hub.rest.search_parameters import Follower
 from fhir_hub.rest.validate import handle_validate
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, check_accept, dumps, outcome_response
 from fhir_hub.search.dates import instant
-from fhir_hub.search.extract import Indexer
 from fhir_hub.storage.port import Store, StoreUnavailable, Tx
-from fhir_hub.storage.sqlite.store import SQLiteStore
+from fhir_hub.storage.select import make_store
 from fhir_hub.validation import structure
 
 log = logging.getLogger("fhir_hub")
@@ -150,13 +149,7 @@ class FhirApp:
 
     def __init__(self, settings: Settings, store: Store | None = None, sample_patients: int = 0):
         self.settings = settings
-        self.store: Store = store or SQLiteStore(
-            settings.db,
-            synchronous=settings.sqlite_synchronous,
-            group_commit_max=settings.group_commit_max,
-            index_batch_rows=settings.index_batch_rows,
-            indexer=Indexer(),
-        )
+        self.store: Store = store or make_store(settings)
         self.hub = Hub(settings, self.store)
         self._base = settings.base_path.rstrip("/")
         self._opened = False

@@ -1,10 +1,9 @@
-"""``fhir-hub serve``: run the server on the embedded store."""
+"""``fhir-hub serve``: run the server on the embedded store, or on PostgreSQL (``--db postgresql://…``)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -15,7 +14,8 @@ from fhir_hub.config import Settings, settings_env
 def serve(
     host: str = typer.Option(None, help="Interface to listen on [env FHIR_HUB_HOST, default 127.0.0.1]."),
     port: int = typer.Option(None, help="TCP port [env FHIR_HUB_PORT, default 8080]."),
-    db: Path = typer.Option(None, help="SQLite file of the embedded store [env FHIR_HUB_DB, default fhir-hub.db]."),
+    db: str = typer.Option(None, help="SQLite file of the embedded store, or a postgresql:// URL for the PostgreSQL "
+                           "store [env FHIR_HUB_DB, default fhir-hub.db]."),
     base_url: str = typer.Option(None, "--base-url", help="Public base URL for links [env FHIR_HUB_PUBLIC_BASE_URL]."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip structural validation on write."),
     sample: int = typer.Option(0, "--sample", help="Load N generated sample patients if the store is empty."),
@@ -23,17 +23,18 @@ def serve(
                                 "serialises their writes)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
-    """Start the FHIR server (uvicorn, uvloop, httptools) on the embedded SQLite store."""
+    """Start the FHIR server (uvicorn, uvloop, httptools) on the embedded SQLite store or PostgreSQL."""
     import uvicorn
 
     from fhir_hub.app import FhirApp
+    from fhir_hub.storage.select import describe
 
     settings = Settings.from_env(
-        host=host, port=port, db=str(db) if db is not None else None, public_base_url=base_url,
+        host=host, port=port, db=db, public_base_url=base_url,
         validate=False if no_validate else None,
         index_batch_rows=0 if workers > 1 else None,
     )
-    typer.echo(f"fhir-hub on http://{settings.host}:{settings.port}{settings.base_path} (store: {settings.db}, "
+    typer.echo(f"fhir-hub on http://{settings.host}:{settings.port}{settings.base_path} (store: {describe(settings.db)}, "
                f"{workers} worker{'s' if workers > 1 else ''})")
     common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": log_level, "access_log": False,
               "loop": "uvloop", "http": "httptools", "lifespan": "on"}
