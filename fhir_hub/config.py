@@ -42,6 +42,9 @@ class Settings:
     #: Searches wait for held rows, so results never miss an acknowledged write; ``serve
     #: --workers N`` sets 0, since another process cannot see this one's held rows.
     index_batch_rows: int = 20_000
+    #: Patient reconciliation on every Patient create and update, in the same unit of work: golden
+    #: records, links and review items (``fhir_hub/mpi/service.py``; README, Patient reconciliation).
+    mpi: bool = False
     #: ``off``: the server runs open; ``smart``: SMART on FHIR authorization server and every FHIR
     #: request needs a token (``fhir_hub/auth``).
     auth: str = "off"

@@ -8,7 +8,7 @@ HAPI and Blaze enforce by default).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fhir_hub import definitions
@@ -92,6 +92,10 @@ class ReferenceChecker:
     Lookups are cached for the unit of work: a bundle's 60 Observations naming one Patient cost
     one query. A resource written in the same unit is registered with :meth:`known`.
     """
+
+    #: Called with ``(tx, id, resource)`` after a Patient is written in this unit of work: patient
+    #: reconciliation (``fhir_hub/mpi/service.py``) when ``FHIR_HUB_MPI`` is on, else ``None``.
+    on_patient: Callable[[Tx, str, dict[str, Any]], None] | None = None
 
     def __init__(self, tx: Tx, base_url: str):
         self._tx = tx

@@ -188,7 +188,10 @@ def create(tx: Tx, rtype: str, resource: dict[str, Any], refs: ReferenceChecker,
     rid = rid or new_id()
     refs.check(resource, where or rtype, holders)
     refs.known(rtype, rid)
-    return Written(201, tx.put(rtype, rid, resource, "POST", fresh=fresh, index=index))
+    written = Written(201, tx.put(rtype, rid, resource, "POST", fresh=fresh, index=index))
+    if rtype == "Patient" and refs.on_patient is not None:  # reconciliation, in this unit (mpi/service.py)
+        refs.on_patient(tx, rid, resource)
+    return written
 
 
 def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: ReferenceChecker, *,
@@ -204,7 +207,10 @@ def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: Referen
     refs.check(resource, where or rtype, holders)
     refs.known(rtype, rid)
     created = cur is None or cur.deleted
-    return Written(201 if created else 200, tx.put(rtype, rid, resource, method, index=index))
+    written = Written(201 if created else 200, tx.put(rtype, rid, resource, method, index=index))
+    if rtype == "Patient" and refs.on_patient is not None:  # reconciliation, in this unit (mpi/service.py)
+        refs.on_patient(tx, rid, resource)
+    return written
 
 
 def conditional_update(tx: Tx, rtype: str, criteria: Conditions, resource: dict[str, Any],
