@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.backends import pg_cluster, pg_databases, pg_url, store_factory  # noqa: F401  (fixtures)
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 EXAMPLES = SHARED / "fhir-r4" / "examples"
 

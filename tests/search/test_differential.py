@@ -1,4 +1,4 @@
-"""The SQLite backend against the in-memory reference matcher, on generated data and generated queries.
+"""Every backend (SQLite, PostgreSQL) against the in-memory reference matcher, on generated data and queries.
 
 One store holds 30 generated Vietnamese patients (~2,200 resources, ``tests/search/datasets.py``)
 plus edge resources: open Periods, mg against g, a non-UCUM unit, names with and without accents,
@@ -62,7 +62,7 @@ from fhir_hub.search.query import (
     UriValue,
 )
 from fhir_hub.storage.port import Store
-from fhir_hub.storage.sqlite.store import SQLiteStore
+from tests.backends import StoreFactory
 from tests.search import datasets
 
 SEED = int(os.environ.get("FHIR_HUB_DIFF_SEED", "20250701"))
@@ -788,10 +788,10 @@ async def _pages(store: Store, rtype: str, q: Query, criteria: list[Criterion], 
     return out
 
 
-async def test_sqlite_agrees_with_the_matcher(tmp_path: Path) -> None:
+async def test_store_agrees_with_the_matcher(tmp_path: Path, store_factory: StoreFactory) -> None:
     started = time.monotonic()
     data = datasets.generated(patients=30, seed=7)
-    store = SQLiteStore(str(tmp_path / "diff.db"), indexer=extract.Indexer())
+    store = store_factory(tmp_path, "diff")
     await store.open()
     try:
         stored = await datasets.load(store, data)
@@ -850,7 +850,7 @@ FIXED_COMPOSITES: list[tuple[list[Pair], set[str], set[str]]] = [
 ]
 
 
-async def test_composites_agree_with_the_matcher(tmp_path: Path) -> None:
+async def test_composites_agree_with_the_matcher(tmp_path: Path, store_factory: StoreFactory) -> None:
     """Composite parameters are not in the index: ``rest/search.py`` finds candidates through the
     store by each component alone and rechecks them with the matcher. Checked against the matcher
     over every Observation (what is compared is the prefilter: it must never drop a match)."""
@@ -860,7 +860,7 @@ async def test_composites_agree_with_the_matcher(tmp_path: Path) -> None:
 
     started = time.monotonic()
     data = datasets.generated(patients=30, seed=7)
-    store = SQLiteStore(str(tmp_path / "composite.db"), indexer=extract.Indexer())
+    store = store_factory(tmp_path, "composite")
     await store.open()
     rng = random.Random(SEED + 1)
     failures: list[str] = []
@@ -923,8 +923,8 @@ def test_uri_above_below_parse(modifier: str) -> None:
                                  modifier),)
 
 
-async def _tiny_store(tmp_path: Path, deleted: bool) -> Store:
-    store = SQLiteStore(str(tmp_path / "tiny.db"), indexer=extract.Indexer())
+async def _tiny_store(tmp_path: Path, store_factory: StoreFactory, deleted: bool) -> Store:
+    store = store_factory(tmp_path, "tiny")
     await store.open()
     obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
            "subject": {"reference": "Patient/p"}}
@@ -937,9 +937,10 @@ async def _tiny_store(tmp_path: Path, deleted: bool) -> Store:
 
 @pytest.mark.parametrize(("rtype", "name"), [("Patient", "_has:Observation:subject:status"),
                                              ("Observation", "subject:Patient._has:Observation:subject:status")])
-async def test_has_skips_deleted_resources(tmp_path: Path, rtype: str, name: str) -> None:
+async def test_has_skips_deleted_resources(tmp_path: Path, store_factory: StoreFactory, rtype: str,
+                                           name: str) -> None:
     """``_has`` finds live targets only, not a deleted Patient a live Observation still references."""
-    store = await _tiny_store(tmp_path, deleted=True)
+    store = await _tiny_store(tmp_path, store_factory, deleted=True)
     try:
         q = parse([rtype], [(name, "final")], strict=True)
         assert (await store.find(rtype, list(q.criteria), 10), await store.count(rtype, list(q.criteria))) == ([], 0)
@@ -950,9 +951,10 @@ async def test_has_skips_deleted_resources(tmp_path: Path, rtype: str, name: str
 @pytest.mark.parametrize(("rtype", "name", "want"), [("Patient", "_has:Observation:subject:status", ["p"]),
                                                      ("Observation", "subject:Patient._has:Observation:subject:status",
                                                       ["o"])])
-async def test_has_before_the_delete(tmp_path: Path, rtype: str, name: str, want: list[str]) -> None:
+async def test_has_before_the_delete(tmp_path: Path, store_factory: StoreFactory, rtype: str, name: str,
+                                     want: list[str]) -> None:
     """The same store without the delete: the ``_has`` above finds the Patient then."""
-    store = await _tiny_store(tmp_path, deleted=False)
+    store = await _tiny_store(tmp_path, store_factory, deleted=False)
     try:
         q = parse([rtype], [(name, "final")], strict=True)
         assert await store.find(rtype, list(q.criteria), 10) == want
@@ -961,14 +963,14 @@ async def test_has_before_the_delete(tmp_path: Path, rtype: str, name: str, want
 
 
 @pytest.mark.parametrize("code", ["code-value-quantity", "combo-code-value-quantity"])
-async def test_combo_composites_are_found(tmp_path: Path, code: str) -> None:
+async def test_combo_composites_are_found(tmp_path: Path, store_factory: StoreFactory, code: str) -> None:
     """A composite whose components are union parameters (``combo-code``, ``combo-value-quantity``)
     is found through the REST prefilter, which expands the union members as the parser does."""
     from types import SimpleNamespace
 
     from fhir_hub.rest.search import _find as rest_find
 
-    store = SQLiteStore(str(tmp_path / "combo.db"), indexer=extract.Indexer())
+    store = store_factory(tmp_path, "combo")
     await store.open()
     try:
         obs = {"resourceType": "Observation", "status": "final",
@@ -995,9 +997,9 @@ NFD = unicodedata.normalize("NFD", "Nguyễn")
 
 
 @pytest.mark.parametrize("typed", ["nfc", "nfd"])
-async def test_exact_finds_text_written_decomposed(tmp_path: Path, typed: str) -> None:
+async def test_exact_finds_text_written_decomposed(tmp_path: Path, store_factory: StoreFactory, typed: str) -> None:
     """``:exact`` compares NFC on both sides: a name written decomposed is found typed either way."""
-    store = SQLiteStore(str(tmp_path / "nfd.db"), indexer=extract.Indexer())
+    store = store_factory(tmp_path, "nfd")
     await store.open()
     try:
         patient = {"resourceType": "Patient", "name": [{"family": NFD}]}

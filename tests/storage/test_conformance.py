@@ -1,7 +1,8 @@
 """The storage port's contract. Every backend runs this one suite unchanged.
 
-A backend joins by adding a factory to ``BACKENDS``: it gets a fresh, empty store and may be
-closed and reopened on the same data (``reopen``).
+A backend joins ``tests/backends.py``'s ``store_factory`` fixture: each test gets a fresh, empty
+store of every backend (SQLite in a temp dir, PostgreSQL in a database of the session's own
+cluster), which may be closed and reopened on the same data (``reopen``).
 """
 
 from __future__ import annotations
@@ -15,35 +16,27 @@ import orjson
 import pytest
 
 from fhir_hub.search import parameters
-from fhir_hub.search.extract import Indexer
 from fhir_hub.search.query import Clause, StringValue, TokenValue
 from fhir_hub.storage.port import HistoryQuery, Store, Tx
-from fhir_hub.storage.sqlite.store import SQLiteStore
-
-
-def _sqlite(tmp: Path) -> Store:
-    return SQLiteStore(str(tmp / "store.db"), indexer=Indexer())
-
-
-BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": _sqlite}
+from tests.backends import StoreFactory
 
 
 class Opened:
-    def __init__(self, factory: Callable[[Path], Store], tmp: Path):
+    def __init__(self, factory: StoreFactory, tmp: Path):
         self._factory = factory
         self._tmp = tmp
-        self.store = factory(tmp)
+        self.store = factory(tmp, "store")
 
     async def reopen(self) -> Store:
         await self.store.close()
-        self.store = self._factory(self._tmp)
+        self.store = self._factory(self._tmp, "store")
         await self.store.open()
         return self.store
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-async def opened(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opened]:
-    o = Opened(BACKENDS[request.param], tmp_path)
+@pytest.fixture
+async def opened(store_factory: StoreFactory, tmp_path: Path) -> AsyncIterator[Opened]:
+    o = Opened(store_factory, tmp_path)
     await o.store.open()
     yield o
     await o.store.close()
