@@ -19,7 +19,7 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import ijson
 import orjson
@@ -577,9 +577,37 @@ async def handle_bundle(hub: Any, req: Request) -> Response:
     return Response(200, dumps(bundle, req.param("_pretty") == "true"), [CONTENT_TYPE_HEADER])
 
 
+async def _batch_read(hub: Any, entry: Entry, raw: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """A batch's GET entry answered exactly as the same GET over HTTP (search with its links,
+    includes and lenient handling, conditional reads): a batch entry sees committed state only,
+    so it need not run on the writer as a transaction's reads do."""
+    from fhir_hub.app import dispatch  # the router: imported late, it imports this module
+
+    request = raw["request"]
+    headers = {"accept": "application/fhir+json"}
+    for field, header in (("ifNoneMatch", "if-none-match"), ("ifModifiedSince", "if-modified-since")):
+        if request.get(field) is not None:
+            headers[header] = str(request[field])
+    req = Request(entry.method, list(entry.segments), list(entry.query), headers, b"", base_url,
+                  urlencode(list(entry.query)))
+    answer = await dispatch(hub, req)
+    out: dict[str, Any] = {}
+    if answer.body and entry.method == "GET":
+        out["resource"] = orjson.Fragment(answer.body)
+    response: dict[str, Any] = {"status": _STATUS_TEXT.get(answer.status, str(answer.status))}
+    for name, value in answer.headers:
+        key = {b"etag": "etag", b"last-modified": "lastModified", b"location": "location"}.get(name.lower())
+        if key is not None:
+            response[key] = value.decode()
+    out["response"] = response
+    return out
+
+
 async def _batch_entry(hub: Any, raw: Any, index: int, base_url: str, with_body: bool) -> dict[str, Any]:
     try:
         entry = parse_entry(raw, index, base_url, hub.settings.validate, indexer=hub.store.indexer)
+        if entry.method in ("GET", "HEAD") and entry.operation is None:
+            return await _batch_read(hub, entry, raw, base_url)
         for holder in entry.holders or ():
             if holder["reference"].startswith("urn:uuid:"):
                 raise FhirError(400, error("invalid", "references between batch entries are not allowed "

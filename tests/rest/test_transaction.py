@@ -224,3 +224,27 @@ def test_terminology_operations_run_inside_batch_and_transaction(client: httpx.C
     assert "cannot run inside a bundle" in r.text
     r = client.post("", json=bundle("transaction", refused[2:]))
     assert r.status_code == 404 and "urn:none" in r.text
+
+
+def test_batch_reads_answer_as_the_same_get_over_http(client: httpx.Client) -> None:
+    tag = ident()
+    pid = client.post("/Patient", json={"resourceType": "Patient", "identifier": [{"system": NID, "value": tag}],
+                                        "name": [{"family": "Trần"}]}).json()["id"]
+    reads = [
+        {"request": {"method": "GET", "url": f"Patient?identifier={NID}|{tag}&notaparam=1&_count=5"}},
+        {"request": {"method": "GET", "url": f"/Patient/{pid}", "ifNoneMatch": 'W/"1"'}},
+        {"request": {"method": "GET", "url": f"Patient/{pid}"}},
+        {"request": {"method": "GET", "url": "Patient/no-such-one"}},
+        {"request": {"method": "GET", "url": "Patient?birthdate=not-a-date"}},
+    ]
+    r = client.post("", json=bundle("batch", reads))
+    assert r.status_code == 200, r.text
+    found, cond, plain, missing, bad = r.json()["entry"]
+    page = found["resource"]
+    assert found["response"]["status"] == "200 OK" and page["type"] == "searchset" and page["total"] == 1
+    assert page["entry"][0]["resource"]["id"] == pid
+    assert "notaparam" not in page["link"][0]["url"] and "_count=5" in page["link"][0]["url"]  # lenient, as GET
+    assert cond["response"]["status"] == "304 Not Modified" and "resource" not in cond
+    assert plain["response"]["etag"] == 'W/"1"' and plain["resource"]["name"][0]["family"] == "Trần"
+    assert missing["response"]["status"] == "404" and missing["response"]["outcome"]["resourceType"] == "OperationOutcome"
+    assert bad["response"]["status"] == "400" and "birthdate" in str(bad["response"]["outcome"])
