@@ -23,8 +23,14 @@ resource that fails structural validation gets no bundle; the others are unaffec
 parser forbids DTDs, entities and external references (defusedxml), so a hostile file is a
 problem of that file, not a billion laughs.
 
-Not built yet: XML5, XML7, XML8, XML13, XML14 and the other tables (reported as not mapped and
-kept in the Binary), the QĐ 4210 layout (reported as not supported), costs (Claim/ChargeItem).
+Tables mapped: XML1–XML5, XML7, XML8, XML13, XML14.  The older QĐ 4210 layout (XML1–XML5; list
+tables without the ``CHITIEU_*`` wrapper, XML1 with ``MA_THE``) is recognised per HOSO and read
+with ``fhir_hub/mappings/qd4210``, whose tables extend the QĐ 130 ones with 4210's field names.
+A one-record table's original bytes are given to the specs as ``$content`` (NOIDUNGFILE as sent,
+for a DocumentReference of the signed paper); fields that copy XML1's (``echoes``) are checked equal.
+
+Not built yet: XML6, XML9–XML12, XML15 (reported as not mapped and kept in the Binary), costs
+(Claim/ChargeItem).
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ _BOM = b"\xef\xbb\xbf"
 _HOSO_BYTES = re.compile(rb"<HOSO(?:\s[^>]*)?>.*?</HOSO\s*>", re.DOTALL)
 _SIGNATURE_BYTES = re.compile(rb"<CHUKYDONVI(?:\s[^>]*)?>(.*?)</CHUKYDONVI\s*>", re.DOTALL)
 _WS = re.compile(rb"\s+")
-#: Root elements of the QĐ 4210 list tables (no CHITIEU_* wrapper): recognised, not mapped yet.
+#: Root elements of the QĐ 4210 list tables (no CHITIEU_* wrapper): they tell the layout.
 _QD4210_ROOTS = {"DSACH_CHI_TIET_THUOC", "DSACH_CHI_TIET_DVKT", "DSACH_CHI_TIET_CLS",
                  "DSACH_CHI_TIET_DIEN_BIEN_BENH"}
 
@@ -150,15 +156,12 @@ def _record(el: ET.Element, table: str, line: str | None, problems: list[Problem
     return out
 
 
-def _records(root: ET.Element, spec: TableSpec, problems: list[Problem]) -> list[dict[str, str]] | None:
+def _records(root: ET.Element, spec: TableSpec, content: str, problems: list[Problem]
+             ) -> list[dict[str, str]] | None:
     name = _local(root.tag)
     if name != spec.root:
-        if name in _QD4210_ROOTS:
-            problems.append(Problem("error", "not-supported", f"root <{name}> is the QĐ 4210 layout, which is "
-                                    "not mapped yet", spec.table))
-        else:
-            problems.append(Problem("error", "structure", f"root element is <{name}>, expected <{spec.root}>",
-                                    spec.table))
+        problems.append(Problem("error", "structure", f"root element is <{name}>, expected <{spec.root}>",
+                                spec.table))
         return None
     nodes = [root]
     for step in spec.records:
@@ -167,7 +170,34 @@ def _records(root: ET.Element, spec: TableSpec, problems: list[Problem]) -> list
     for n in nodes:
         stt = _text(_child(n, "STT")) or None
         out.append(_record(n, spec.table, stt, problems))
+    if not spec.records and out:  # a one-record table (a paper): its bytes as sent, for a DocumentReference
+        out[0]["$content"] = _WS.sub(b"", content.encode("ascii", "replace")).decode("ascii")
     return out
+
+
+def _is_qd4210(roots: Mapping[str, ET.Element]) -> bool:
+    """The QĐ 4210 layout: a list table without its CHITIEU_* wrapper, or an XML1 with 4210's card
+    field ``MA_THE`` and none of QĐ 130's ``MA_THE_BHYT``."""
+    if any(_local(r.tag) in _QD4210_ROOTS for r in roots.values()):
+        return True
+    xml1 = roots.get("XML1")
+    return xml1 is not None and _child(xml1, "MA_THE") is not None and _child(xml1, "MA_THE_BHYT") is None
+
+
+def _check_echoes(spec: Spec, tables: Mapping[str, list[dict[str, str]]], problems: list[Problem]) -> None:
+    """Fields that copy another table's (``echoes`` in the spec) must agree with it: a warning each
+    time they do not (the copy is not mapped; the original is)."""
+    for kind, records in tables.items():
+        for source, names in spec.tables[kind].echoes.items():
+            origin = (tables.get(source) or [{}])[0]
+            for rec in records:
+                for name in names:
+                    here, _, there = name.partition("=")
+                    mine, theirs = rec.get(here, ""), origin.get(there or here, "")
+                    if mine and theirs and mine != theirs:
+                        problems.append(Problem("warning", "value", f"differs from {source}.{there or here} "
+                                                f"{theirs[:60]!r}; {source}'s is mapped", kind, here, mine,
+                                                rec.get("STT") or None))
 
 
 def _decode(table: str, content: str, problems: list[Problem]) -> ET.Element | None:
@@ -202,10 +232,13 @@ def _stable_id(facility: str, ma_lk: str) -> str:
     return f"qd130-{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}').hex}"
 
 
-def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spec: Spec,
+def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spec: Spec | None,
               recorded: str) -> HosoResult:
     problems: list[Problem] = []
     tables: dict[str, list[dict[str, str]]] = {}
+    roots: dict[str, ET.Element] = {}
+    contents: dict[str, str] = {}
+    known = set(load_spec("qd130").tables) | set(load_spec("qd4210").tables) if spec is None else set(spec.tables)
     for f in hoso:
         if _local(f.tag) != "FILEHOSO":
             continue
@@ -213,16 +246,28 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
         if not kind:
             problems.append(Problem("error", "required", "FILEHOSO without LOAIHOSO is skipped", None, "LOAIHOSO"))
             continue
-        tspec = spec.tables.get(kind)
-        if tspec is None:
+        if kind not in known:
             problems.append(Problem("information", "not-supported", "table not mapped yet; kept in the Binary",
                                     kind))
             continue
-        if kind in tables:
+        if kind in roots or any(p.table == kind and p.field == "NOIDUNGFILE" for p in problems):
             problems.append(Problem("error", "structure", "a second FILEHOSO of this table is skipped", kind))
             continue
-        root = _decode(kind, _text(_child(f, "NOIDUNGFILE")), problems)
-        records = _records(root, tspec, problems) if root is not None else None
+        contents[kind] = _text(_child(f, "NOIDUNGFILE"))
+        root = _decode(kind, contents[kind], problems)
+        if root is not None:
+            roots[kind] = root
+    if spec is None:
+        spec = load_spec("qd4210") if _is_qd4210(roots) else load_spec("qd130")
+        if spec.format == "qd4210":
+            problems.append(Problem("information", "informational", "QĐ 4210 layout: read with the qd4210 specs"))
+    for kind, root in roots.items():
+        tspec = spec.tables.get(kind)
+        if tspec is None:
+            problems.append(Problem("information", "not-supported", f"table not part of the {spec.format} "
+                                    "layout; kept in the Binary", kind))
+            continue
+        records = _records(root, tspec, contents[kind], problems)
         if records is not None:
             tables[kind] = records
     head = tables.get("XML1", [])
@@ -258,6 +303,7 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
             kept.append(rec)
         tables[kind] = kept
     tables["XML1"] = [xml1]
+    _check_echoes(spec, tables, problems)
     built, mapped_problems = instantiate(spec, tables, facility, ma_lk)
     problems += mapped_problems
     result = HosoResult(index, ma_lk, None, problems, _unmapped(spec, tables))
@@ -269,7 +315,8 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
     binary = {"resourceType": "Binary", "id": stable, "contentType": "application/xml",
               "data": base64.b64encode(raw).decode("ascii")}
     entries.append({"fullUrl": binary_url, "resource": binary, "request": REQUESTS["replace_by_id"](binary)})
-    provenance = _provenance(stable, [b.full_url for b in built], binary_url, facility_ref, envelope, recorded)
+    provenance = _provenance(stable, [b.full_url for b in built], binary_url, facility_ref, envelope, recorded,
+                             "QĐ 4210" if spec.format == "qd4210" else "QĐ 130")
     entries.append({"fullUrl": f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}/Provenance')}",
                     "resource": provenance, "request": REQUESTS["replace_by_id"](provenance)})
     if _validate(entries, problems):
@@ -278,14 +325,14 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
 
 
 def _provenance(rid: str, targets: list[str], binary_url: str, facility_ref: str | None, envelope: _Envelope,
-                recorded: str) -> dict[str, Any]:
+                recorded: str, layout: str) -> dict[str, Any]:
     prov: dict[str, Any] = {
         "resourceType": "Provenance", "id": rid,
         "target": [{"reference": t} for t in targets] or [{"reference": binary_url}],
         "recorded": recorded,
         "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
                                  "code": "CREATE", "display": "create"}],
-                     "text": "Import of a QĐ 130 claims XML (GIAMDINHHS) HOSO"},
+                     "text": f"Import of a {layout} claims XML (GIAMDINHHS) HOSO"},
         "agent": [{"type": {"coding": [{"system": systems.PROVENANCE_ROLE, "code": "author"}]},
                    "who": {"reference": facility_ref} if facility_ref else {"display": "unknown facility"}}],
         "entity": [
@@ -324,7 +371,7 @@ def _unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]]) -> dict[st
     out: dict[str, list[str]] = {}
     for kind, records in tables.items():
         used = spec.tables[kind].used_fields()
-        names = sorted({k for rec in records for k, v in rec.items() if v and k not in used})
+        names = sorted({k for rec in records for k, v in rec.items() if v and k not in used and k[0] != "$"})
         if names:
             out[kind] = names
     return out
@@ -346,8 +393,8 @@ class _Envelope:
 def map_file(data: bytes, name: str = "GIAMDINHHS.xml", recorded: str | None = None,
              spec: Spec | None = None) -> FileResult:
     """Map one envelope.  ``recorded`` is Provenance.recorded (default: now, in Vietnam); pass it
-    to get byte-identical output for the same input."""
-    spec = spec or load_spec("qd130")
+    to get byte-identical output for the same input.  ``spec`` forces one layout; by default each
+    HOSO is read as QĐ 130 or QĐ 4210, whichever it is."""
     recorded = recorded or datetime.now(VN_TZ).replace(microsecond=0).isoformat()
     result = FileResult(name)
     env = _Envelope(name, hashlib.sha256(data).hexdigest())

@@ -28,6 +28,13 @@ facility/MA_LK and ``$facility`` the facility code.  ``each: true`` applies the 
 of a list value (``convert: split_list``).  A ``required`` element that cannot be had is a problem; with ``incomplete: drop`` on the
 resource rule it also leaves the whole resource out (references to it are removed), with a problem saying so.
 
+``args`` are constants passed to ``convert`` after the field values.
+
+A table spec may ``extends: <format>``: it takes that format's table of the same name (rules,
+code tables) and reads it from another ``root`` with fields renamed (``rename: {OLD: NEW}``), so
+an older layout (QĐ 4210) reuses every rule and function; ``echoes: {XML1: [fields]}`` names fields
+that copy another table's (checked by the adapter, not mapped twice).
+
 Resource rules may ``repeat`` over ``;``-lists (one resource per item, the listed fields zipped
 by position), be grouped (``group_by: FIELD``: one resource per distinct value) and ``collect``
 references to another rule's resources (those of the group, or all of them).
@@ -38,6 +45,7 @@ makes is either a table in the spec or a tested function.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -48,8 +56,11 @@ from typing import Any
 
 import yaml
 
-from fhir_hub.mapping import systems
-from fhir_hub.mapping.functions import CONVERTERS, REQUESTS, BadValue, Remark
+from fhir_hub.mapping import functions, systems, v2_functions
+from fhir_hub.mapping.functions import REQUESTS, BadValue, Remark
+
+#: Every function a spec may name: the claims ones, and those of HL7 v2 and CSV inputs.
+CONVERTERS = {**functions.CONVERTERS, **v2_functions.CONVERTERS}
 
 __all__ = ["Built", "Problem", "ResourceRule", "Spec", "SpecError", "TableSpec", "instantiate", "load_spec"]
 
@@ -173,6 +184,8 @@ class ElementRule:
     when: tuple[Condition, ...] = ()
     required: bool = False
     each: bool = False
+    #: Constants passed to ``convert`` after the field values (``labelled`` gets its label so).
+    args: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +219,14 @@ class TableSpec:
     codes: Mapping[str, Mapping[str, Any]]
     #: Fields deliberately not mapped (read for keys only, or reserved): not "unmapped".
     ignored: frozenset[str]
+    #: Fields that repeat another table's (``{XML1: [HO_TEN, …]}``): not mapped again, but the
+    #: adapter checks that they agree with the table they copy.
+    echoes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def used_fields(self) -> frozenset[str]:
         used: set[str] = set(self.ignored)
+        for names in self.echoes.values():
+            used.update(n.partition("=")[0] for n in names)
         for rule in self.rules:
             used.update(rule.repeat)
             if rule.group_by:
@@ -252,7 +270,7 @@ def _element(raw: Mapping[str, Any], codes: Mapping[str, Any], where: str) -> El
         raise SpecError(f"{where}: unknown code table {table!r}")
     return ElementRule(parse_path(str(raw["path"])), fields, raw.get("value"), raw.get("ref"), convert, table,
                        raw.get("template"), bool(raw.get("merge", False)), _conditions(raw.get("when")),
-                       bool(raw.get("required", False)), bool(raw.get("each", False)))
+                       bool(raw.get("required", False)), bool(raw.get("each", False)), tuple(raw.get("args", ())))
 
 
 def _table(doc: Mapping[str, Any], where: str) -> TableSpec:
@@ -272,8 +290,39 @@ def _table(doc: Mapping[str, Any], where: str) -> TableSpec:
                                   _conditions(raw.get("when")), tuple(raw.get("repeat", [])),
                                   raw.get("group_by"), collect, raw.get("incomplete") == "drop"))
     records = tuple(p for p in str(doc.get("records") or "").split("/") if p)
+    echoes = {str(t): tuple(str(f) for f in names) for t, names in (doc.get("echoes") or {}).items()}
     return TableSpec(str(doc["table"]), str(doc["root"]), records, tuple(rules), codes,
-                     frozenset(doc.get("ignore", [])))
+                     frozenset(doc.get("ignore", [])), echoes)
+
+
+def _renamed(base: TableSpec, doc: Mapping[str, Any], where: str) -> TableSpec:
+    """``extends: <format>``: the same-named table of another format's spec, read from another root
+    and with its fields renamed (``rename: {OLD_NAME: NAME_IN_BASE}``), code tables overridden by
+    the ones given, ``ignore`` added to.  An older layout reuses every rule and function so."""
+    back = {str(new): str(old) for old, new in (doc.get("rename") or {}).items()}
+
+    def f(name: str) -> str:
+        return back.get(name, name)
+
+    def cond(cs: tuple[Condition, ...]) -> tuple[Condition, ...]:
+        return tuple(dataclasses.replace(c, field=f(c.field)) for c in cs)
+
+    def el(e: ElementRule) -> ElementRule:
+        return dataclasses.replace(e, fields=tuple(f(x) for x in e.fields), when=cond(e.when))
+
+    rules = tuple(dataclasses.replace(
+        r, elements=tuple(el(e) for e in r.elements), when=cond(r.when), repeat=tuple(f(x) for x in r.repeat),
+        group_by=f(r.group_by) if r.group_by else None,
+        collect=tuple(dataclasses.replace(c, also=tuple(el(a) for a in c.also)) for c in r.collect))
+        for r in base.rules)
+    codes = {**base.codes, **{str(k): {str(c): v for c, v in t.items()} for k, t in (doc.get("codes") or {}).items()}}
+    for r in rules:
+        for e in r.elements:
+            if e.codes is not None and e.codes not in codes:
+                raise SpecError(f"{where}: unknown code table {e.codes!r}")
+    records = tuple(p for p in str(doc.get("records") or "").split("/") if p)
+    ignored = frozenset(f(x) for x in base.ignored) | frozenset(doc.get("ignore", []))
+    return TableSpec(base.table, str(doc.get("root", base.root)), records, rules, codes, ignored, {})
 
 
 @cache
@@ -285,7 +334,14 @@ def load_spec(fmt: str) -> Spec:
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
             doc = yaml.safe_load(entry.read_text(encoding="utf-8"))
-            spec = _table(doc, f"{fmt}/{entry.name}")
+            where = f"{fmt}/{entry.name}"
+            if "extends" in doc:
+                base = load_spec(str(doc["extends"])).tables.get(str(doc["table"]))
+                if base is None:
+                    raise SpecError(f"{where}: {doc['extends']} has no table {doc['table']}")
+                spec = _renamed(base, doc, where)
+            else:
+                spec = _table(doc, where)
             tables[spec.table] = spec
     names = {r.name for t in tables.values() for r in t.rules}
     for t in tables.values():
@@ -338,9 +394,11 @@ class _Context:
     pending: list[tuple[Built, ResourceRule, TableSpec, Mapping[str, str], str | None]] = field(default_factory=list)
 
     def find(self, rule: str, table: str, record: int) -> Built | None:
-        same_record = [b for b in self.built if b.rule == rule and b.table == table and record in b.records]
-        if same_record:
-            return same_record[0]
+        """The resource of ``rule`` made from the same record; a rule of another table (the
+        visit's Patient) only when it made exactly one.  Never another record's of the same table."""
+        same_table = [b for b in self.built if b.rule == rule and b.table == table]
+        if same_table:
+            return next((b for b in same_table if record in b.records), None)
         everywhere = [b for b in self.built if b.rule == rule]
         return everywhere[0] if len(everywhere) == 1 else None
 
@@ -386,7 +444,7 @@ def _apply(el: ElementRule, resource: dict[str, Any], record: Mapping[str, str],
                                         el.fields[0], None, line))
         return not el.required
     try:
-        value: Any = texts[0] if el.convert is None else CONVERTERS[el.convert](*texts)
+        value: Any = texts[0] if el.convert is None else CONVERTERS[el.convert](*texts, *el.args)
     except BadValue as exc:
         if exc.severity != "information":
             ctx.problems.append(Problem(exc.severity, "value", exc.reason, spec.table, el.fields[0], texts[0], line))
@@ -451,8 +509,11 @@ def instantiate(spec: Spec, tables: Mapping[str, list[dict[str, str]]], facility
     dropped: set[str] = set()
     for built, rule, tspec, record, stt in ctx.pending:
         for el in rule.elements:
+            before = len(ctx.problems)
             if not _apply(el, built.resource, record, tspec, ctx, built.records[0], stt) and rule.drop_incomplete:
                 dropped.add(built.full_url)
+                if len(ctx.problems) == before:  # nothing there to map (no pulse in the note): no remark
+                    break
                 ctx.problems.append(Problem("warning", "incomplete", f"no {rule.type} made from this record: "
                                             "a field it needs could not be mapped", tspec.table,
                                             el.fields[0] if el.fields else None, None, stt))

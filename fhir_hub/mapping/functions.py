@@ -18,6 +18,7 @@ dates with ``0000`` for an unknown part, ``;``-separated lists, ``.`` as the dec
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,6 +199,12 @@ def icd10(text: str) -> dict[str, Any] | Remark:
     return _coding(systems.ICD10_VN, text.strip().upper(), "ICD-10 (QĐ 4469)")
 
 
+def icd10_list(text: str) -> list[dict[str, Any] | Remark]:
+    """A ``;``-list of ICD-10 codes (``MA_BENH_KT`` in XML13/XML14) → one :func:`icd10` Coding each
+    (with ``each: true``)."""
+    return [icd10(code) for code in split_list(text)]
+
+
 def ethnic_group(text: str) -> dict[str, Any] | Remark:
     """``MA_DANTOC`` (QĐ 121-TCTK, 2 digits) → Coding of the draft IG's ``vn-core-race``."""
     return _coding(systems.ETHNIC_GROUP, text, "ethnic group (QĐ 121-TCTK)")
@@ -309,10 +316,106 @@ def phone(text: str) -> dict[str, Any]:
     return {"system": "phone", "value": text}
 
 
+def signer(text: str) -> dict[str, Any]:
+    """``MA_TTDV`` (the social-insurance number of the head of the facility, or of whom they
+    delegated, who signs the paper) → a logical Reference by that identifier."""
+    return {"identifier": {"type": {"coding": [{"system": systems.V2_0203, "code": "SS"}]},
+                           "system": systems.SOCIAL_INSURANCE, "value": text}}
+
+
+# -- text ------------------------------------------------------------------------------------
+
+
+def labelled(text: str, label: str) -> str:
+    """``label: text`` — free text that lands in a shared element (several notes of a referral)
+    keeps the name of the field it came from."""
+    return f"{label}: {text}"
+
+
+def narrative(text: str) -> dict[str, Any]:
+    """Free text → a generated Narrative (XHTML-escaped, line breaks kept), for a Composition
+    section."""
+    lines = "<br/>".join(html.escape(line) for line in text.splitlines() or [text])
+    return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{lines}</p></div>'}
+
+
+def labelled_narrative(text: str, label: str) -> dict[str, Any]:
+    """:func:`labelled` as a Narrative (several fields in one section)."""
+    return narrative(labelled(text, label))
+
+
+def treatment_result_text(text: str) -> dict[str, Any] | Remark:
+    """``KET_QUA_DTRI`` as the Narrative of a section: ``2 — Đỡ`` (the code and its name)."""
+    found = treatment_result(text)
+    if isinstance(found, Remark):
+        return Remark(narrative(text), found.reason)
+    return narrative(f"{text} — {found['display']}")
+
+
+# -- vital signs in the clinical-course text (XML5 DIEN_BIEN_LS) -----------------------------
+
+#: QĐ 4750 asks XML5 to carry the vital signs as "Mạch (M), nhiệt độ (T), huyết áp (HA), nhịp thở
+#: (NT), SpO2 (SP)": label, ':' and the value; decimals with '.' or ','.
+_VITAL = {label: re.compile(rf"(?:^|[\s,;.(]){label}\s*:\s*(\d+(?:[.,]\d+)?)(?:\s*/\s*(\d+))?")
+          for label in ("M", "T", "HA", "NT", "SP")}
+_VITALS: dict[str, tuple[str, str, str, str]] = {  # label → LOINC, display, UCUM code, unit shown
+    "M": ("8867-4", "Heart rate", "/min", "/min"),
+    "T": ("8310-5", "Body temperature", "Cel", "Cel"),
+    "NT": ("9279-1", "Respiratory rate", "/min", "/min"),
+    "SP": ("2708-6", "Oxygen saturation in Arterial blood", "%", "%"),
+}
+#: SpO2 is measured by pulse oximetry: its own LOINC code next to R4's vital-signs one.
+_PULSE_OXIMETRY = {"system": systems.LOINC, "code": "59408-5",
+                   "display": "Oxygen saturation in Arterial blood by Pulse oximetry"}
+
+
+def _vital_number(text: str, label: str) -> tuple[float | int, str | None] | None:
+    m = _VITAL[label].search(text)
+    if m is None:
+        return None
+    number = m.group(1).replace(",", ".")
+    return (float(number) if "." in number else int(number)), m.group(2)
+
+
+def vital_sign(text: str, label: str) -> dict[str, Any]:
+    """One vital sign written ``M: 102`` in a clinical-course note → ``code`` and
+    ``valueQuantity`` of a vital-signs Observation (LOINC, UCUM).  Absent from the note:
+    :class:`BadValue` of severity ``information`` (nothing to map, no remark)."""
+    found = _vital_number(text, label)
+    if found is None:
+        raise BadValue(f"no {label}: in the note", severity="information")
+    loinc, display, ucum, unit = _VITALS[label]
+    codings = [{"system": systems.LOINC, "code": loinc, "display": display}]
+    if label == "SP":
+        codings.append(_PULSE_OXIMETRY)
+    return {"code": {"coding": codings},
+            "valueQuantity": {"value": found[0], "unit": unit, "system": systems.UCUM, "code": ucum}}
+
+
+def blood_pressure(text: str) -> dict[str, Any]:
+    """``HA: 140/85`` in a clinical-course note → a blood-pressure panel (85354-9) with systolic
+    and diastolic components in mm[Hg]; a value without ``/diastolic`` is a :class:`BadValue`."""
+    found = _vital_number(text, "HA")
+    if found is None:
+        raise BadValue("no HA: in the note", severity="information")
+    if found[1] is None:
+        raise BadValue("HA: has no systolic/diastolic pair", severity="warning")
+
+    def part(code: str, display: str, value: float | int) -> dict[str, Any]:
+        return {"code": {"coding": [{"system": systems.LOINC, "code": code, "display": display}]},
+                "valueQuantity": {"value": value, "unit": "mmHg", "system": systems.UCUM, "code": "mm[Hg]"}}
+
+    return {"code": {"coding": [{"system": systems.LOINC, "code": "85354-9", "display": "Blood pressure panel "
+                                 "with all children optional"}]},
+            "component": [part("8480-6", "Systolic blood pressure", found[0]),
+                          part("8462-4", "Diastolic blood pressure", int(found[1]))]}
+
+
 CONVERTERS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
     datetime_vn, date_ymd, date_or_datetime, birth_date, birth_time, instant_from_date, decimal, integer,
-    split_list, first_of_list, body_weight, icd10, ethnic_group, visit_type, discharge_type,
-    treatment_result, bhyt_object, admin_address, lab_value, vn_name, practitioner, phone,
+    split_list, first_of_list, body_weight, icd10, icd10_list, ethnic_group, visit_type, discharge_type,
+    treatment_result, bhyt_object, admin_address, lab_value, vn_name, practitioner, phone, signer,
+    labelled, narrative, labelled_narrative, treatment_result_text, vital_sign, blood_pressure,
 )}
 
 
@@ -328,7 +431,8 @@ def _token(identifier: dict[str, Any]) -> str:
 def put_by_identifier(resource: dict[str, Any]) -> dict[str, Any]:
     """Conditional update on the resource's first identifier: created on the first import,
     updated (a new version, no duplicate) on every later one."""
-    return {"method": "PUT", "url": f"{resource['resourceType']}?identifier={_token(resource['identifier'][0])}"}
+    ident = resource["identifier"]  # a list, but one Identifier in Composition
+    return {"method": "PUT", "url": f"{resource['resourceType']}?identifier={_token(ident[0] if isinstance(ident, list) else ident)}"}
 
 
 def create_once_by_identifier(resource: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,14 @@ VISIT_NUMBER = f"{_CORE}/sid/VisitNumber"
 MEDICAL_RECORD = f"{_CORE}/sid/MRN"
 #: One claim line (facility, MA_LK, table, STT): lets a re-import update the resource it made.
 CLAIM_LINE = "urn:fhir-hub:qd130:line"
+#: The social-insurance number (mã số BHXH) of staff who sign papers (MA_TTDV, MA_BS of XML7).
+SOCIAL_INSURANCE = "urn:fhir-hub:sid:bhxh"
+#: Numbers of papers a claim carries: discharge archive number, referral and re-exam papers.
+PAPER_NUMBER = "urn:fhir-hub:qd130:paper"
+#: Referral reasons (MA_LYDO_CT): a QĐ 130 list with no published CodeSystem.
+REFERRAL_REASON = "urn:fhir-hub:qd130:ma-lydo-ct"
+SNOMED = "http://snomed.info/sct"
+PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 #: sha256 of an imported file.
 FILE_SHA256 = "urn:fhir-hub:sha256"
 

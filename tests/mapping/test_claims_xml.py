@@ -204,14 +204,6 @@ def test_count_mismatch_and_foreign_ma_lk() -> None:
     assert h.bundle is not None
 
 
-def test_qd4210_layout_is_reported_not_supported() -> None:
-    tables = decoded_tables("GIAMDINHHS_synthetic_01_00999", 2)
-    tables["XML2"] = (b"<DSACH_CHI_TIET_THUOC><CHI_TIET_THUOC><MA_LK>00999.2025.NGT.000102</MA_LK>"
-                      b"</CHI_TIET_THUOC></DSACH_CHI_TIET_THUOC>")
-    h = _map(envelope([tables])).hosos[0]
-    assert any(p.table == "XML2" and p.code == "not-supported" for p in h.problems)
-
-
 @pytest.mark.parametrize("payload", [
     b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><GIAMDINHHS>&b;</GIAMDINHHS>',
     b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><GIAMDINHHS>&e;</GIAMDINHHS>',

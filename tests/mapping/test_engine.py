@@ -43,7 +43,15 @@ def test_a_spec_naming_an_unknown_function_or_table_fails_on_load() -> None:
 
 def test_the_shipped_qd130_spec_loads() -> None:
     spec = load_spec("qd130")
-    assert list(spec.tables) == ["XML1", "XML2", "XML3", "XML4"]
+    assert list(spec.tables) == ["XML1", "XML2", "XML3", "XML4", "XML5", "XML7", "XML8", "XML13", "XML14"]
+
+
+def test_the_qd4210_spec_extends_qd130_with_4210_names() -> None:
+    spec = load_spec("qd4210")
+    assert list(spec.tables) == ["XML1", "XML2", "XML3", "XML4", "XML5"]
+    assert spec.tables["XML2"].root == "DSACH_CHI_TIET_THUOC"
+    assert "MA_THE" in spec.tables["XML1"].used_fields() and "MA_THE_BHYT" not in spec.tables["XML1"].used_fields()
+    assert "DIEN_BIEN" in spec.tables["XML5"].used_fields()
 
 
 SPEC = {

@@ -51,7 +51,9 @@ def test_cli_imports_twice_without_duplicates(fresh_server: Server, tmp_path: Pa
     assert _count(fresh_server, "Patient") == 6
     assert _count(fresh_server, "Encounter") == 6
     assert _count(fresh_server, "Organization") == 2
-    assert _count(fresh_server, "Observation") == 20
+    assert _count(fresh_server, "Observation") == 50  # 20 results and weights, 30 vital signs of XML5
+    assert _count(fresh_server, "Composition") == 3
+    assert _count(fresh_server, "Appointment") == 2
     assert _count(fresh_server, "Provenance") == 6
 
 
