@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from fhir_hub.config import Settings
 from fhir_hub.errors import FhirError, error
-from fhir_hub.rest import everything, history, read, reindex, search, terminology, transaction, write
+from fhir_hub.rest import everything, history, mpi, read, reindex, search, terminology, transaction, write
 from fhir_hub.rest.capability import capability_statement
 from fhir_hub.rest.references import ReferenceChecker
 from fhir_hub.rest.search_parameters import Follower
@@ -50,11 +50,17 @@ class Hub:
         self.started = instant(time.time_ns() // 1000)
         #: ``rest.security`` of the CapabilityStatement for a base URL, when authorization is on.
         self.security: Callable[[str], dict[str, Any]] | None = None
+        #: Patient reconciliation on Patient writes (``FHIR_HUB_MPI``), called inside their unit.
+        self.mpi: Callable[[Tx, str, dict[str, Any]], None] | None = None
+        if settings.mpi:
+            from fhir_hub.mpi.service import Reconciler
+
+            self.mpi = Reconciler().on_patient
 
     def refs(self, tx: Tx, base_url: str) -> ReferenceChecker:
-        if self.settings.enforce_references:
-            return ReferenceChecker(tx, base_url)
-        return _NoReferenceCheck(tx, base_url)
+        checker = ReferenceChecker(tx, base_url) if self.settings.enforce_references else _NoReferenceCheck(tx, base_url)
+        checker.on_patient = self.mpi
+        return checker
 
 
 def _method_not_allowed(method: str, path: str) -> FhirError:
@@ -91,6 +97,8 @@ async def _route(hub: Hub, req: Request) -> Response:
             return await history.handle_history(hub, req)
         if n == 2 and seg[1] == "_history":
             return await history.handle_history(hub, req, seg[0])
+        if n == 1 and seg[0] == "$mpi-review":
+            return await mpi.handle_review(hub, req)
         if n == 3 and seg[2] == "_history":
             return await history.handle_history(hub, req, seg[0], seg[1])
         if n == 1:
@@ -114,6 +122,8 @@ async def _route(hub: Hub, req: Request) -> Response:
             return await reindex.handle_reindex(hub, req, None)
         if n == 2 and seg[1] == "$reindex":
             return await reindex.handle_reindex(hub, req, seg[0])
+        if n == 2 and seg[0] == "Patient" and seg[1] in mpi.OPERATIONS:
+            return await mpi.handle(hub, req, seg[1])
         if n == 2 and seg[1] == "$validate":
             return await handle_validate(hub, req, seg[0])
         if n == 2 and seg[1][0] == "$" and seg[0] in terminology.TYPES:

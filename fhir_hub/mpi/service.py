@@ -1,0 +1,527 @@
+"""Patient reconciliation on the server: golden records, links and review items, in the unit of work.
+
+The model follows HAPI's MDM (golden resources, links with a match result and how they were
+made) in plain R4 resources, so that everything lives in the store and can be searched:
+
+* A **golden Patient** per person, id assigned by the hub, tagged ``urn:fhir-hub:mpi|golden``.
+  Its content is a pure function of its sources (:func:`compose`): the identifiers of every
+  source (deduplicated), name, gender, birth date, address and telecom of the first source (by
+  id) that has them, one ``link`` ``seealso`` per source, one ``replaces`` per golden record
+  merged into it, and the blocking keys of every source as ``meta.tag`` under
+  ``urn:fhir-hub:mpi:key`` (so candidates are found with a token search, on any worker and after
+  a restart). Because it is recomputed from its sources, undoing a link restores it exactly.
+* **Source Patients** are what facilities send; they are never rewritten (no new version).
+* A **link record** per source: a ``Basic`` (code ``urn:fhir-hub:mpi-link|match``, ``subject`` the
+  source, ``identifier`` ``urn:fhir-hub:mpi:golden|<golden id>``) whose ``decision`` extension says
+  how the link was made (rule, outcome, score, fields agreed and disagreed, reasons, time, actor,
+  automatic or manual, the previous golden record). Each decision is a new version of it.
+* A **review item** per (source, candidate golden) pair the rules sent to review: a ``Basic``
+  with code ``possible-match``; accepting it links, rejecting it sets ``no-match``.
+
+Everything here runs on the writer inside the caller's unit of work (:class:`~fhir_hub.storage.
+port.Tx`), so a source, its golden record and its link commit together or not at all, and the
+single writer serialises two submissions of one new person: the second sees the first's golden.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fhir_hub.errors import FhirError, error
+from fhir_hub.mpi import blocking
+from fhir_hub.mpi.config import MatchConfig
+from fhir_hub.mpi.features import Features, extract
+from fhir_hub.mpi.index import Lookup
+from fhir_hub.mpi.rules import Decision, Outcome, Rule, decide, match
+from fhir_hub.mpi.score import Level
+from fhir_hub.rest.write import new_id
+from fhir_hub.search.query import Clause, ReferenceValue, TokenValue
+from fhir_hub.storage.port import Tx
+
+MPI = "urn:fhir-hub:mpi"
+GOLDEN_TAG = {"system": MPI, "code": "golden"}
+LINK_TAG = {"system": MPI, "code": "link"}
+REVIEW_TAG = {"system": MPI, "code": "review"}
+#: ``meta.tag`` system of a golden record's blocking keys (``fhir_hub.mpi.blocking``)
+KEY_SYSTEM = f"{MPI}:key"
+#: ``Basic.code`` system of link records and review items
+LINK_STATE = f"{MPI}-link"
+#: ``Basic.identifier`` system carrying the golden record's id
+GOLDEN_ID = f"{MPI}:golden"
+DECISION_EXT = f"{MPI}:decision"
+
+MATCH, POSSIBLE_MATCH, NO_MATCH = "match", "possible-match", "no-match"
+AUTO_ACTOR = "fhir-hub mpi (automatic)"
+
+#: Candidates per blocking key on the write path: each costs a read and a comparison inside the
+#: writer's unit, so a key shared by more goldens than this is skipped (and the decision says so).
+SERVER_CONFIG = MatchConfig(max_block=200)
+
+_AGREE = {Level.EXACT, Level.FOLDED, Level.FUZZY, Level.NEAR, Level.SWAPPED, Level.MONTH, Level.YEAR}
+_PERSON = ("name", "gender", "birthDate", "address", "telecom")
+
+
+def is_golden(resource: dict[str, Any]) -> bool:
+    return any(t.get("system") == MPI and t.get("code") == "golden"
+               for t in (resource.get("meta") or {}).get("tag") or ())
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def link_id(source: str) -> str:
+    """The id of a source's link record (derived, so no search is needed to find it)."""
+    return f"mpil-{_digest(source)}"
+
+
+def review_id(source: str, golden: str) -> str:
+    return f"mpir-{_digest(source + '|' + golden)}"
+
+
+def _ref(rid: str) -> dict[str, str]:
+    return {"reference": f"Patient/{rid}"}
+
+
+def _ref_id(ref: Any) -> str | None:
+    text = ref.get("reference") if isinstance(ref, dict) else None
+    return text.split("/", 1)[1] if isinstance(text, str) and text.startswith("Patient/") else None
+
+
+def _body(tx: Tx, rtype: str, rid: str) -> dict[str, Any] | None:
+    v = tx.current(rtype, rid)
+    if v is None or v.body is None:
+        return None
+    loaded: dict[str, Any] = orjson.loads(v.body)
+    return loaded
+
+
+# -- golden records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Golden:
+    """What a golden record is made of."""
+
+    id: str
+    sources: tuple[str, ...] = ()
+    merged: tuple[str, ...] = ()
+    replaced_by: str | None = None
+
+    @classmethod
+    def of(cls, gid: str, body: dict[str, Any] | None) -> Golden:
+        links = (body or {}).get("link") or ()
+        by_type: dict[str, list[str]] = {}
+        for link in links:
+            other = _ref_id(link.get("other"))
+            if other is not None:
+                by_type.setdefault(link.get("type", ""), []).append(other)
+        replaced = by_type.get("replaced-by", [])
+        return cls(gid, tuple(by_type.get("seealso", ())), tuple(by_type.get("replaces", ())),
+                   replaced[0] if replaced else None)
+
+
+def _identifier_key(identifier: dict[str, Any]) -> tuple[str, str]:
+    return str(identifier.get("system", "")), str(identifier.get("value", ""))
+
+
+def compose(gid: str, sources: Sequence[tuple[str, dict[str, Any]]], merged: Iterable[str] = (),
+            replaced_by: str | None = None) -> dict[str, Any]:
+    """The golden record of ``sources`` (id, body): a pure function, so recomputing after an
+    undo gives back exactly the record before."""
+    if replaced_by is not None:  # merged away: no identifiers, no keys, points at the survivor
+        return {"resourceType": "Patient", "id": gid, "meta": {"tag": [GOLDEN_TAG]}, "active": False,
+                "link": [{"other": _ref(replaced_by), "type": "replaced-by"}]}
+    ordered = sorted(sources, key=lambda s: s[0])
+    identifiers: dict[tuple[str, str], dict[str, Any]] = {}
+    keys: set[str] = set()
+    out: dict[str, Any] = {"resourceType": "Patient", "id": gid}
+    for _, body in ordered:
+        for identifier in body.get("identifier") or ():
+            if isinstance(identifier, dict):
+                identifiers.setdefault(_identifier_key(identifier), identifier)
+        keys.update(blocking.keys(extract(body)))
+    for element in _PERSON:
+        for _, body in ordered:
+            if body.get(element):
+                out[element] = body[element]
+                break
+    tags = [GOLDEN_TAG, *({"system": KEY_SYSTEM, "code": k} for k in sorted(keys))]
+    out["meta"] = {"tag": tags}
+    if identifiers:
+        out["identifier"] = list(identifiers.values())
+    out["active"] = True
+    out["link"] = ([{"other": _ref(sid), "type": "seealso"} for sid, _ in ordered]
+                   + [{"other": _ref(m), "type": "replaces"} for m in sorted(set(merged))])
+    return out
+
+
+def _same(stored: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    if stored is None:
+        return False
+    meta = dict(stored.get("meta") or {})
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    return {**stored, "meta": meta} == new
+
+
+def write_golden(tx: Tx, golden: Golden) -> None:
+    """Write (or delete, when it has no source left) the golden record ``golden`` describes."""
+    current = _body(tx, "Patient", golden.id)
+    if not golden.sources and golden.replaced_by is None:
+        if current is not None:
+            tx.delete("Patient", golden.id)
+        return
+    sources = []
+    for sid in dict.fromkeys(golden.sources):
+        body = _body(tx, "Patient", sid)
+        if body is not None:
+            sources.append((sid, body))
+    new = compose(golden.id, sources, golden.merged, golden.replaced_by)
+    if not _same(current, new):
+        tx.put("Patient", golden.id, new, "PUT" if current is not None else "POST")
+
+
+def golden_of(tx: Tx, gid: str) -> Golden:
+    return Golden.of(gid, _body(tx, "Patient", gid))
+
+
+def _active_golden(tx: Tx, gid: str) -> Golden:
+    body = _body(tx, "Patient", gid)
+    if body is None or not is_golden(body):
+        raise FhirError(404, error("not-found", f"Patient/{gid} is not a golden record"))
+    golden = Golden.of(gid, body)
+    if golden.replaced_by is not None:
+        raise FhirError(409, error("conflict", f"Patient/{gid} was merged into Patient/{golden.replaced_by}"))
+    return golden
+
+
+def _source(tx: Tx, sid: str) -> dict[str, Any]:
+    body = _body(tx, "Patient", sid)
+    if body is None:
+        raise FhirError(404, error("not-found", f"Patient/{sid} does not exist"))
+    if is_golden(body):
+        raise FhirError(400, error("invalid", f"Patient/{sid} is a golden record, not a source Patient"))
+    return body
+
+
+# -- candidates -------------------------------------------------------------------------------
+
+
+class TxCandidates:
+    """The golden records sharing a blocking key, found by a token search on their
+    ``urn:fhir-hub:mpi:key`` tags inside the unit of work (a :class:`~fhir_hub.mpi.index.
+    CandidateSource` whose keys are written with the golden records themselves)."""
+
+    def __init__(self, tx: Tx, exclude: Iterable[str] = ()):
+        self._tx = tx
+        self._exclude = frozenset(exclude)
+
+    def add(self, person_id: str, keys: Iterable[str]) -> None:
+        """Nothing to do: a golden record carries its keys (:func:`compose`)."""
+
+    def remove(self, person_id: str) -> None:
+        """Nothing to do: a golden record carries its keys (:func:`compose`)."""
+
+    def lookup(self, keys: Iterable[str], max_block: int | None = None) -> Lookup:
+        found: set[str] = set()
+        skipped: list[str] = []
+        limit = (max_block or 1000) + 1
+        for key in keys:
+            ids = self._tx.find("Patient", [Clause("_tag", "token", (TokenValue(KEY_SYSTEM, key),))], limit)
+            if max_block is not None and len(ids) > max_block:
+                skipped.append(key)
+            else:
+                found.update(i for i in ids if i not in self._exclude)
+        return Lookup(frozenset(found), tuple(skipped))
+
+
+def _features(tx: Tx, gid: str) -> Features:
+    return extract(_body(tx, "Patient", gid) or {})
+
+
+# -- records of decisions ---------------------------------------------------------------------
+
+
+def _now(tx: Tx) -> str:
+    return dt.datetime.fromtimestamp(tx.ts / 1e6, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _decision_ext(tx: Tx, *, golden: str, rule: str, outcome: str, source: str, actor: str,
+                  decision: Decision | None = None, previous: str | None = None,
+                  reasons: Sequence[str] = ()) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [
+        {"url": "golden", "valueReference": _ref(golden)},
+        {"url": "linkSource", "valueCode": source},
+        {"url": "rule", "valueCode": rule},
+        {"url": "outcome", "valueCode": outcome},
+    ]
+    if decision is not None:
+        parts.append({"url": "score", "valueDecimal": round(decision.score, 2)})
+        if decision.candidate is not None:
+            parts.append({"url": "candidate", "valueReference": _ref(decision.candidate)})
+    parts += [{"url": "time", "valueDateTime": _now(tx)}, {"url": "actor", "valueString": actor}]
+    if previous is not None:
+        parts.append({"url": "previous", "valueReference": _ref(previous)})
+    for reason in (*(decision.reasons if decision else ()), *reasons):
+        parts.append({"url": "reason", "valueString": reason})
+    for f in decision.fields if decision else ():
+        if f.level is Level.MISSING or f.weight == 0:
+            continue
+        kind = "agreed" if f.level in _AGREE and f.weight > 0 else "disagreed"
+        parts.append({"url": kind, "valueString": f"{f.field}: {f.level} ({f.weight:+.1f})"})
+    return {"url": DECISION_EXT, "extension": parts}
+
+
+def _record(rid: str, tag: dict[str, str], state: str, source: str, golden: str, ext: dict[str, Any],
+            ts: str) -> dict[str, Any]:
+    return {"resourceType": "Basic", "id": rid, "meta": {"tag": [tag]},
+            "identifier": [{"system": GOLDEN_ID, "value": golden}],
+            "code": {"coding": [{"system": LINK_STATE, "code": state}]},
+            "subject": _ref(source), "created": ts[:10], "extension": [ext]}
+
+
+def _put_record(tx: Tx, body: dict[str, Any]) -> None:
+    exists = tx.current("Basic", body["id"])
+    tx.put("Basic", body["id"], body, "PUT" if exists is not None else "POST")
+
+
+def decision_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A link record's or review item's decision extension as a plain dict (lists for repeats)."""
+    out: dict[str, Any] = {"state": record["code"]["coding"][0]["code"]}
+    for ext in record.get("extension") or ():
+        if ext.get("url") != DECISION_EXT:
+            continue
+        for part in ext.get("extension") or ():
+            key = part["url"]
+            value = next(v for k, v in part.items() if k.startswith("value"))
+            if isinstance(value, dict):
+                value = _ref_id(value)
+            if key in ("reason", "agreed", "disagreed"):
+                out.setdefault(key, []).append(value)
+            else:
+                out[key] = value
+    return out
+
+
+def link_record(tx: Tx, sid: str) -> dict[str, Any] | None:
+    return _body(tx, "Basic", link_id(sid))
+
+
+def current_golden(tx: Tx, sid: str) -> str | None:
+    record = link_record(tx, sid)
+    if record is None or decision_of(record)["state"] != MATCH:
+        return None
+    return str(record["identifier"][0]["value"])
+
+
+def _write_link(tx: Tx, sid: str, gid: str, ext: dict[str, Any]) -> None:
+    _put_record(tx, _record(link_id(sid), LINK_TAG, MATCH, sid, gid, ext, _now(tx)))
+
+
+# -- the write path ---------------------------------------------------------------------------
+
+
+class Reconciler:
+    """What the write paths call (``ReferenceChecker.on_patient``) for every Patient written."""
+
+    def __init__(self, config: MatchConfig = SERVER_CONFIG):
+        self.config = config
+
+    def on_patient(self, tx: Tx, sid: str, resource: dict[str, Any]) -> None:
+        if is_golden(resource):
+            return  # the hub's own records (written by this module, or by a steward by hand)
+        gid = current_golden(tx, sid)
+        if gid is not None:  # an update of a linked source: its golden record follows it
+            write_golden(tx, golden_of(tx, gid))
+            return
+        decision = match(extract(resource), TxCandidates(tx), lambda g: _features(tx, g), self.config)
+        if decision.outcome is Outcome.AUTO_LINK and decision.candidate is not None:
+            golden = golden_of(tx, decision.candidate)
+            write_golden(tx, Golden(golden.id, (*golden.sources, sid), golden.merged))
+            _write_link(tx, sid, golden.id, _decision_ext(tx, golden=golden.id, rule=str(decision.rule),
+                                                          outcome=str(decision.outcome), source="auto",
+                                                          actor=AUTO_ACTOR, decision=decision))
+            return
+        new = new_id()
+        write_golden(tx, Golden(new, (sid,)))
+        _write_link(tx, sid, new, _decision_ext(tx, golden=new, rule=str(decision.rule), outcome=str(decision.outcome),
+                                                source="auto", actor=AUTO_ACTOR, decision=decision))
+        if decision.outcome is Outcome.REVIEW and decision.candidate is not None:
+            ext = _decision_ext(tx, golden=decision.candidate, rule=str(decision.rule), outcome=str(decision.outcome),
+                                source="auto", actor=AUTO_ACTOR, decision=decision)
+            _put_record(tx, _record(review_id(sid, decision.candidate), REVIEW_TAG, POSSIBLE_MATCH, sid,
+                                    decision.candidate, ext, _now(tx)))
+
+
+# -- stewardship ------------------------------------------------------------------------------
+
+
+def _move(tx: Tx, sid: str, from_gid: str | None, to_gid: str) -> None:
+    if from_gid is not None:
+        old = golden_of(tx, from_gid)
+        write_golden(tx, Golden(old.id, tuple(s for s in old.sources if s != sid), old.merged, old.replaced_by))
+    target = golden_of(tx, to_gid)
+    write_golden(tx, Golden(to_gid, (*(s for s in target.sources if s != sid), sid), target.merged))
+
+
+def link(tx: Tx, sid: str, gid: str, actor: str) -> dict[str, Any]:
+    """Link ``sid`` to golden ``gid`` by hand (accepts an open review of the pair); the golden
+    record it leaves is recomputed, or deleted when it has no source left."""
+    _source(tx, sid)
+    _active_golden(tx, gid)
+    old = current_golden(tx, sid)
+    if old == gid:
+        return {"golden": gid, "changed": False}
+    _move(tx, sid, old, gid)
+    _write_link(tx, sid, gid, _decision_ext(tx, golden=gid, rule="manual", outcome="auto-link", source="manual",
+                                            actor=actor, previous=old))
+    review = _body(tx, "Basic", review_id(sid, gid))
+    if review is not None and decision_of(review)["state"] == POSSIBLE_MATCH:
+        review["code"]["coding"][0]["code"] = MATCH
+        review["extension"].append(_decision_ext(tx, golden=gid, rule="manual", outcome="accepted", source="manual",
+                                                 actor=actor))
+        _put_record(tx, review)
+    return {"golden": gid, "previous": old, "changed": True}
+
+
+def unlink(tx: Tx, sid: str, gid: str | None, actor: str) -> dict[str, Any]:
+    """Take ``sid`` out of its golden record: back into the golden record it came from when a
+    steward moved it (so link then unlink restores both records exactly), else into a new one.
+    With ``gid`` naming a golden record ``sid`` is only under review with, the review is rejected."""
+    _source(tx, sid)
+    current = current_golden(tx, sid)
+    if gid is not None and gid != current:
+        review = _body(tx, "Basic", review_id(sid, gid))
+        if review is None or decision_of(review)["state"] != POSSIBLE_MATCH:
+            raise FhirError(409, error("conflict", f"Patient/{sid} is neither linked to nor under review with "
+                                       f"Patient/{gid}"))
+        review["code"]["coding"][0]["code"] = NO_MATCH
+        review["extension"].append(_decision_ext(tx, golden=gid, rule="manual", outcome="rejected", source="manual",
+                                                 actor=actor))
+        _put_record(tx, review)
+        return {"golden": current, "rejected": gid, "changed": True}
+    if current is None:
+        raise FhirError(409, error("conflict", f"Patient/{sid} is not linked to a golden record"))
+    record = link_record(tx, sid) or {}
+    previous = decision_of(record).get("previous")
+    target: str | None = None
+    if previous and previous != current:
+        body = _body(tx, "Patient", previous)
+        prior = tx.current("Patient", previous)
+        if body is None and prior is not None:  # emptied when the source left it: bring it back
+            target = previous
+        elif body is not None and is_golden(body) and Golden.of(previous, body).replaced_by is None:
+            target = previous
+    if target is None:
+        target = new_id()
+    _move(tx, sid, current, target)
+    _write_link(tx, sid, target, _decision_ext(tx, golden=target, rule="manual", outcome="unlinked", source="manual",
+                                               actor=actor, previous=current,
+                                               reasons=(f"unlinked from Patient/{current}",)))
+    return {"golden": target, "previous": current, "changed": True}
+
+
+def merge(tx: Tx, from_gid: str, into_gid: str, actor: str) -> dict[str, Any]:
+    """Merge golden ``from_gid`` into ``into_gid``: its sources move, it becomes ``replaced-by``."""
+    if from_gid == into_gid:
+        raise FhirError(400, error("invalid", "a golden record cannot be merged into itself"))
+    src, dst = _active_golden(tx, from_gid), _active_golden(tx, into_gid)
+    write_golden(tx, Golden(into_gid, (*dst.sources, *src.sources), (*dst.merged, from_gid)))
+    write_golden(tx, Golden(from_gid, (), src.merged, into_gid))
+    for sid in src.sources:
+        _write_link(tx, sid, into_gid, _decision_ext(tx, golden=into_gid, rule="merge", outcome="auto-link",
+                                                     source="manual", actor=actor, previous=from_gid))
+    return {"golden": into_gid, "moved": list(src.sources)}
+
+
+def unmerge(tx: Tx, from_gid: str, actor: str) -> dict[str, Any]:
+    """Undo :func:`merge` of ``from_gid``: the sources the merge moved go back, both records are
+    recomputed as they were."""
+    body = _body(tx, "Patient", from_gid)
+    gone = Golden.of(from_gid, body)
+    if body is None or not is_golden(body) or gone.replaced_by is None:
+        raise FhirError(409, error("conflict", f"Patient/{from_gid} is not a merged golden record"))
+    into = golden_of(tx, gone.replaced_by)
+    back = []
+    for sid in into.sources:
+        d = decision_of(link_record(tx, sid) or {"code": {"coding": [{"code": ""}]}})
+        if d.get("rule") == "merge" and d.get("previous") == from_gid and d.get("golden") == into.id:
+            back.append(sid)
+    write_golden(tx, Golden(from_gid, tuple(back), gone.merged))
+    write_golden(tx, Golden(into.id, tuple(s for s in into.sources if s not in back),
+                            tuple(m for m in into.merged if m != from_gid)))
+    for sid in back:
+        _write_link(tx, sid, from_gid, _decision_ext(tx, golden=from_gid, rule="unmerge", outcome="auto-link",
+                                                     source="manual", actor=actor, previous=into.id))
+    return {"golden": from_gid, "moved": back}
+
+
+def reviews(tx: Tx, count: int) -> list[dict[str, Any]]:
+    """Open review items, oldest first (ids of records are not time-ordered: by their time)."""
+    criteria = [Clause("code", "token", (TokenValue(LINK_STATE, POSSIBLE_MATCH),))]
+    items = [b for rid in tx.find("Basic", criteria, count) if (b := _body(tx, "Basic", rid)) is not None]
+    return sorted(items, key=lambda b: str(decision_of(b).get("time", "")))
+
+
+def explain(tx: Tx, rid: str) -> dict[str, Any]:
+    """How ``Patient/rid`` came to be where it is: a source's link record and open reviews, or
+    a golden record's sources with theirs."""
+    body = _body(tx, "Patient", rid)
+    if body is None:
+        raise FhirError(404, error("not-found", f"Patient/{rid} does not exist"))
+    if is_golden(body):
+        golden = Golden.of(rid, body)
+        return {"golden": rid, "replaced_by": golden.replaced_by, "merged": list(golden.merged),
+                "sources": {sid: decision_of(r) for sid in golden.sources if (r := link_record(tx, sid))}}
+    record = link_record(tx, rid)
+    criteria = [Clause("subject", "reference", (ReferenceValue(f"Patient/{rid}"),)),
+                Clause("code", "token", (TokenValue(LINK_STATE, POSSIBLE_MATCH),))]
+    open_reviews = [decision_of(b) for i in tx.find("Basic", criteria, 50) if (b := _body(tx, "Basic", i))]
+    return {"source": rid, "link": decision_of(record) if record else None, "reviews": open_reviews}
+
+
+# -- $match -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    golden: str
+    score: float
+    grade: str
+    decision: Decision
+
+
+def grade_of(decision: Decision) -> str:
+    """The match-grade code (http://hl7.org/fhir/StructureDefinition/match-grade)."""
+    if decision.outcome is Outcome.AUTO_LINK:
+        return "certain"
+    if decision.outcome is Outcome.REVIEW:
+        return "probable"
+    return "possible" if decision.score > 0 else "certainly-not"
+
+
+def search_score(decision: Decision, config: MatchConfig) -> float:
+    """``search.score`` in [0, 1]: 1 for a deterministic link, else the score over the link
+    threshold, capped."""
+    if decision.outcome is Outcome.AUTO_LINK and decision.rule is not Rule.PROBABILISTIC:
+        return 1.0
+    return round(min(1.0, max(0.0, decision.score / config.link_threshold)), 4)
+
+
+def candidates(tx: Tx, patient: dict[str, Any], config: MatchConfig = SERVER_CONFIG) -> list[Scored]:
+    """Every golden record sharing a blocking key with ``patient``, scored, best first."""
+    incoming = extract(patient)
+    found = TxCandidates(tx).lookup(blocking.keys(incoming), config.max_block)
+    out = []
+    for gid in sorted(found.ids):
+        d = decide(incoming, _features(tx, gid), config, gid)
+        out.append(Scored(gid, search_score(d, config), grade_of(d), d))
+    rank = {"certain": 3, "probable": 2, "possible": 1, "certainly-not": 0}
+    return sorted(out, key=lambda s: (rank[s.grade], s.score, s.decision.score), reverse=True)
