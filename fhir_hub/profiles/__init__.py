@@ -1,7 +1,9 @@
 """The VN Core profiles: StructureDefinitions with snapshots, shipped in ``data/``.
 
 Built by ``tools/build_profiles.py`` (differentials there, snapshots generated against the R4 base)
-and loaded on first use, once. :func:`default_profiles` says which of them a resource is checked
+and loaded on first use, once. The outpatient record templates (``templates/``, :mod:`.registry`)
+build into more profiles (:mod:`.build`), which :func:`structure_definition` also answers.
+:func:`default_profiles` says which of them a resource is checked
 against when it names none (the CLI, the tests over the claims mapping's output).
 """
 
@@ -50,9 +52,20 @@ def _load() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[
     return sds, value_sets, r4
 
 
+#: Canonical URLs of the profiles built from the outpatient template registry start with this.
+TEMPLATE_PREFIX = f"{SD}/vn-template-"
+
+
 def structure_definition(url: str) -> dict[str, Any] | None:
-    """The shipped StructureDefinition with this canonical URL (``|version`` ignored)."""
-    return _load()[0].get(url.split("|", 1)[0])
+    """The shipped StructureDefinition with this canonical URL (``|version`` ignored), or one of the
+    outpatient template profiles (``…/vn-template-…``), built from the shipped registry on first use."""
+    url = url.split("|", 1)[0]
+    found = _load()[0].get(url)
+    if found is None and url.startswith(TEMPLATE_PREFIX):
+        from fhir_hub.profiles.build import template_structure_definitions
+
+        return template_structure_definitions().get(url)
+    return found
 
 
 def urls() -> list[str]:
@@ -105,5 +118,5 @@ def default_profiles(resource: dict[str, Any]) -> list[str]:
 
 
 __all__ = ["CONDITION", "COVERAGE", "ENCOUNTER", "ENCOUNTER_OUTPATIENT", "LAB", "ORGANIZATION", "PATIENT",
-           "PRACTITIONER", "VITAL_SIGNS", "default_profiles", "profile_urls", "r4_codes", "structure_definition",
-           "urls", "value_set"]
+           "PRACTITIONER", "TEMPLATE_PREFIX", "VITAL_SIGNS", "default_profiles", "profile_urls", "r4_codes",
+           "structure_definition", "urls", "value_set"]
