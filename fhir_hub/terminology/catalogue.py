@@ -58,9 +58,14 @@ def _children(concepts: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
 
 
 def _read_all() -> list[dict[str, Any]]:
+    """The VN resources (a file each), then R4's own (``data/r4``: arrays, built by
+    ``tools/build_r4_terminology.py``); a VN canonical URL is never one of R4's."""
     folder = resources.files("fhir_hub.terminology") / "data"
-    return [orjson.loads(entry.read_bytes()) for entry in sorted(folder.iterdir(), key=lambda e: e.name)
-            if entry.name.endswith(".json")]
+    found = [orjson.loads(entry.read_bytes()) for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+             if entry.name.endswith(".json")]
+    for name in ("codesystems.json", "valuesets.json"):
+        found.extend(orjson.loads((folder / "r4" / name).read_bytes()))
+    return found
 
 
 @lru_cache(maxsize=1)

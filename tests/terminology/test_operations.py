@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 import pytest
 
@@ -23,8 +24,14 @@ def test_icd10_code_with_its_vietnamese_title() -> None:
     assert terminology.designations(ICD, "J45") == [("en", "Asthma")]
 
 
+def _built_here() -> list[Any]:
+    """The code systems tools/build_terminology.py makes (R4's own come as published)."""
+    return [cs for cs in terminology.catalogue.catalogue().code_systems.values()
+            if cs.url.startswith("http://fhir.ehealth.gov.vn/") or cs.url == "http://loinc.org"]
+
+
 def test_every_display_is_nfc() -> None:
-    for cs in terminology.catalogue.catalogue().code_systems.values():
+    for cs in _built_here():
         for concept in cs.concepts.values():
             assert unicodedata.is_normalized("NFC", concept["display"]), (cs.url, concept["code"])
 
@@ -68,7 +75,7 @@ def test_validate_code() -> None:
 
 def test_provenance_is_recorded_the_same_way_everywhere() -> None:
     cat = terminology.catalogue.catalogue()
-    for res in [c.resource for c in cat.code_systems.values()] + [m.resource for m in cat.concept_maps.values()]:
+    for res in [c.resource for c in _built_here()] + [m.resource for m in cat.concept_maps.values()]:
         tag = res["meta"]["tag"][0]
         assert tag["system"] == "urn:fhir-hub:source-status"
         assert tag["code"] in ("verified", "secondary", "unverified")
