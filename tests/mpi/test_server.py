@@ -359,3 +359,31 @@ def test_operations_are_404_when_reconciliation_is_off(tmp_path: Path) -> None:
             assert client.post("/Patient/$match", json=params()).status_code == 404
     finally:
         off.stop()
+
+
+# -------------------------------------------------------------------------- CLI
+
+
+def test_cli_review_explain_link_unlink(c: httpx.Client, srv: Server) -> None:
+    from typer.testing import CliRunner
+
+    from fhir_hub.cli.main import app
+
+    nid = cccd()
+    a = create(c, patient(name="Lương Bá Thắng", cccd=nid, card=None))
+    b = create(c, patient(name="Lương Bá Thắng", cccd=nid, card=None, birth="2010-01-01"))
+    ga = golden_of(c, a)["id"]
+    runner = CliRunner()
+    out = runner.invoke(app, ["mpi", "review", "--base", srv.base, "--count", "500"], env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    assert f"Patient/{b}" in out.output and "national-id" in out.output
+    out = runner.invoke(app, ["mpi", "explain", b, "--base", srv.base], env={"COLUMNS": "400"})
+    assert out.exit_code == 0 and "reviews.reason" in out.output
+    out = runner.invoke(app, ["mpi", "link", b, ga, "--base", srv.base, "--actor", "cli-steward"])
+    assert out.exit_code == 0, out.output
+    assert sorted(sources(golden_of(c, b))) == sorted([a, b])
+    out = runner.invoke(app, ["mpi", "unlink", b, "--base", srv.base])
+    assert out.exit_code == 0, out.output
+    assert sources(golden_of(c, a)) == [a]
+    out = runner.invoke(app, ["mpi", "merge", ga, ga, "--base", srv.base])
+    assert out.exit_code == 1 and "itself" in out.output
