@@ -46,7 +46,9 @@ from fhir_hub.auth.storage import AuthStore
 from fhir_hub.errors import FhirError, error
 from fhir_hub.rest import search
 from fhir_hub.rest.wire import Request, parse_json
+from fhir_hub.search import extract, matcher, parameters
 from fhir_hub.search.parse import parse
+from fhir_hub.search.query import Criterion
 
 _REALM = 'Bearer realm="fhir-hub"'
 _WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -108,6 +110,9 @@ class Enforcer:
         self._cache: dict[str, Principal] = {}
         self._seq = 0
         self._polled = 0.0
+        #: Compiled membership criteria by (type, own id for the compartment's type, compartment, restriction).
+        self._criteria: dict[tuple[Any, ...], Any] = {}
+        self._link_params: dict[tuple[str, str], frozenset[str]] = {}
 
     # --- the token --------------------------------------------------------------------------------
 
@@ -261,21 +266,59 @@ class Enforcer:
 
     async def _member(self, hub: Any, req: Request, rtype: str, rid: str, compartment: tuple[str, str] | None,
                       restriction: tuple[tuple[str, str], ...]) -> bool:
-        """Whether ``rtype/rid`` (its current version) is in the compartment and matches the restriction:
-        the compartment search's own criteria, run with ``_id`` = the id."""
+        """Whether ``rtype/rid`` (its current version) is in the compartment and matches the restriction.
+
+        The compartment search's own criteria (``rest/search.py``), so a read answers as the search
+        with ``_id`` = the id would. Without a restriction, the resource's reference index rows
+        decide (one indexed query); with one, the in-memory matcher evaluates the criteria over
+        the index rows of the stored body.
+        """
+        if compartment is not None and not restriction and rtype != compartment[0]:
+            target = f"{compartment[0]}/{compartment[1]}"
+            links = self._links(rtype, compartment[0])
+            return any(param in links and (ref == target or ref.endswith("/" + target))
+                       for _rid, param, ref in await hub.store.references(rtype, [rid]))
+        key = (rtype, rid if compartment is not None and rtype == compartment[0] else "", compartment, restriction)
+        criteria = self._criteria.get(key, False)
+        if criteria is False:
+            criteria = self._compile(req, rtype, rid, compartment, restriction)
+            if len(self._criteria) >= _CACHE_MAX:
+                self._criteria.clear()
+            self._criteria[key] = criteria
+        if criteria is None:
+            return False
+        v = await hub.store.read(rtype, rid)
+        if v is None or v.body is None:
+            return False
+        resource = orjson.loads(v.body)
+        subject = matcher.Indexed(f"{rtype}/{rid}", matcher.group(hub.store.indexer.rows(rtype, resource)), resource)
+        try:
+            return matcher.matches(criteria, subject, matcher.Env(component_rows=extract.component_rows))
+        except ValueError:  # chains or _has in a restriction: not evaluated here, so not granted
+            return False
+
+    def _links(self, rtype: str, ctype: str) -> frozenset[str]:
+        links = self._link_params.get((rtype, ctype))
+        if links is None:
+            links = frozenset(p for p in definitions.compartments().get(ctype, {}).get(rtype, [])
+                              if parameters.lookup(rtype, p) is not None)
+            self._link_params[(rtype, ctype)] = links
+        return links
+
+    @staticmethod
+    def _compile(req: Request, rtype: str, rid: str, compartment: tuple[str, str] | None,
+                 restriction: tuple[tuple[str, str], ...]) -> list[Criterion] | None:
+        """The criteria of the membership check, or ``None`` when nothing can match."""
         try:
             q = parse([rtype], list(restriction), base_url=req.base_url, strict=True)
         except FhirError:
-            return False  # a restriction the server cannot evaluate grants nothing
-        q = replace(q, ids=(rid,), compartment=compartment)
+            return None  # a restriction the server cannot evaluate grants nothing
         if compartment is None:
-            criteria, ids = list(q.criteria_for(rtype)), q.ids
-        else:
-            scope = search._compartment_criteria(q, rtype)
-            if scope is None:
-                return False
-            criteria, ids = scope
-        return bool(await search._find(hub, rtype, replace(q, ids=ids), criteria, 1, None))
+            return list(q.criteria_for(rtype))
+        scope = search._compartment_criteria(replace(q, ids=(rid,), compartment=compartment), rtype)
+        if scope is None or (scope[1] is not None and rid not in scope[1]):
+            return None
+        return scope[0]
 
     def _search(self, p: Principal, method: str, rtype: str, compartment: tuple[str, str] | None,
                 pairs: list[tuple[str, str]]) -> tuple[list[str], list[tuple[str, str]]]:
