@@ -70,7 +70,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         w.narrow = make_backend(srv.db, tmp, "lab-only", "ES384", scope="system/Observation.rs")
         r = w.rs.token(srv)
         assert r.status_code == 200, r.text
-        entries = [
+        entries: list[dict[str, Any]] = [
             {"fullUrl": "urn:uuid:a", "resource": {"resourceType": "Patient", "name": [{"family": "Nguyễn"}]},
              "request": {"method": "POST", "url": "Patient"}},
             {"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Patient", "name": [{"family": "Trần"}]},
@@ -403,7 +403,7 @@ def test_bad_tokens_are_401(world: World, alice: dict[str, Any]) -> None:
     claims["patient"] = world.ids["b"]
     tampered = f"{head}.{base64.urlsafe_b64encode(orjson.dumps(claims)).rstrip(b'=').decode()}.{sig}"
     none_head = base64.urlsafe_b64encode(b'{"alg":"none","typ":"at+jwt"}').rstrip(b"=").decode()
-    attacker = RSAKey.generate_key(2048, parameters={"kid": key.kid})
+    attacker = RSAKey.generate_key(2048, parameters={"kid": str(key.kid)})
     assert _get(world, _forge(world, key), f"Patient/{world.ids['b']}").status_code == 200  # the control
     cases = {
         "tampered": tampered,
@@ -458,7 +458,7 @@ def test_narrow_backend_scope(world: World) -> None:
 def test_assertion_refusals(world: World) -> None:
     jti = uuid.uuid4().hex
     assert world.es.token(world.srv, jti=jti).status_code == 200
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "replayed jti": {"jti": jti},
         "exp an hour ahead": {"exp_in": 3600},
         "exp passed": {"exp_in": -10},
