@@ -508,16 +508,19 @@ def instantiate(spec: Spec, tables: Mapping[str, list[dict[str, str]]], facility
             _instantiate_rule(rule, tspec, records, ctx)
     dropped: set[str] = set()
     for built, rule, tspec, record, stt in ctx.pending:
-        for el in rule.elements:
+        why: Problem | None = None
+        for el in rule.elements:  # every element is tried, so that every bad field of the record is reported
             before = len(ctx.problems)
             if not _apply(el, built.resource, record, tspec, ctx, built.records[0], stt) and rule.drop_incomplete:
-                dropped.add(built.full_url)
-                if len(ctx.problems) == before:  # nothing there to map (no pulse in the note): no remark
+                if len(ctx.problems) == before and built.full_url not in dropped:
+                    dropped.add(built.full_url)  # nothing there to map (no pulse in the note): no remark
                     break
-                ctx.problems.append(Problem("warning", "incomplete", f"no {rule.type} made from this record: "
-                                            "a field it needs could not be mapped", tspec.table,
-                                            el.fields[0] if el.fields else None, None, stt))
-                break
+                dropped.add(built.full_url)
+                why = why or Problem("warning", "incomplete", f"no {rule.type} made from this record: a field it "
+                                     "needs could not be mapped", tspec.table, el.fields[0] if el.fields else None,
+                                     None, stt)
+        if why is not None:
+            ctx.problems.append(why)
     if dropped:
         ctx.built = [b for b in ctx.built if b.full_url not in dropped]
         for b in ctx.built:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import date
 from typing import Any
+from urllib.parse import quote
 
 from fhir_hub.mapping import systems
 from fhir_hub.mapping.functions import BadValue, Remark, decimal
@@ -30,8 +32,13 @@ def v2_datetime(text: str) -> str:
     if m is None:
         raise BadValue(f"{text!r} is not an HL7 v2 date/time (YYYY[MM[DD[HH[MM[SS]]]]][+ZZZZ])")
     y, mo, d, h, mi, sec, tz = m.groups()
-    if mo is not None and not 1 <= int(mo) <= 12 or d is not None and not 1 <= int(d) <= 31:
-        raise BadValue(f"{text!r} has no such month or day")
+    if mo is not None and not 1 <= int(mo) <= 12:
+        raise BadValue(f"{text!r} has no such month")
+    if d is not None:
+        try:
+            date(int(y), int(mo), int(d))
+        except ValueError:
+            raise BadValue(f"{text!r} is not a real calendar date") from None
     if h is None:
         return "-".join(p for p in (y, mo, d) if p)
     if d is None:
@@ -76,8 +83,9 @@ def v2_identifiers(text: str, facility: str = "") -> list[dict[str, Any] | Remar
         if kind in _NATIONAL_TYPES or authority.upper() in _NATIONAL_AUTHORITIES:
             ident = {"use": "official", "type": {"coding": [{"system": systems.V2_0203, "code": "NI"}]},
                      "system": systems.NATIONAL_ID, "value": value}
-            if not re.fullmatch(r"\d{12}", value):
-                out.append(Remark(ident, f"{value!r} is not a 12-digit CCCD"))
+            if not re.fullmatch(r"\d{12}", value):  # kept, but not as a personal ID (the profiles require 12 digits)
+                ident = {**ident, "use": "old", "system": f"urn:fhir-hub:v2-authority:{authority or 'NI'}"}
+                out.append(Remark(ident, f"{value!r} is not a 12-digit CCCD: kept outside the national-ID system"))
                 continue
             out.append(ident)
         elif kind in _INSURANCE_TYPES or authority.upper() in _INSURANCE_AUTHORITIES:
@@ -223,6 +231,12 @@ def first_component(text: str) -> str:
     return value
 
 
+def qualified(text: str, facility: str) -> str:
+    """``<facility>/<first component>``: a number the sending facility assigns (visit number PV1-19,
+    order numbers) made unique across facilities, as the claims' ``facility/MA_LK``."""
+    return f"{facility}/{first_component(text)}"
+
+
 # -- CSV ---------------------------------------------------------------------------------------
 
 
@@ -252,24 +266,46 @@ def datetime_flexible(text: str) -> str:
     return stamp if tz is None else stamp[:-6] + ("+00:00" if tz == "Z" else tz)
 
 
-def cccd(text: str) -> dict[str, Any] | Remark:
-    """A personal-ID column → Identifier with the national-ID system; not 12 digits: a remark."""
+def cccd(text: str) -> dict[str, Any]:
+    """A personal-ID column → Identifier with the national-ID system; not 12 digits is a
+    :class:`BadValue` (the identifier is left out: the VN profiles require 12 digits)."""
     value = text.strip()
-    ident = {"use": "official", "type": {"coding": [{"system": systems.V2_0203, "code": "NI"}]},
-             "system": systems.NATIONAL_ID, "value": value}
     if not re.fullmatch(r"\d{12}", value):
-        return Remark(ident, f"{value!r} is not a 12-digit CCCD")
-    return ident
+        raise BadValue(f"{value!r} is not a 12-digit CCCD")
+    return {"use": "official", "type": {"coding": [{"system": systems.V2_0203, "code": "NI"}]},
+            "system": systems.NATIONAL_ID, "value": value}
 
 
 def patient_by_identifier(text: str, system_name: str) -> dict[str, Any]:
     """A conditional reference ``Patient?identifier=<system>|<value>`` (the patient is imported
     before its measurements; the server resolves it in the transaction)."""
-    system = systems.BY_NAME[system_name]
-    return {"reference": f"Patient?identifier={system}|{text.strip()}"}
+    system = quote(systems.BY_NAME[system_name], safe="")
+    return {"reference": f"Patient?identifier={system}%7C{quote(text.strip(), safe='')}"}
+
+
+
+
+def v2_encounter_status(event: str, discharged: str = "") -> str:
+    """The Encounter.status an ADT event implies: a discharge time (PV1-45) → ``finished``; A01
+    (admit) and A08 (update) → ``in-progress``; A04 (register an outpatient) → ``arrived``; any
+    other (an ORU's visit) → ``unknown``."""
+    if discharged.strip():
+        return "finished"
+    return {"A01": "in-progress", "A08": "in-progress", "A04": "arrived"}.get(event.strip().upper(), "unknown")
+
+
+def v2_result_status(text: str) -> str:
+    """OBX-11 / OBR-25 result status (HL7 table 0085 / 0123) → Observation/DiagnosticReport status."""
+    code = text.strip().upper()
+    status = {"F": "final", "P": "preliminary", "C": "corrected", "X": "cancelled", "R": "preliminary",
+              "I": "registered", "S": "partial", "A": "partial", "W": "entered-in-error", "D": "entered-in-error"}
+    if code not in status:
+        raise BadValue(f"{text!r} is not a result status of HL7 table 0085 (F, P, C, X, R, I, S, A, W, D)")
+    return status[code]
 
 
 CONVERTERS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
     v2_datetime, v2_date, v2_identifiers, v2_name, v2_address, v2_telecom, v2_coding, v2_value, v2_practitioner,
-    first_component, date_flexible, datetime_flexible, cccd, patient_by_identifier,
+    first_component, qualified, date_flexible, datetime_flexible, cccd, patient_by_identifier, v2_encounter_status,
+    v2_result_status,
 )}
