@@ -21,6 +21,7 @@ from fhir_hub.rest import everything, history, mpi, read, reindex, search, termi
 from fhir_hub.rest.capability import capability_statement
 from fhir_hub.rest.references import ReferenceChecker
 from fhir_hub.rest.search_parameters import Follower
+from fhir_hub.rest.templates import handle_template_check
 from fhir_hub.rest.validate import handle_validate
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, check_accept, dumps, outcome_response
 from fhir_hub.search.dates import instant
@@ -109,6 +110,8 @@ async def _route(hub: Hub, req: Request) -> Response:
             return await everything.handle_everything(hub, req, seg[1])
         if n == 2 and seg[1] == "$everything" and seg[0] == "Patient":
             return await everything.handle_everything(hub, req, None)
+        if n == 3 and seg[2] == "$template-check" and seg[0] == "Encounter":
+            return await handle_template_check(hub, req, seg[1])
         if n == 3 and seg[2][0] != "$":
             return await search.handle_compartment_search(hub, req, seg[0], seg[1], seg[2])
         if n == 2 and seg[1][0] == "$" and seg[0] in terminology.TYPES:
@@ -126,6 +129,8 @@ async def _route(hub: Hub, req: Request) -> Response:
             return await mpi.handle(hub, req, seg[1])
         if n == 2 and seg[1] == "$validate":
             return await handle_validate(hub, req, seg[0])
+        if n == 3 and seg[2] == "$template-check" and seg[0] == "Encounter":
+            return await handle_template_check(hub, req, seg[1])
         if n == 2 and seg[1][0] == "$" and seg[0] in terminology.TYPES:
             return await terminology.handle(hub, req, seg[0], seg[1])
         if n == 1 and seg[0] == "_search":

@@ -22,6 +22,7 @@ What :func:`lint` reports, per resource:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,11 +152,47 @@ def _lint_sd(sd: dict[str, Any], ctx: _Context, out: list[Finding]) -> None:
             report(url, f"the validator cannot compile this profile: {exc}")
 
 
-def _compile(expression: str) -> None:
-    import fhirpathpy
-    from fhirpathpy.models import models
+#: FHIRPath functions (N1 and the FHIR additions of fhirpath.html#functions) an invariant may call, and the
+#: operators a "(" may follow.
+FUNCTIONS = frozenset("""
+empty exists all allTrue anyTrue allFalse anyFalse subsetOf supersetOf count distinct isDistinct where select
+repeat ofType single first last tail skip take intersect exclude union combine iif toBoolean convertsToBoolean
+toInteger convertsToInteger toDate convertsToDate toDateTime convertsToDateTime toDecimal convertsToDecimal
+toQuantity convertsToQuantity toString convertsToString toTime convertsToTime indexOf substring startsWith
+endsWith contains upper lower replace matches replaceMatches length toChars children descendants trace now
+timeOfDay today not as is abs ceiling exp floor ln log power round sqrt truncate extension hasValue getValue
+resolve memberOf conformsTo htmlChecks elementDefinition slice checkModifiers subsumes subsumedBy aggregate
+and or xor implies in div mod
+""".split())
+_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+_STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
 
-    fhirpathpy.compile(expression, models["r4"])
+
+def _compile(expression: str) -> None:
+    """Parse strictly (fhirpathpy's own parse recovers from syntax errors silently) and refuse a call of a
+    function FHIRPath does not define. Not evaluated: element-level invariants need their element."""
+    from antlr4 import CommonTokenStream, InputStream, Token
+    from antlr4.error.ErrorListener import ErrorListener
+    from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+    from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
+
+    class _Raise(ErrorListener):  # type: ignore[misc]
+        def syntaxError(self, recognizer: Any, symbol: Any, line: int, column: int, msg: str, e: Any) -> None:
+            raise ValueError(f"column {column + 1}: {msg}")
+
+    lexer = FHIRPathLexer(InputStream(expression))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(_Raise())
+    tokens = CommonTokenStream(lexer)
+    parser = FHIRPathParser(tokens)
+    parser.removeErrorListeners()
+    parser.addErrorListener(_Raise())
+    parser.expression()
+    if tokens.LA(1) != Token.EOF:
+        raise ValueError(f"unexpected {tokens.LT(1).text!r} after the expression")
+    for name in _CALL.findall(_STRING.sub("''", expression)):
+        if name not in FUNCTIONS:
+            raise ValueError(f"unknown function {name}()")
 
 
 def _lint_questionnaire(q: dict[str, Any], ctx: _Context, out: list[Finding]) -> None:

@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any
 
 from fhir_hub import FHIR_VERSION, __version__, definitions
+from fhir_hub.rest.templates import CAPABILITY as TEMPLATE_CHECK
 from fhir_hub.rest.terminology import CAPABILITY_OPERATIONS
 from fhir_hub.rest.validate import DEFINITION as VALIDATE
 from fhir_hub.search import extract, parameters
@@ -48,6 +49,8 @@ def _resources() -> list[dict[str, Any]]:
                                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
         if rtype in CAPABILITY_OPERATIONS:
             entry["operation"] = CAPABILITY_OPERATIONS[rtype]
+        if rtype == "Encounter":
+            entry["operation"] = [TEMPLATE_CHECK]
         out.append(entry)
     return out
 
