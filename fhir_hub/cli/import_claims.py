@@ -6,12 +6,18 @@ With ``--out DIR`` the bundles are written as ``<file stem>.hoso<N>.json`` plus 
 ``--base URL`` each bundle is POSTed to a running server.  Either way a table summarises HOSO
 mapped, resources by type and problems by severity; the problems themselves are printed after
 it.  The exit code is 1 when any HOSO could not be mapped or posted.
+
+``fhir-hub import FILE… --format claims|hl7v2|csv [--spec patients|vitals]`` does the same for any
+legacy format (:mod:`fhir_hub.mapping.hl7v2`: one bundle per message; :mod:`.csv_import`: one per
+500 rows), with the same outputs (``<stem>.msg<N>.json``, ``<stem>.part<N>.json``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -32,20 +38,58 @@ def import_claims(
     base: str = typer.Option(None, "--base", help="POST the bundles to this FHIR base URL."),
     timeout: float = typer.Option(60.0, help="Seconds to wait for each POST."),
 ) -> None:
-    """Map claims XML (QĐ 130 / 4750 / 3176) into one FHIR transaction Bundle per HOSO."""
+    """Map claims XML (QĐ 130 / 4750 / 3176, or QĐ 4210) into one FHIR transaction Bundle per HOSO."""
+    _run(files, "claims", None, out, base, timeout)
+
+
+def import_any(
+    files: list[Path] = typer.Argument(..., help="Input files."),
+    fmt: str = typer.Option(..., "--format", "-f", help="claims (GIAMDINHHS XML) | hl7v2 | csv."),
+    spec: str = typer.Option(None, "--spec", help="For csv: the column spec (patients | vitals)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the bundles and outcomes to this folder."),
+    base: str = typer.Option(None, "--base", help="POST the bundles to this FHIR base URL."),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for each POST."),
+) -> None:
+    """Map legacy exports (claims XML, HL7 v2 messages, CSV) into FHIR transaction bundles."""
+    from fhir_hub.mapping.csv_import import SPECS
+
+    if fmt not in ("claims", "hl7v2", "csv"):
+        raise typer.BadParameter(f"unknown format {fmt!r}: claims, hl7v2 or csv", param_hint="--format")
+    if fmt == "csv" and spec not in SPECS:
+        raise typer.BadParameter(f"csv needs --spec {' | '.join(SPECS)}", param_hint="--spec")
+    _run(files, fmt, spec, out, base, timeout)
+
+
+def _mapper(fmt: str, spec: str | None) -> Callable[[bytes, str], Any]:
+    if fmt == "hl7v2":
+        from fhir_hub.mapping.hl7v2 import map_messages
+
+        return lambda data, name: map_messages(data, name)
+    if fmt == "csv":
+        from fhir_hub.mapping.csv_import import map_csv
+
+        assert spec is not None
+        return lambda data, name: map_csv(data, name, spec)
     from fhir_hub.mapping import map_file
 
+    return lambda data, name: map_file(data, name)
+
+
+def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: str | None, timeout: float) -> None:
     if (out is None) == (base is None):
         raise typer.BadParameter("give exactly one of --out DIR or --base URL")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    mapper = _mapper(fmt, spec)
+    unit = {"claims": "HOSO", "hl7v2": "messages", "csv": "row bundles"}[fmt]
+    suffix = {"claims": "hoso", "hl7v2": "msg", "csv": "part"}[fmt]
     console = Console()
     types: Counter[str] = Counter()
     severities: Counter[str] = Counter()
     lines: list[str] = []
-    hosos = mapped = posted = failed = 0
+    records = mapped = posted = failed = unmapped = 0
     client = httpx.Client(timeout=timeout, headers=_HEADERS) if base is not None else None
-    columns = (TextColumn("[bold]import-claims[/]"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn(f"[bold]import {fmt}[/]"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[name]}"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
@@ -59,26 +103,27 @@ def import_claims(
                     lines.append(f"{path}: cannot read: {exc.strerror}")
                     progress.advance(task)
                     continue
-                result = map_file(data, path.name)
+                result = mapper(data, path.name)
                 outcome = result.outcome()
                 for issue in outcome["issue"]:
                     if issue["code"] != "informational":
                         severities[issue["severity"]] += 1
                         lines.append(f"[{issue['severity']}] {issue['diagnostics']}")
-                if result.problems and not result.hosos:
+                if result.problems and not result.records:
                     failed += 1
-                for h in result.hosos:
-                    hosos += 1
-                    if h.bundle is None:
+                for r in result.records:
+                    records += 1
+                    unmapped += sum(len(v) for v in r.unmapped.values())
+                    if r.bundle is None:
                         failed += 1
                         continue
                     mapped += 1
-                    types.update(e["resource"]["resourceType"] for e in h.bundle["entry"])
+                    types.update(e["resource"]["resourceType"] for e in r.bundle["entry"])
                     if out is not None:
-                        (out / f"{path.stem}.hoso{h.index}.json").write_bytes(
-                            orjson.dumps(h.bundle, option=orjson.OPT_INDENT_2))
-                    elif client is not None:
-                        if _post(client, base, h.bundle, f"{path.name}, {h.where}", lines):
+                        (out / f"{path.stem}.{suffix}{r.index}.json").write_bytes(
+                            orjson.dumps(r.bundle, option=orjson.OPT_INDENT_2))
+                    elif client is not None and base is not None:
+                        if _post(client, base, r.bundle, f"{path.name}, {r.where}", lines):
                             posted += 1
                         else:
                             failed += 1
@@ -88,20 +133,21 @@ def import_claims(
     finally:
         if client is not None:
             client.close()
-    table = Table(title="fhir-hub import-claims", title_justify="left")
+    table = Table(title=f"fhir-hub import ({fmt})", title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right")
     table.add_row("files", str(len(files)))
-    table.add_row("HOSO read", str(hosos))
-    table.add_row("HOSO mapped", str(mapped))
+    table.add_row(f"{unit} read", str(records))
+    table.add_row(f"{unit} mapped", str(mapped))
     if base is not None:
-        table.add_row("HOSO posted", str(posted))
-    table.add_row("HOSO or files failed", f"[red]{failed}[/]" if failed else "0")
+        table.add_row(f"{unit} posted", str(posted))
+    table.add_row(f"{unit} or files failed", f"[red]{failed}[/]" if failed else "0")
     for rtype, n in sorted(types.items()):
         table.add_row(f"  {rtype}", str(n))
     for severity in ("fatal", "error", "warning", "information"):
         if severities[severity]:
             table.add_row(f"{severity} issues", str(severities[severity]))
+    table.add_row("unmapped fields (kept in the Binary)", str(unmapped))
     console.print(table)
     for line in lines[:_SHOW]:
         console.print(escape(line), highlight=False)
@@ -129,5 +175,6 @@ def _post(client: httpx.Client, base: str, bundle: dict[str, object], where: str
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``import-claims`` to the CLI."""
+    """Add ``import-claims`` and ``import`` to the CLI (both here, so ``main.py`` lists one module)."""
     app.command("import-claims")(import_claims)
+    app.command("import")(import_any)

@@ -89,6 +89,11 @@ class FileResult:
     #: Problems of the envelope itself (unreadable file, count mismatch).
     problems: list[Problem] = field(default_factory=list)
 
+    @property
+    def records(self) -> list[HosoResult]:
+        """The HOSO: what every adapter's result calls its records."""
+        return self.hosos
+
     def outcome(self) -> dict[str, Any]:
         """Every problem of the file as one OperationOutcome (an ``information`` issue when none)."""
         issues = [_issue(p, self.name, None) for p in self.problems]

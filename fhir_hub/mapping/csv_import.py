@@ -46,7 +46,7 @@ def _row_key(spec_name: str, row: dict[str, str]) -> str:
     values = [row.get(c, "") for c in columns]
     if kind == "first_of":
         return next((f"{c}={v}" for c, v in zip(columns, values, strict=True) if v), "")
-    return "|".join(values) if all(values) else ""
+    return "/".join(values) if all(values) else ""  # not "|": the key lands in identifier tokens
 
 
 def _required_columns(spec: Spec, table: str) -> set[str]:

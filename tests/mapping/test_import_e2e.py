@@ -75,3 +75,27 @@ def test_cli_reports_a_bad_file_and_exits_1(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "not valid base64" in " ".join(result.output.split())
     assert runner.invoke(app, ["import-claims", str(bad)]).exit_code != 0  # neither --out nor --base
+
+
+def test_cli_import_hl7v2_and_csv_into_the_server(fresh_server: Server) -> None:
+    data = Path(__file__).parent / "data"
+    hl7 = sorted(str(p) for p in (data / "hl7v2").glob("*.hl7") if p.stem != "faults")
+    result = runner.invoke(app, ["import", *hl7, "--format", "hl7v2", "--base", fresh_server.base])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["import", str(data / "csv" / "patients.csv"), "--format", "csv", "--spec",
+                                 "patients", "--base", fresh_server.base])
+    assert result.exit_code == 0, result.output  # faulty rows are reported, the others posted
+    result = runner.invoke(app, ["import", str(data / "csv" / "vitals.csv"), "--format", "csv", "--spec", "vitals",
+                                 "--base", fresh_server.base])
+    assert result.exit_code == 0, result.output
+    assert _count(fresh_server, "Encounter") == 2  # A01 and A08 are one visit
+    assert _count(fresh_server, "Observation") == 4 + 6
+
+
+def test_cli_import_reports_failed_messages_and_exits_1(tmp_path: Path) -> None:
+    faults = Path(__file__).parent / "data" / "hl7v2" / "faults.hl7"
+    result = runner.invoke(app, ["import", str(faults), "--format", "hl7v2", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "ADT^A02" in " ".join(result.output.split())
+    assert (tmp_path / "faults.outcome.json").exists() and (tmp_path / "faults.msg1.json").exists()
+    assert runner.invoke(app, ["import", str(faults), "--format", "csv", "--out", str(tmp_path)]).exit_code != 0

@@ -1,0 +1,114 @@
+"""Claims-XML import throughput: HOSO/s and resources/s of the mapping alone (no server), against a
+floor measured in the same run on the same file.
+
+Input: a synthetic GIAMDINHHS envelope of ``--hoso`` visits (default 1,002), made by copying the
+six HOSO of the shared synthetic samples (``shared/vn/bhyt-xml/sample-synthetic/decoded``) with a
+new MA_LK, MA_BN and card number each, re-encoded as base64 like a real export.
+
+* **mapping** — :func:`fhir_hub.mapping.map_file` on the file: decode, every spec rule, the
+  Binary with the original bytes, the Provenance, structural validation of every resource;
+* **floor** — the least any importer does with the same bytes: a defusedxml parse of the
+  envelope, base64-decoding each NOIDUNGFILE and a defusedxml parse of each inner table.
+
+``python bench/import.py [--hoso N] [--repeat R]`` prints both and writes
+``bench/results/import.json`` (best of R runs each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import defusedxml.ElementTree as SafeET  # noqa: E402
+
+from fhir_hub.mapping import map_file  # noqa: E402
+
+DECODED = ROOT.parent / "shared" / "vn" / "bhyt-xml" / "sample-synthetic" / "decoded"
+
+
+def _templates() -> list[tuple[str, dict[str, bytes]]]:
+    out = []
+    for folder in sorted(DECODED.glob("*/HOSO*")):
+        ma_lk = folder.name.split("_", 1)[1]
+        out.append((ma_lk, {p.stem: p.read_bytes() for p in sorted(folder.glob("XML*.xml"))}))
+    if not out:
+        raise SystemExit(f"no decoded samples under {DECODED}")
+    return out
+
+
+def make_envelope(n: int) -> bytes:
+    """``n`` HOSO, synthetic: the sample visits with fresh keys (MA_LK, MA_BN, card number)."""
+    templates = _templates()
+    parts = []
+    for i in range(n):
+        ma_lk, tables = templates[i % len(templates)]
+        new_lk = f"{ma_lk}.B{i:06d}"
+        files = []
+        for kind, data in tables.items():
+            data = data.replace(ma_lk.encode(), new_lk.encode())
+            data = data.replace(b"<MA_BN>BN", f"<MA_BN>B{i:06d}".encode())
+            files.append(f"<FILEHOSO><LOAIHOSO>{kind}</LOAIHOSO><NOIDUNGFILE>"
+                         f"{base64.b64encode(data).decode()}</NOIDUNGFILE></FILEHOSO>")
+        parts.append(f"<HOSO>{''.join(files)}</HOSO>")
+    return (f'<?xml version="1.0" encoding="utf-8"?>\n<GIAMDINHHS><THONGTINDONVI><MACSKCB>00999</MACSKCB>'
+            f"</THONGTINDONVI><THONGTINHOSO><NGAYLAP>20250701</NGAYLAP><SOLUONGHOSO>{n}</SOLUONGHOSO>"
+            f"<DANHSACHHOSO>{''.join(parts)}</DANHSACHHOSO></THONGTINHOSO><CHUKYDONVI></CHUKYDONVI>"
+            f"</GIAMDINHHS>").encode()
+
+
+def floor(data: bytes) -> int:
+    root = SafeET.fromstring(data, forbid_dtd=True)
+    tables = 0
+    for content in root.iter("NOIDUNGFILE"):
+        SafeET.fromstring(base64.b64decode(content.text or ""), forbid_dtd=True)
+        tables += 1
+    return tables
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hoso", type=int, default=1002)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    data = make_envelope(args.hoso)
+    best_map = best_floor = float("inf")
+    resources = mapped = 0
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        result = map_file(data, "bench.xml", recorded="2026-01-01T00:00:00+07:00")
+        best_map = min(best_map, time.perf_counter() - t0)
+        mapped = sum(1 for h in result.hosos if h.bundle is not None)
+        resources = sum(len(h.bundle["entry"]) for h in result.hosos if h.bundle is not None)
+        t0 = time.perf_counter()
+        floor(data)
+        best_floor = min(best_floor, time.perf_counter() - t0)
+    out = {
+        "what": "claims XML mapping (fhir_hub.mapping.map_file), one GIAMDINHHS file, no server",
+        "hoso": args.hoso, "hoso_mapped": mapped, "resources": resources, "file_bytes": len(data),
+        "resources_per_hoso": round(resources / max(mapped, 1), 1),
+        "mapping": {"seconds": round(best_map, 3), "hoso_per_s": round(args.hoso / best_map, 1),
+                    "resources_per_s": round(resources / best_map, 1)},
+        "floor_xml_parse": {"seconds": round(best_floor, 3), "hoso_per_s": round(args.hoso / best_floor, 1)},
+        "ratio_floor_to_mapping": round(best_map / best_floor, 1),
+        "repeat": args.repeat, "python": platform.python_version(), "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+    }
+    print(f"claims mapping: {out['mapping']['hoso_per_s']:,.0f} HOSO/s, {out['mapping']['resources_per_s']:,.0f} "
+          f"resources/s ({out['resources_per_hoso']} resources/HOSO, {mapped}/{args.hoso} HOSO mapped)")
+    print(f"floor (XML parse of envelope + inner tables): {out['floor_xml_parse']['hoso_per_s']:,.0f} HOSO/s; "
+          f"mapping is {out['ratio_floor_to_mapping']}x the floor's time")
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "import.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
