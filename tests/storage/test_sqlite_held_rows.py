@@ -12,6 +12,7 @@ import pytest
 
 from fhir_hub.search.extract import Indexer
 from fhir_hub.search.query import Clause, StringValue, TokenValue
+from fhir_hub.storage.port import Tx
 from fhir_hub.storage.sqlite import store as store_module
 from fhir_hub.storage.sqlite.store import SQLiteStore
 
@@ -90,3 +91,44 @@ async def test_conditional_matches_in_a_unit_come_from_held_rows_without_inserti
         assert await store.find("Patient", _ident("id4"), 10) == ["p4"]
     finally:
         await store.close()
+
+
+async def test_a_unit_that_inserted_held_rows_and_failed_gives_back_the_earlier_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "_IDLE_SECONDS", 3600)
+    store = SQLiteStore(str(tmp_path / "store.db"), indexer=Indexer(), index_batch_rows=1_000_000)
+    await store.open()
+    try:
+        p = {"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": "before"}]}
+        await store.transact(lambda tx: tx.put("Patient", "before", p, "POST"))
+        assert store._held.count > 0
+
+        def insert_then_fail(tx: Tx) -> None:
+            q = {"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": "failed"}]}
+            tx.put("Patient", "failed", q, "POST")
+            tx.find("Patient", [Clause("family", "string", (StringValue("x"),))], 1)  # inserts what is held
+            raise ValueError("boom")
+
+        with pytest.raises(ValueError):
+            await store.transact(insert_then_fail)
+        assert store._held.count > 0  # "before" is held again, "failed" is gone
+        assert await store.find("Patient", _ident("before"), 10) == ["before"]
+        assert await store.find("Patient", _ident("failed"), 10) == []
+    finally:
+        await store.close()
+
+
+def test_rows_a_unit_inserted_itself_are_not_kept_for_an_undo() -> None:
+    held = store_module._IndexBuffer()
+    held.put(1, "Patient", "earlier", [("token", (7, "a", "s", 1))])
+    held.begin_unit()
+    for rk in range(2, 2002):
+        held.put(rk, "Patient", f"p{rk}", [("token", (7, f"c{rk}", "s", rk))])
+    assert len(held.take()) == 2001
+    for rk in range(3000, 5000):
+        held.put(rk, "Patient", f"p{rk}", [("token", (7, f"c{rk}", "s", rk))])
+    held.take()
+    kept = [step for step in held._undo if isinstance(step, dict)]
+    assert [len(step) for step in kept] == [1, 0]  # only the row from before the unit
+    held.undo(1)
+    assert set(held.by_rk) == {1} and held.count == 1 and held.tokens == {(7, "a"): {1: {"s"}}}

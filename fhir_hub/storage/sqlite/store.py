@@ -133,12 +133,12 @@ _INDEX_ROW: dict[str, Callable[[int, int, IndexRow], tuple[Any, ...]]] = {
 }
 #: Table rows of one resource, by kind.
 _Rows = list[tuple[str, tuple[Any, ...]]]
-#: A resource's held rows: (rtype, rid, rows).
-_Held = tuple[str, str, _Rows]
+#: A resource's held rows: (rtype, rid, rows, the serial of the unit that wrote them).
+_Held = tuple[str, str, _Rows, int | None]
 _LATEST = "SELECT vid, deleted, rk FROM current WHERE rtype = ? AND rid = ?"
 _FLUSH_ROWS = 500
 #: A unit inserts held rows once they pass this many batches (a 50 MB bundle's rows are not all held).
-_HELD_CAP = 4
+_HELD_CAP = 1
 #: Seconds without a write after which the writer inserts the index rows it holds.
 _IDLE_SECONDS = 0.05
 _SET_INDEXED = ("INSERT INTO store_meta (key, value) VALUES ('indexed_seq', ?) "
@@ -172,14 +172,17 @@ class _IndexBuffer:
     group whose COMMIT fails, restores the buffer to what it held before (``mark``/``undo``).
     """
 
-    __slots__ = ("by_rk", "count", "tokens", "_undo")
+    __slots__ = ("by_rk", "count", "tokens", "_undo", "_unit", "_units")
 
     def __init__(self) -> None:
         self.by_rk: dict[int, _Held] = {}
         self.count = 0
         #: ``(param key, code) -> rk -> systems`` of the held token rows.
         self.tokens: dict[tuple[int, str], dict[int, set[str]]] = {}
-        self._undo: list[tuple[int, _Held | None] | tuple[dict[int, _Held], dict[Any, Any], int]] = []
+        self._undo: list[tuple[int, _Held | None] | dict[int, _Held]] = []
+        #: The unit running (a serial), or ``None`` between units.
+        self._unit: int | None = None
+        self._units = 0
 
     def _add(self, rk: int, held: _Held) -> None:
         self.by_rk[rk] = held
@@ -205,14 +208,29 @@ class _IndexBuffer:
         """Hold ``rows`` as the resource's rows, replacing any it had (none: it has none)."""
         self._undo.append((rk, self._remove(rk)))
         if rows:
-            self._add(rk, (rtype, rid, rows))
+            self._add(rk, (rtype, rid, rows, self._unit))
 
     def take(self) -> list[tuple[str, tuple[Any, ...]]]:
-        """Every held row, the buffer left empty."""
-        self._undo.append((self.by_rk, self.tokens, self.count))
+        """Every held row, the buffer left empty.
+
+        What an undo must give back is kept: the rows of earlier units (a unit that rolls back
+        drops its own rows anyway). So a 50 MB bundle, one unit inserting its rows batch by
+        batch, does not keep every batch alive until it commits.
+        """
         taken = self.by_rk
+        unit = self._unit
+        self._undo.append(taken if unit is None else {rk: h for rk, h in taken.items() if h[3] != unit})
         self.by_rk, self.tokens, self.count = {}, {}, 0
         return [row for held in taken.values() for row in held[2]]
+
+    def begin_unit(self) -> int:
+        """Start a unit; returns the mark to :meth:`undo` to if it fails."""
+        self._units += 1
+        self._unit = self._units
+        return len(self._undo)
+
+    def end_unit(self) -> None:
+        self._unit = None
 
     def match_tokens(self, rtype: str, criteria: Sequence[Criterion],
                      ids: Sequence[str] | None) -> list[tuple[int, str]] | None:
@@ -239,16 +257,15 @@ class _IndexBuffer:
                 out.append((rk, held[1]))
         return out
 
-    def mark(self) -> int:
-        return len(self._undo)
-
     def undo(self, mark: int) -> None:
         while len(self._undo) > mark:
             step = self._undo.pop()
-            if len(step) == 3:
-                self.by_rk, self.tokens, self.count = step  # type: ignore[assignment,misc]
+            if isinstance(step, dict):  # a take: the buffer as it was, less the failed unit's rows
+                self.by_rk, self.tokens, self.count = {}, {}, 0
+                for rk, held in step.items():
+                    self._add(rk, held)
             else:
-                rk, old = step  # type: ignore[misc]
+                rk, old = step
                 self._remove(rk)
                 if old is not None:
                     self._add(rk, old)
@@ -711,7 +728,7 @@ class SQLiteStore:
                     continue
                 conn.execute("SAVEPOINT unit")
                 tx = _Tx(conn, self._next_ts(), self.indexer, self._seq, held, self._batch_rows)
-                mark = held.mark()
+                mark = held.begin_unit()
                 try:
                     value = unit.fn(tx)
                     tx.flush()
@@ -724,6 +741,8 @@ class SQLiteStore:
                     conn.execute("RELEASE unit")
                     self._seq = tx.seq
                     results.append((unit, True, value))
+                finally:
+                    held.end_unit()
             if held.count > self._batch_rows:
                 _insert_rows(conn, held.take())
             if held.count == 0 and self._indexed_seq != self._seq:
