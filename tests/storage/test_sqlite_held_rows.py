@@ -6,7 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,49 +76,52 @@ async def test_held_rows_are_inserted_when_the_store_closes(tmp_path: Path) -> N
         await again.close()
 
 
-async def test_conditional_matches_in_a_unit_come_from_held_rows_without_inserting_them(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+async def holding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SQLiteStore]:
+    """A store that holds every index row until a search needs it (no batch fills, no idle insert)."""
     monkeypatch.setattr(store_module, "_IDLE_SECONDS", 3600)
     store = SQLiteStore(str(tmp_path / "store.db"), indexer=Indexer(), index_batch_rows=1_000_000)
     await store.open()
-    try:
-        for i in range(5):
-            p = {"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": f"id{i}"}]}
-            await store.transact(lambda tx, p=p, i=i: tx.put("Patient", f"p{i}", p, "POST"))
-        held = store._held.count
-        assert held > 0
-        found = await store.transact(lambda tx: tx.find("Patient", _ident("id3"), 2))
-        assert found == ["p3"] and store._held.count == held  # answered from the held rows
-        found = await store.transact(lambda tx: tx.find("Patient", [Clause("family", "string", (StringValue("x"),))], 2))
-        assert store._held.count == 0  # a string criterion: the rows were inserted first
-        assert await store.find("Patient", _ident("id4"), 10) == ["p4"]
-    finally:
-        await store.close()
+    yield store
+    await store.close()
 
 
-async def test_a_unit_that_inserted_held_rows_and_failed_gives_back_the_earlier_ones(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "_IDLE_SECONDS", 3600)
-    store = SQLiteStore(str(tmp_path / "store.db"), indexer=Indexer(), index_batch_rows=1_000_000)
-    await store.open()
-    try:
-        p = {"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": "before"}]}
-        await store.transact(lambda tx: tx.put("Patient", "before", p, "POST"))
-        assert store._held.count > 0
+def _patient(value: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": value}]}
 
-        def insert_then_fail(tx: Tx) -> None:
-            q = {"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": "failed"}]}
-            tx.put("Patient", "failed", q, "POST")
-            tx.find("Patient", [Clause("family", "string", (StringValue("x"),))], 1)  # inserts what is held
-            raise ValueError("boom")
 
-        with pytest.raises(ValueError):
-            await store.transact(insert_then_fail)
-        assert store._held.count > 0  # "before" is held again, "failed" is gone
-        assert await store.find("Patient", _ident("before"), 10) == ["before"]
-        assert await store.find("Patient", _ident("failed"), 10) == []
-    finally:
-        await store.close()
+def _put(rid: str, value: str, tx: Tx) -> None:
+    tx.put("Patient", rid, _patient(value), "POST")
+
+
+async def test_conditional_matches_in_a_unit_come_from_held_rows_without_inserting_them(holding: SQLiteStore) -> None:
+    store = holding
+    for i in range(5):
+        await store.transact(partial(_put, f"p{i}", f"id{i}"))
+    held = store._held.count
+    assert held > 0
+    found = await store.transact(lambda tx: tx.find("Patient", _ident("id3"), 2))
+    assert found == ["p3"] and store._held.count == held  # answered from the held rows
+    found = await store.transact(lambda tx: tx.find("Patient", [Clause("family", "string", (StringValue("x"),))], 2))
+    assert store._held.count == 0  # a string criterion: the rows were inserted first
+    assert await store.find("Patient", _ident("id4"), 10) == ["p4"]
+
+
+async def test_a_unit_that_inserted_held_rows_and_failed_gives_back_the_earlier_ones(holding: SQLiteStore) -> None:
+    store = holding
+    await store.transact(lambda tx: tx.put("Patient", "before", _patient("before"), "POST"))
+    assert store._held.count > 0
+
+    def insert_then_fail(tx: Tx) -> None:
+        tx.put("Patient", "failed", _patient("failed"), "POST")
+        tx.find("Patient", [Clause("family", "string", (StringValue("x"),))], 1)  # inserts what is held
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        await store.transact(insert_then_fail)
+    assert store._held.count > 0  # "before" is held again, "failed" is gone
+    assert await store.find("Patient", _ident("before"), 10) == ["before"]
+    assert await store.find("Patient", _ident("failed"), 10) == []
 
 
 def test_rows_a_unit_inserted_itself_are_not_kept_for_an_undo() -> None:
