@@ -26,7 +26,8 @@ async def _run(settings: Settings, types: list[str], progress: Progress) -> tupl
     from fhir_hub.search.extract import Indexer
     from fhir_hub.storage.sqlite.store import SQLiteStore
 
-    store = SQLiteStore(settings.db, synchronous=settings.sqlite_synchronous, indexer=Indexer())
+    # another process (a server) may share the file: hold no index rows it could not see
+    store = SQLiteStore(settings.db, synchronous=settings.sqlite_synchronous, indexer=Indexer(), index_batch_rows=0)
     await store.open()
     try:
         custom = await Follower(store).load()

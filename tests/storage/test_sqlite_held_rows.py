@@ -138,3 +138,13 @@ def test_rows_a_unit_inserted_itself_are_not_kept_for_an_undo() -> None:
     assert [len(step) for step in kept] == [1, 0]  # only the row from before the unit
     held.undo(1)
     assert set(held.by_rk) == {1} and held.count == 1 and held.tokens == {(7, "a"): {1: {"s"}}}
+
+
+async def test_reindexed_rows_are_inserted_at_once(holding: SQLiteStore) -> None:
+    """A reindex writes no version, so a crash recovery would not redo held rows of it."""
+    store = holding
+    await store.transact(partial(_put, "r", "reindexed"))
+    assert store._held.count > 0
+    assert await store.transact(lambda tx: tx.reindex("Patient", "r")) is True
+    assert store._held.count == 0
+    assert await store.find("Patient", _ident("reindexed"), 10) == ["r"]

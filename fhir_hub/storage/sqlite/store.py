@@ -405,9 +405,13 @@ class _Tx:
             return False
         self.flush()
         row = self._conn.execute(_READ, (rtype, rid)).fetchone()
-        self._stale.append((latest[2],))
-        self._held.put(latest[2], rtype, rid, self._index_rows(rtype, latest[2], orjson.loads(row[3]), None))
+        rk = latest[2]
+        self._stale.append((rk,))
+        # inserted now, not held: no new version is written, so the recovery after a crash (which
+        # redoes what came after the watermark) would not redo these rows
+        self._held.put(rk, rtype, rid, [])
         self.flush()
+        _insert_rows(self._conn, self._index_rows(rtype, rk, orjson.loads(row[3]), None))
         return True
 
     def find(self, rtype: str, criteria: Sequence[Criterion], limit: int, after: str | None = None,
