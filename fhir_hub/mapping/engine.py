@@ -66,6 +66,7 @@ __all__ = ["Built", "Problem", "ResourceRule", "Spec", "SpecError", "TableSpec",
 
 #: uuid5 namespace of every fullUrl the engine makes: the same input gives the same bundle.
 NAMESPACE = uuid.UUID("6f1c2a8e-4b7d-5e21-9a3c-0d8b7e5f4a10")
+_NONE: frozenset[str] = frozenset()
 _SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+|\+|=)\])?$")
 
 
@@ -222,8 +223,26 @@ class TableSpec:
     #: Fields that repeat another table's (``{XML1: [HO_TEN, …]}``): not mapped again, but the
     #: adapter checks that they agree with the table they copy.
     echoes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Made once from the above (every HOSO asks): rule by name, and :meth:`used_fields`.
+    _rules: Mapping[str, ResourceRule] = field(init=False, repr=False, compare=False)
+    _used: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rules: dict[str, ResourceRule] = {}
+        for r in self.rules:
+            rules.setdefault(r.name, r)
+        object.__setattr__(self, "_rules", rules)
+        object.__setattr__(self, "_used", self._used_fields())
+
+    def rule(self, name: str) -> ResourceRule:
+        """The (first) rule of that name."""
+        return self._rules[name]
 
     def used_fields(self) -> frozenset[str]:
+        """Every field a rule reads, plus the ignored and echoed ones: the others are "unmapped"."""
+        return self._used
+
+    def _used_fields(self) -> frozenset[str]:
         used: set[str] = set(self.ignored)
         for names in self.echoes.values():
             used.update(n.partition("=")[0] for n in names)
@@ -392,15 +411,46 @@ class _Context:
     #: (built, rule, table spec, record, STT): elements are applied once every resource exists,
     #: so a rule may refer to any other, earlier or later.
     pending: list[tuple[Built, ResourceRule, TableSpec, Mapping[str, str], str | None]] = field(default_factory=list)
+    #: ``find``'s indexes over ``built`` (made on first use, dropped when ``built`` changes):
+    #: (rule, table) → record index → its first resource, and rule → its resources in order.
+    #: A visit has hundreds of resources; scanning them for every reference was most of the time.
+    _same: dict[tuple[str, str], dict[int, Built]] | None = None
+    _by_rule: dict[str, list[Built]] = field(default_factory=dict)
+    #: fullUrls ``find`` handed out while the resource ``referrer`` was being filled, by id of
+    #: that resource: only those can hold a reference to a dropped resource.
+    referrer: Built | None = None
+    refs: dict[int, set[str]] = field(default_factory=dict)
+
+    def reindex(self) -> None:
+        same: dict[tuple[str, str], dict[int, Built]] = {}
+        by_rule: dict[str, list[Built]] = {}
+        for b in self.built:
+            recs = same.setdefault((b.rule, b.table), {})
+            for r in b.records:
+                recs.setdefault(r, b)
+            by_rule.setdefault(b.rule, []).append(b)
+        self._same, self._by_rule = same, by_rule
+
+    def of_rule(self, rule: str) -> list[Built]:
+        if self._same is None:
+            self.reindex()
+        return self._by_rule.get(rule, [])
 
     def find(self, rule: str, table: str, record: int) -> Built | None:
         """The resource of ``rule`` made from the same record; a rule of another table (the
         visit's Patient) only when it made exactly one.  Never another record's of the same table."""
-        same_table = [b for b in self.built if b.rule == rule and b.table == table]
-        if same_table:
-            return next((b for b in same_table if record in b.records), None)
-        everywhere = [b for b in self.built if b.rule == rule]
-        return everywhere[0] if len(everywhere) == 1 else None
+        if self._same is None:
+            self.reindex()
+            assert self._same is not None
+        recs = self._same.get((rule, table))
+        if recs is not None:
+            found = recs.get(record)
+        else:
+            everywhere = self._by_rule.get(rule)
+            found = everywhere[0] if everywhere is not None and len(everywhere) == 1 else None
+        if found is not None and self.referrer is not None:
+            self.refs.setdefault(id(self.referrer), set()).add(found.full_url)
+        return found
 
 
 def _resolve(value: Any, ctx: _Context, table: str, record: int, item: Any = None) -> Any:
@@ -507,7 +557,9 @@ def instantiate(spec: Spec, tables: Mapping[str, list[dict[str, str]]], facility
         for rule in tspec.rules:
             _instantiate_rule(rule, tspec, records, ctx)
     dropped: set[str] = set()
+    ctx.reindex()
     for built, rule, tspec, record, stt in ctx.pending:
+        ctx.referrer = built
         why: Problem | None = None
         for el in rule.elements:  # every element is tried, so that every bad field of the record is reported
             before = len(ctx.problems)
@@ -521,15 +573,18 @@ def instantiate(spec: Spec, tables: Mapping[str, list[dict[str, str]]], facility
                                      None, stt)
         if why is not None:
             ctx.problems.append(why)
+    ctx.referrer = None
     if dropped:
         ctx.built = [b for b in ctx.built if b.full_url not in dropped]
-        for b in ctx.built:
-            b.resource = _scrub(b.resource, dropped)
+        ctx.reindex()
+        for b in ctx.built:  # only a resource that was given a dropped one's fullUrl can hold it
+            if not ctx.refs.get(id(b), _NONE).isdisjoint(dropped):
+                b.resource = _scrub(b.resource, dropped)
     for b in ctx.built:
-        rule = next(r for r in spec.tables[b.table].rules if r.name == b.rule)
+        rule = spec.tables[b.table].rule(b.rule)
         for c in rule.collect:
-            members = [x for x in ctx.built if x.rule == c.rule
-                       and (rule.group_by is None or (x.table == b.table and set(x.records) & set(b.records)))]
+            members = [x for x in ctx.of_rule(c.rule)
+                       if rule.group_by is None or (x.table == b.table and not set(x.records).isdisjoint(b.records))]
             for m in members:
                 set_path(b.resource, c.path, {"reference": m.full_url})
                 for also in c.also:
@@ -575,4 +630,5 @@ def _build(rule: ResourceRule, tspec: TableSpec, record: Mapping[str, str], ctx:
     record = {**record, "$id": f"{rule.name}/{key}", "$facility": ctx.facility, "$visit": f"{ctx.facility}/{ctx.ma_lk}"}
     built = Built(rule.name, tspec.table, key, members, _full_url(ctx, rule.name, key), resource, rule.request)
     ctx.built.append(built)
+    ctx._same = None
     ctx.pending.append((built, rule, tspec, record, stt))
