@@ -118,6 +118,10 @@ async def _route(hub: Hub, req: Request) -> Response:
             return await terminology.handle(hub, req, seg[0], seg[1])
         raise FhirError(404, error("not-found", f"no FHIR endpoint at /{'/'.join(seg)}"))
     check_accept(req)
+    if hub.settings.mpi and 1 <= n <= 2 and seg[0] == "AuditEvent" and (n == 1 or seg[1][0] not in "$_"):
+        from fhir_hub.mpi.service import refuse_audit_write
+
+        refuse_audit_write(seg[0])  # the hub's record of reconciliation decisions (README)
     if m == "POST":
         if n == 0:
             return await transaction.handle_bundle(hub, req)

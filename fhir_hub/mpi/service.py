@@ -17,6 +17,9 @@ made) in plain R4 resources, so that everything lives in the store and can be se
   automatic or manual, the previous golden record). Each decision is a new version of it.
 * A **review item** per (source, candidate golden) pair the rules sent to review: a ``Basic``
   with code ``possible-match``; accepting it links, rejecting it sets ``no-match``.
+* An **AuditEvent** per decision (every automatic one on the write path, every steward's one):
+  who, when, the rule and score, the source and golden records (:func:`audit`). Clients cannot
+  write AuditEvents while reconciliation is on (:func:`refuse_audit_write`).
 
 Everything here runs on the writer inside the caller's unit of work (:class:`~fhir_hub.storage.
 port.Tx`), so a source, its golden record and its link commit together or not at all, and the
@@ -58,6 +61,14 @@ DECISION_EXT = f"{MPI}:decision"
 
 MATCH, POSSIBLE_MATCH, NO_MATCH = "match", "possible-match", "no-match"
 AUTO_ACTOR = "fhir-hub mpi (automatic)"
+
+AUDIT_TAG = {"system": MPI, "code": "audit"}
+#: ``AuditEvent.subtype`` system: the decision (``auto-link``, ``new``, ``review``, ``link``,
+#: ``unlink``, ``reject``, ``merge``, ``unmerge``)
+AUDIT_SUBTYPE = f"{MPI}-audit"
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+_SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 
 #: Candidates per blocking key on the write path: each costs a read and a comparison inside the
 #: writer's unit, so a key shared by more goldens than this is skipped (and the decision says so).
@@ -325,6 +336,63 @@ def _write_link(tx: Tx, sid: str, gid: str, ext: dict[str, Any]) -> None:
     _put_record(tx, _record(link_id(sid), LINK_TAG, MATCH, sid, gid, ext, _now(tx)))
 
 
+def _entity(rtype: str, rid: str, role: str, name: str,
+            detail: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    out: dict[str, Any] = {"what": {"reference": f"{rtype}/{rid}"},
+                           "type": {"system": "http://hl7.org/fhir/resource-types", "code": rtype},
+                           "role": {"system": _OBJECT_ROLE, "code": role}, "name": name}
+    if detail:
+        out["detail"] = [{"type": k, "valueString": v} for k, v in detail]
+    return out
+
+
+def audit(tx: Tx, subtype: str, *, actor: str, rule: str, outcome: str, source: str | None = None,
+          golden: str | None = None, previous: str | None = None, candidate: str | None = None,
+          sources: Sequence[str] = (), decision: Decision | None = None, reasons: Sequence[str] = ()) -> None:
+    """Write the AuditEvent of one decision in the caller's unit of work: ``agent`` the actor
+    (``requestor`` for a steward), ``recorded`` the unit's time, ``entity`` the source (role 1
+    Patient, with the rule, outcome, score and reasons as ``detail``), the golden record it ended
+    in, the one it left (``previous``), a review's candidate and the sources a merge moved (role 5
+    Master file for golden records), and the link record."""
+    detail: list[tuple[str, str]] = [("rule", rule), ("outcome", outcome)]
+    if decision is not None:
+        detail.append(("score", f"{decision.score:.2f}"))
+    detail += [("reason", r) for r in (*(decision.reasons if decision else ()), *reasons)]
+    entities: list[dict[str, Any]] = []
+    if source is not None:
+        entities.append(_entity("Patient", source, "1", "source", detail))
+    if golden is not None:
+        entities.append(_entity("Patient", golden, "5", "golden", () if source else detail))
+    if previous is not None:
+        entities.append(_entity("Patient", previous, "5", "previous golden"))
+    if candidate is not None:
+        entities.append(_entity("Patient", candidate, "5", "candidate golden"))
+    entities += [_entity("Patient", sid, "1", "moved source") for sid in sources]
+    if source is not None:
+        entities.append(_entity("Basic", link_id(source), "4", "link record"))
+    manual = actor != AUTO_ACTOR
+    summary = f"{subtype} Patient/{source or golden}" + (f" -> Patient/{golden}" if source and golden else "")
+    body = {"resourceType": "AuditEvent", "meta": {"tag": [AUDIT_TAG]},
+            "type": {"system": _DCM, "code": "110110", "display": "Patient Record"},
+            "subtype": [{"system": AUDIT_SUBTYPE, "code": subtype}],
+            "action": "C" if subtype == "new" else "U", "recorded": _now(tx), "outcome": "0",
+            "outcomeDesc": f"{summary} ({rule}" + (f", score {decision.score:.2f})" if decision else ")"),
+            "agent": [{"who": {"display": actor}, "name": actor, "requestor": manual}],
+            "source": {"observer": {"display": "fhir-hub mpi"},
+                       "type": [{"system": _SOURCE_TYPE, "code": "4", "display": "Application Server"}]},
+            "entity": entities}
+    rid = new_id()
+    tx.put("AuditEvent", rid, {**body, "id": rid}, "POST", fresh=True)
+
+
+def refuse_audit_write(rtype: str) -> None:
+    """AuditEvents are the hub's record of its decisions: with reconciliation on, no client
+    writes (creates, updates, patches or deletes) one, over REST or in a bundle."""
+    if rtype == "AuditEvent":
+        raise FhirError(405, error("not-supported", "AuditEvent resources are written by the hub only "
+                                   "(patient reconciliation is on); they can be read and searched", "AuditEvent"))
+
+
 # -- the write path ---------------------------------------------------------------------------
 
 
@@ -348,6 +416,8 @@ class Reconciler:
             _write_link(tx, sid, golden.id, _decision_ext(tx, golden=golden.id, rule=str(decision.rule),
                                                           outcome=str(decision.outcome), source="auto",
                                                           actor=AUTO_ACTOR, decision=decision))
+            audit(tx, "auto-link", actor=AUTO_ACTOR, rule=str(decision.rule), outcome=str(decision.outcome),
+                  source=sid, golden=golden.id, decision=decision)
             return
         new = new_id()
         write_golden(tx, Golden(new, (sid,)))
@@ -358,6 +428,10 @@ class Reconciler:
                                 source="auto", actor=AUTO_ACTOR, decision=decision)
             _put_record(tx, _record(review_id(sid, decision.candidate), REVIEW_TAG, POSSIBLE_MATCH, sid,
                                     decision.candidate, ext, _now(tx)))
+        review = decision.outcome is Outcome.REVIEW and decision.candidate is not None
+        audit(tx, "review" if review else "new", actor=AUTO_ACTOR, rule=str(decision.rule),
+              outcome=str(decision.outcome), source=sid, golden=new, candidate=decision.candidate if review else None,
+              decision=decision)
 
 
 # -- stewardship ------------------------------------------------------------------------------
@@ -382,6 +456,7 @@ def link(tx: Tx, sid: str, gid: str, actor: str) -> dict[str, Any]:
     _move(tx, sid, old, gid)
     _write_link(tx, sid, gid, _decision_ext(tx, golden=gid, rule="manual", outcome="auto-link", source="manual",
                                             actor=actor, previous=old))
+    audit(tx, "link", actor=actor, rule="manual", outcome="auto-link", source=sid, golden=gid, previous=old)
     review = _body(tx, "Basic", review_id(sid, gid))
     if review is not None and decision_of(review)["state"] == POSSIBLE_MATCH:
         review["code"]["coding"][0]["code"] = MATCH
@@ -406,6 +481,7 @@ def unlink(tx: Tx, sid: str, gid: str | None, actor: str) -> dict[str, Any]:
         review["extension"].append(_decision_ext(tx, golden=gid, rule="manual", outcome="rejected", source="manual",
                                                  actor=actor))
         _put_record(tx, review)
+        audit(tx, "reject", actor=actor, rule="manual", outcome="rejected", source=sid, golden=current, candidate=gid)
         return {"golden": current, "rejected": gid, "changed": True}
     if current is None:
         raise FhirError(409, error("conflict", f"Patient/{sid} is not linked to a golden record"))
@@ -425,6 +501,8 @@ def unlink(tx: Tx, sid: str, gid: str | None, actor: str) -> dict[str, Any]:
     _write_link(tx, sid, target, _decision_ext(tx, golden=target, rule="manual", outcome="unlinked", source="manual",
                                                actor=actor, previous=current,
                                                reasons=(f"unlinked from Patient/{current}",)))
+    audit(tx, "unlink", actor=actor, rule="manual", outcome="unlinked", source=sid, golden=target, previous=current,
+          reasons=(f"unlinked from Patient/{current}",))
     return {"golden": target, "previous": current, "changed": True}
 
 
@@ -438,6 +516,8 @@ def merge(tx: Tx, from_gid: str, into_gid: str, actor: str) -> dict[str, Any]:
     for sid in src.sources:
         _write_link(tx, sid, into_gid, _decision_ext(tx, golden=into_gid, rule="merge", outcome="auto-link",
                                                      source="manual", actor=actor, previous=from_gid))
+    audit(tx, "merge", actor=actor, rule="merge", outcome="auto-link", golden=into_gid, previous=from_gid,
+          sources=src.sources)
     return {"golden": into_gid, "moved": list(src.sources)}
 
 
@@ -460,6 +540,8 @@ def unmerge(tx: Tx, from_gid: str, actor: str) -> dict[str, Any]:
     for sid in back:
         _write_link(tx, sid, from_gid, _decision_ext(tx, golden=from_gid, rule="unmerge", outcome="auto-link",
                                                      source="manual", actor=actor, previous=into.id))
+    audit(tx, "unmerge", actor=actor, rule="unmerge", outcome="auto-link", golden=from_gid, previous=into.id,
+          sources=back)
     return {"golden": from_gid, "moved": back}
 
 

@@ -502,6 +502,10 @@ def execute(tx: Tx, entries: list[Entry], hub: Any, base_url: str, with_body: bo
     for e in entries:
         if e.method in ("POST", "PUT", "PATCH") and e.rid is not None:
             refs.known(e.rtype, e.rid)
+        if hub.settings.mpi and e.method in ("POST", "PUT", "PATCH", "DELETE") and e.rtype == "AuditEvent":
+            from fhir_hub.mpi.service import refuse_audit_write
+
+            refuse_audit_write(e.rtype)  # the hub's record of reconciliation decisions (README)
     results: dict[int, dict[str, Any]] = {}
     validate = hub.settings.validate
     for e in sorted(entries, key=lambda x: _ORDER[x.method]):
