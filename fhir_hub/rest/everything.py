@@ -83,9 +83,14 @@ async def handle_everything(hub: Any, req: Request, pid: str | None) -> Response
     count = min(count or hub.settings.default_count, hub.settings.max_count)
     if pid is not None:
         check_id(pid)
-        if await hub.store.read("Patient", pid) is None:
+        found = await hub.store.read("Patient", pid)
+        if found is None:
             raise FhirError(404, error("not-found", f"Patient/{pid} is not known"))
         pids = [pid]
+        if hub.settings.mpi and found.body is not None:  # a golden record: its sources' data too
+            from fhir_hub.mpi import expand
+
+            pids = list(expand.members(pid, orjson.loads(found.body)))
     else:
         pids = await hub.store.find("Patient", [], MAX_PATIENTS + 1)
         if len(pids) > MAX_PATIENTS:

@@ -133,9 +133,11 @@ def _compartment_criteria(q: Query, rtype: str) -> tuple[list[Criterion], tuple[
     """
     assert q.compartment is not None
     ctype, cid = q.compartment
+    owners = (cid, *q.compartment_also)
     if rtype == ctype:
-        return (_criteria(q, rtype), (cid,)) if q.ids is None or cid in q.ids else None
-    target = (ReferenceValue(f"{ctype}/{cid}"),)
+        own = tuple(i for i in owners if q.ids is None or i in q.ids)
+        return (_criteria(q, rtype), own) if own else None
+    target = tuple(ReferenceValue(f"{ctype}/{i}") for i in owners)
     links = tuple(Clause(param, "reference", target)
                   for param in definitions.compartments().get(ctype, {}).get(rtype, [])
                   if parameters.lookup(rtype, param) is not None)
@@ -359,10 +361,18 @@ async def run(hub: Any, req: Request, q: Query, path: str, pairs: list[tuple[str
     return Response(200, dumps(bundle, req.param("_pretty") == "true"), [CONTENT_TYPE_HEADER])
 
 
+async def _mpi_pairs(hub: Any, types: list[str], pairs: list[tuple[str, str]], base_url: str) -> list[tuple[str, str]]:
+    """``:mpi`` reference parameters expanded to every record of the person (reconciliation on)."""
+    from fhir_hub.mpi import expand  # only with FHIR_HUB_MPI=on
+
+    return await expand.expand_pairs(hub.store, types, pairs, base_url)
+
+
 async def handle_search(hub: Any, req: Request, rtype: str) -> Response:
     check_type(rtype)
     pairs = _pairs(req)
-    q = parse([rtype], pairs, base_url=req.base_url, strict=_strict(req), max_count=hub.settings.max_count)
+    asked = await _mpi_pairs(hub, [rtype], pairs, req.base_url) if hub.settings.mpi else pairs
+    q = parse([rtype], asked, base_url=req.base_url, strict=_strict(req), max_count=hub.settings.max_count)
     return await run(hub, req, q, rtype, pairs)
 
 
@@ -378,8 +388,9 @@ async def handle_system_search(hub: Any, req: Request) -> Response:
     if not types:
         raise FhirError(400, error("not-supported", "a system-level search needs _type (searching every type at "
                                    "once is not supported)", "_type"))
-    q = parse(sorted(set(types)), pairs, base_url=req.base_url, strict=_strict(req),
-              max_count=hub.settings.max_count)
+    types = sorted(set(types))
+    asked = await _mpi_pairs(hub, types, pairs, req.base_url) if hub.settings.mpi else pairs
+    q = parse(types, asked, base_url=req.base_url, strict=_strict(req), max_count=hub.settings.max_count)
     return await run(hub, req, q, "", pairs)
 
 
@@ -398,6 +409,11 @@ async def handle_compartment_search(hub: Any, req: Request, ctype: str, cid: str
             raise FhirError(400, error("invalid", f"{rtype} resources are never in a {ctype} compartment"))
         types = [rtype]
     pairs = _pairs(req)
-    q = parse(types, pairs, base_url=req.base_url, strict=_strict(req), max_count=hub.settings.max_count)
+    asked = await _mpi_pairs(hub, types, pairs, req.base_url) if hub.settings.mpi else pairs
+    q = parse(types, asked, base_url=req.base_url, strict=_strict(req), max_count=hub.settings.max_count)
     q = replace(q, compartment=(ctype, cid))
+    if hub.settings.mpi and ctype == "Patient":  # a golden record's compartment is its sources' too
+        from fhir_hub.mpi import expand
+
+        q = replace(q, compartment_also=(await expand.linked(hub.store, cid))[1:])
     return await run(hub, req, q, f"{ctype}/{cid}/{rtype}", pairs)

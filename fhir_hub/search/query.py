@@ -200,6 +200,9 @@ class Query:
     ignored: tuple[str, ...] = ()
     #: Compartment restriction: ``("Patient", "123")`` for ``Patient/123/Observation?...``.
     compartment: tuple[str, str] | None = None
+    #: Further owners whose compartments count as the compartment's (a golden Patient's linked
+    #: sources, with patient reconciliation on: ``fhir_hub/mpi/expand.py``).
+    compartment_also: tuple[str, ...] = ()
     #: Opaque keyset position of a ``next`` link.
     cursor: str | None = None
 
