@@ -102,6 +102,14 @@ class Tx(Protocol):
         """Write a tombstone; ``None`` if there was nothing live to delete."""
         ...
 
+    def restore(self, version: StoredVersion) -> StoredVersion:
+        """Write ``version`` as given (moving a store: ``fhir-hub import``): its ``vid``, ``ts``,
+        ``method`` and ``body`` bytes are kept, ``None`` a tombstone; only ``seq`` is the store's
+        next. ``vid`` must be above the resource's latest (``ValueError`` otherwise; gaps are
+        allowed, as an export of current versions has them). Index rows are made from the body
+        by the store's indexer. Nothing checks that the body's ``id``/``meta`` agree with it."""
+        ...
+
     def reindex(self, rtype: str, rid: str) -> bool:
         """Replace the search-index rows of the current version of ``rtype/rid`` with the rows the
         store's indexer makes of its body now (after the set of search parameters changed); no new

@@ -16,8 +16,9 @@ import orjson
 import pytest
 
 from fhir_hub.search import parameters
+from fhir_hub.search.dates import instant
 from fhir_hub.search.query import Clause, StringValue, TokenValue
-from fhir_hub.storage.port import HistoryQuery, Store, Tx
+from fhir_hub.storage.port import HistoryQuery, Store, StoredVersion, Tx
 from tests.backends import StoreFactory
 
 
@@ -246,6 +247,52 @@ async def test_writes_survive_reopen(opened: Opened) -> None:
     assert v is not None and v.vid == 1
     later = await put(store, "Patient", "durable", patient("e"))
     assert later.vid == 2 and later.ts > v.ts
+
+
+def _moved(rid: str, vid: int, ts: int, ident: str) -> bytes:
+    """A body as another store wrote it: its own key order and spacing, which must survive."""
+    doc = {"resourceType": "Patient", "id": rid, "meta": {"lastUpdated": instant(ts), "versionId": str(vid)},
+           "identifier": [{"system": "urn:test", "value": ident}], "name": [{"family": "Trần"}]}
+    return orjson.dumps(doc).replace(b",", b", ")
+
+
+async def test_restore_writes_versions_as_given_and_indexes_them(opened: Opened) -> None:
+    store = opened.store
+    ts1, ts3, ts4 = 1_600_000_000_000_001, 1_600_000_100_000_002, 1_600_000_200_000_003
+    v1 = StoredVersion("Patient", "m", 1, ts1, "POST", _moved("m", 1, ts1, "old"))
+    v3 = StoredVersion("Patient", "m", 3, ts3, "PUT", _moved("m", 3, ts3, "new"))  # gaps are allowed
+    n2 = StoredVersion("Patient", "n", 2, ts1, "PATCH", _moved("n", 2, ts1, "n"))
+    got = await store.transact(lambda tx: [tx.restore(v1), tx.restore(v3)])
+    assert [(v.vid, v.ts, v.method, v.body) for v in got] == [(1, ts1, "POST", v1.body), (3, ts3, "PUT", v3.body)]
+    await store.transact(lambda tx: tx.restore(n2))
+
+    cur = await store.read("Patient", "m")
+    assert cur is not None and (cur.vid, cur.ts, cur.method, cur.body) == (3, ts3, "PUT", v3.body)
+    assert (await store.vread("Patient", "m", 1)).body == v1.body  # type: ignore[union-attr]
+    assert await store.vread("Patient", "m", 2) is None
+    assert [(v.vid, v.ts, v.method) for v in await store.history(HistoryQuery("Patient", "m"))] == \
+        [(3, ts3, "PUT"), (1, ts1, "POST")]
+    assert await store.find("Patient", [token("identifier", ("urn:test", "new"))], 10) == ["m"]
+    assert await store.find("Patient", [token("identifier", ("urn:test", "old"))], 10) == []
+    assert await store.find("Patient", [Clause("name", "string", (StringValue("tran"),))], 10) == ["m", "n"]
+    by_time = await store.find_sorted("Patient", [], [("_lastUpdated", "date", False)], 10)
+    assert [rid for rid, _key in by_time] == ["n", "m"]  # indexed at the kept lastUpdated, not today
+
+    def not_after(tx: Tx) -> None:  # a version not after the latest fails its unit, which leaves nothing
+        tx.restore(StoredVersion("Patient", "n", 5, ts4, "PUT", _moved("n", 5, ts4, "n5")))
+        tx.restore(v3)
+
+    with pytest.raises(ValueError):
+        await store.transact(not_after)
+    assert (await store.read("Patient", "n")).vid == 2  # type: ignore[union-attr]
+
+    gone = await store.transact(lambda tx: tx.restore(StoredVersion("Patient", "m", 4, ts4, "DELETE", None)))
+    assert gone.deleted and (gone.vid, gone.ts) == (4, ts4)
+    assert await store.find("Patient", [token("identifier", ("urn:test", "new"))], 10) == []
+    store = await opened.reopen()
+    later = await put(store, "Patient", "m", patient("later"))
+    assert later.vid == 5 and later.ts > ts4
+    assert (await store.read("Patient", "n")).body == n2.body  # type: ignore[union-attr]
 
 
 _NICKNAME = "urn:test:SearchParameter/nickname"

@@ -223,13 +223,14 @@ class _Tx:
         row = self._conn.execute(_LATEST, (rtype, rid)).fetchone()
         return None if row is None else (row[0], bool(row[1]), row[2])
 
-    def _append(self, rtype: str, rid: str, vid: int, rk: int | None, method: str, body: bytes | None) -> int:
+    def _append(self, rtype: str, rid: str, vid: int, rk: int | None, method: str, body: bytes | None,
+                ts: int | None = None) -> int:
         self.seq += 1
         if rk is None:
             rk = self.seq  # a new resource: its key is the seq of its first version
         else:
             self._stale.append(rk)
-        self._versions.append((self.seq, rtype, rid, vid, self.ts, method, body))
+        self._versions.append((self.seq, rtype, rid, vid, self.ts if ts is None else ts, method, body))
         self._current.append((rtype, rid, rk, self.seq, vid, body is None))
         self._touched.add((rtype, rid))
         return rk
@@ -263,6 +264,18 @@ class _Tx:
         vid = latest[0] + 1
         self._append(rtype, rid, vid, latest[2], "DELETE", None)
         return StoredVersion(rtype, rid, vid, self.ts, "DELETE", None, self.seq)
+
+    def restore(self, version: StoredVersion) -> StoredVersion:
+        v = version
+        latest = self._latest(v.rtype, v.rid)
+        if latest is not None and v.vid <= latest[0]:
+            raise ValueError(f"{v.rtype}/{v.rid}: version {v.vid} is not after the stored {latest[0]}")
+        rk = self._append(v.rtype, v.rid, v.vid, None if latest is None else latest[2], v.method, v.body, v.ts)
+        if v.body is not None:
+            self._index_rows(v.rtype, rk, orjson.loads(v.body), None)
+        if len(self._versions) >= _FLUSH_ROWS:
+            self.flush()
+        return StoredVersion(v.rtype, v.rid, v.vid, v.ts, v.method, v.body, self.seq)
 
     def reindex(self, rtype: str, rid: str) -> bool:
         latest = self._latest(rtype, rid)

@@ -355,13 +355,13 @@ class _Tx:
         return None if row is None else (row[0], bool(row[1]), row[2])
 
     def _append(self, rtype: str, rid: str, vid: int, rk: int | None, method: str, body: bytes | None,
-                rows: Callable[[int], _Rows]) -> int:
+                rows: Callable[[int], _Rows], ts: int | None = None) -> int:
         self.seq += 1
         if rk is None:
             rk = self.seq  # a new resource: its key is the seq of its first version
         else:
             self._stale.append((rk,))
-        self._versions.append((self.seq, rtype, rid, vid, self.ts, method, body))
+        self._versions.append((self.seq, rtype, rid, vid, self.ts if ts is None else ts, method, body))
         self._current.append((rtype, rid, rk, self.seq, vid, 1 if body is None else 0))
         self._held.put(rk, rtype, rid, rows(rk))
         self._touched.add((rtype, rid))
@@ -396,6 +396,19 @@ class _Tx:
         vid = latest[0] + 1
         seq = self._append(rtype, rid, vid, latest[2], "DELETE", None, lambda rk: [])
         return StoredVersion(rtype, rid, vid, self.ts, "DELETE", None, seq)
+
+    def restore(self, version: StoredVersion) -> StoredVersion:
+        v = version
+        latest = self._latest(v.rtype, v.rid)
+        if latest is not None and v.vid <= latest[0]:
+            raise ValueError(f"{v.rtype}/{v.rid}: version {v.vid} is not after the stored {latest[0]}")
+        body = v.body
+
+        def rows(rk: int) -> _Rows:
+            return [] if body is None else self._index_rows(v.rtype, rk, orjson.loads(body), None)
+
+        seq = self._append(v.rtype, v.rid, v.vid, None if latest is None else latest[2], v.method, body, rows, v.ts)
+        return StoredVersion(v.rtype, v.rid, v.vid, v.ts, v.method, body, seq)
 
     def reindex(self, rtype: str, rid: str) -> bool:
         """Rewrite the index rows of the current version from its body, with today's parameters
