@@ -43,16 +43,23 @@ def import_claims(
 
 
 def import_any(
-    files: list[Path] = typer.Argument(..., help="Input files."),
-    fmt: str = typer.Option(..., "--format", "-f", help="claims (GIAMDINHHS XML) | hl7v2 | csv."),
+    files: list[Path] = typer.Argument(..., help="Input files (with --db: export directories or ndjson files)."),
+    fmt: str = typer.Option(None, "--format", "-f", help="claims (GIAMDINHHS XML) | hl7v2 | csv."),
     spec: str = typer.Option(None, "--spec", help="For csv: the column spec (patients | vitals)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the bundles and outcomes to this folder."),
     base: str = typer.Option(None, "--base", help="POST the bundles to this FHIR base URL."),
     timeout: float = typer.Option(60.0, help="Seconds to wait for each POST."),
+    db: str = typer.Option(None, "--db", help="Load a `fhir-hub export` into this empty store instead (cli/move.py)."),
 ) -> None:
-    """Map legacy exports (claims XML, HL7 v2 messages, CSV) into FHIR transaction bundles."""
+    """Map legacy exports (claims XML, HL7 v2 messages, CSV) into FHIR transaction bundles;
+    with --db, load `fhir-hub export` ndjson into a store."""
     from fhir_hub.mapping.csv_import import SPECS
 
+    if db is not None and fmt is None:
+        from fhir_hub.cli.move import import_store
+
+        import_store(files, db)
+        return
     if fmt not in ("claims", "hl7v2", "csv"):
         raise typer.BadParameter(f"unknown format {fmt!r}: claims, hl7v2 or csv", param_hint="--format")
     if fmt == "csv" and spec not in SPECS:

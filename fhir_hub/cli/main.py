@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import typer
 
-from fhir_hub.cli import auth, demo, import_claims, load, mpi, profiles, reindex, serve, terminology, validate
+from fhir_hub.cli import (
+    auth,
+    demo,
+    import_claims,
+    load,
+    move,
+    mpi,
+    profiles,
+    reindex,
+    serve,
+    terminology,
+    validate,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="FHIR R4 hub for Vietnam's health sector.")
 
@@ -19,7 +31,7 @@ def main() -> None:
     """fhir-hub: FHIR R4 server, loaders and tools."""
 
 
-for module in (serve, demo, load, reindex, import_claims, validate, profiles, terminology, auth, mpi):
+for module in (serve, demo, load, reindex, import_claims, move, validate, profiles, terminology, auth, mpi):
     module.register(app)
 
 
