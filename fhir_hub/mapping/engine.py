@@ -46,9 +46,10 @@ makes is either a table in the spec or a tested function.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -90,6 +91,8 @@ class Problem:
 # -- paths ------------------------------------------------------------------------------------
 
 Path = tuple[tuple[str, str | None], ...]
+#: A constant or template of a spec, compiled (:func:`_compile`): (context, table, record, ``$``) → value.
+Resolver = Callable[["_Context", str, int, Any], Any]
 
 
 def parse_path(text: str) -> Path:
@@ -187,6 +190,16 @@ class ElementRule:
     each: bool = False
     #: Constants passed to ``convert`` after the field values (``labelled`` gets its label so).
     args: tuple[Any, ...] = ()
+    #: Made once from the above (see :func:`_compile`): ``value`` and ``template`` as resolvers,
+    #: ``convert`` as the function itself.
+    _value: Resolver = field(init=False, repr=False, compare=False)
+    _template: Resolver | None = field(init=False, repr=False, compare=False)
+    _convert: Callable[..., Any] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_value", _compile(self.value))
+        object.__setattr__(self, "_template", None if self.template is None else _compile(self.template))
+        object.__setattr__(self, "_convert", None if self.convert is None else CONVERTERS.get(self.convert))
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +239,12 @@ class TableSpec:
     #: Made once from the above (every HOSO asks): rule by name, and :meth:`used_fields`.
     _rules: Mapping[str, ResourceRule] = field(init=False, repr=False, compare=False)
     _used: frozenset[str] = field(init=False, repr=False, compare=False)
+    #: The code tables' values as resolvers (a value may be a template, ``sys:`` and ``ref:``).
+    _codes: Mapping[str, Mapping[str, Resolver]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_codes", {name: {code: _compile(v) for code, v in table.items()}
+                                            for name, table in self.codes.items()})
         rules: dict[str, ResourceRule] = {}
         for r in self.rules:
             rules.setdefault(r.name, r)
@@ -453,31 +470,87 @@ class _Context:
         return found
 
 
-def _resolve(value: Any, ctx: _Context, table: str, record: int, item: Any = None) -> Any:
+def _compile(value: Any) -> Resolver:
+    """A spec's constant or template as a function of (context, table, record index, ``$`` item),
+    made once per spec instead of walking the value for every record: ``$`` is the item,
+    ``sys:<name>`` the system's URL, ``ref:<rule>`` a Reference to that rule's resource (or
+    nothing); in an object, a key whose value comes out None is left out.  Every call makes
+    new objects, since later rules may add to them (``[=]``, ``merge``)."""
     if isinstance(value, str):
         if value == "$":
-            return item
+            return _item
         if value.startswith("sys:"):
-            try:
-                return systems.BY_NAME[value[4:]]
-            except KeyError:
-                raise SpecError(f"unknown system name {value[4:]!r}") from None
+            name = value[4:]
+            url = systems.BY_NAME.get(name)
+            if url is None:
+                def unknown(ctx: _Context, table: str, record: int, item: Any) -> Any:
+                    raise SpecError(f"unknown system name {name!r}")
+                return unknown
+            return _constant(url)
         if value.startswith("ref:"):
-            target = ctx.find(value[4:], table, record)
-            return None if target is None else {"reference": target.full_url}
-        return value
+            rule = value[4:]
+
+            def ref(ctx: _Context, table: str, record: int, item: Any) -> Any:
+                target = ctx.find(rule, table, record)
+                return None if target is None else {"reference": target.full_url}
+            return ref
+        return _constant(value)
     if isinstance(value, dict):
-        out = {k: _resolve(v, ctx, table, record, item) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v is not None}
+        # the object's constant scalars copied in one go, in key order; the rest resolved per call
+        base: dict[str, Any] = {}
+        dynamic: list[tuple[str, Resolver]] = []
+        for k, v in value.items():
+            part = _compile(v)
+            if isinstance(part, _Constant):
+                if part.fixed is not None:
+                    base[k] = part.fixed
+            else:
+                base[k] = None  # keeps the key's place
+                dynamic.append((k, part))
+
+        def obj(ctx: _Context, table: str, record: int, item: Any) -> Any:
+            out = base.copy()
+            for k, part in dynamic:
+                v = item if part is _item else part(ctx, table, record, item)
+                if v is None:
+                    del out[k]
+                else:
+                    out[k] = v
+            return out
+        return obj
     if isinstance(value, list):
-        return [_resolve(v, ctx, table, record, item) for v in value]
-    return value
+        items = [_compile(v) for v in value]
+
+        def array(ctx: _Context, table: str, record: int, item: Any) -> Any:
+            return [p(ctx, table, record, item) for p in items]
+        return array
+    return _constant(value)
+
+
+def _item(ctx: _Context, table: str, record: int, item: Any) -> Any:
+    return item
+
+
+class _Constant:
+    """A scalar (str, number, bool, None): shared safely, nothing can change it."""
+
+    __slots__ = ("fixed",)
+
+    def __init__(self, fixed: Any) -> None:
+        self.fixed = fixed
+
+    def __call__(self, ctx: _Context, table: str, record: int, item: Any) -> Any:
+        return self.fixed
+
+
+def _constant(value: Any) -> Resolver:
+    return _Constant(value)
 
 
 def _apply(el: ElementRule, resource: dict[str, Any], record: Mapping[str, str], spec: TableSpec,
            ctx: _Context, index: int, line: str | None) -> bool:
     """Apply one element rule; False when a value was needed and could not be had."""
-    if not _holds(el.when, record):
+    if el.when and not _holds(el.when, record):
         return True
     if el.ref is not None:
         target = ctx.find(el.ref, spec.table, index)
@@ -485,36 +558,41 @@ def _apply(el: ElementRule, resource: dict[str, Any], record: Mapping[str, str],
             set_path(resource, el.path, {"reference": target.full_url}, el.merge)
         return target is not None or not el.required
     if not el.fields:
-        set_path(resource, el.path, _resolve(el.value, ctx, spec.table, index), el.merge)
+        set_path(resource, el.path, el._value(ctx, spec.table, index, None), el.merge)
         return True
-    texts = [record.get(f, "") for f in el.fields]
-    if not texts[0]:
+    first = record.get(el.fields[0], "")
+    if not first:
         if el.required:
             ctx.problems.append(Problem("error", "required", "required field is empty or missing", spec.table,
                                         el.fields[0], None, line))
         return not el.required
     try:
-        value: Any = texts[0] if el.convert is None else CONVERTERS[el.convert](*texts, *el.args)
+        if el.convert is None:
+            value: Any = first
+        else:
+            convert = el._convert or CONVERTERS[el.convert]
+            value = convert(first, *[record.get(f, "") for f in el.fields[1:]], *el.args)
     except BadValue as exc:
         if exc.severity != "information":
-            ctx.problems.append(Problem(exc.severity, "value", exc.reason, spec.table, el.fields[0], texts[0], line))
+            ctx.problems.append(Problem(exc.severity, "value", exc.reason, spec.table, el.fields[0], first, line))
         return not el.required
     ok = True
-    for item in (value if el.each else [value]):
+    for item in (value if el.each else (value,)):
         if isinstance(item, Remark):
             ctx.problems.append(Problem("warning", "code-invalid", item.reason, spec.table, el.fields[0],
-                                        texts[0], line))
+                                        first, line))
             item = item.value
         if el.codes is not None:
-            table = spec.codes[el.codes]
-            if str(item) not in table:
+            code = spec._codes[el.codes].get(str(item))
+            if code is None:
+                table = spec.codes[el.codes]
                 ctx.problems.append(Problem("error", "code-invalid", f"not a code of {el.codes} "
-                                            f"({', '.join(table)})", spec.table, el.fields[0], texts[0], line))
+                                            f"({', '.join(table)})", spec.table, el.fields[0], first, line))
                 ok = False
                 continue
-            item = _resolve(table[str(item)], ctx, spec.table, index)
-        if el.template is not None:
-            item = _resolve(el.template, ctx, spec.table, index, item)
+            item = code(ctx, spec.table, index, None)
+        if el._template is not None:
+            item = el._template(ctx, spec.table, index, item)
         set_path(resource, el.path, item, el.merge)
     return ok or not el.required
 
@@ -529,8 +607,20 @@ def _scrub(value: Any, dropped: set[str]) -> Any:
     return value
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
+
+def uuid5(name: str) -> str:
+    """``str(uuid.uuid5(NAMESPACE, name))`` without making a UUID object (one per resource)."""
+    b = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8")).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50  # version 5
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = b.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def _full_url(ctx: _Context, rule: str, key: str) -> str:
-    return f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{ctx.facility}/{ctx.ma_lk}/{rule}/{key}')}"
+    return f"urn:uuid:{uuid5(f'{ctx.facility}/{ctx.ma_lk}/{rule}/{key}')}"
 
 
 def _zip_repeat(rule: ResourceRule, record: Mapping[str, str], spec: TableSpec, ctx: _Context,
@@ -609,8 +699,7 @@ def _instantiate_rule(rule: ResourceRule, tspec: TableSpec, records: list[dict[s
         for value, members in groups.items():
             first = members[0]
             key = f"{ctx.facility}/{ctx.ma_lk}/{tspec.table}/{rule.group_by}={value}"
-            rec = {**records[first], "$line": key}
-            _build(rule, tspec, rec, ctx, tuple(members), key, records[first].get("STT"))
+            _build(rule, tspec, records[first], ctx, tuple(members), key, records[first].get("STT"))
         return
     for i, rec in enumerate(records):
         if not _holds(rule.when, rec):
@@ -619,15 +708,17 @@ def _instantiate_rule(rule: ResourceRule, tspec: TableSpec, records: list[dict[s
         if rule.repeat:
             for n, item in enumerate(_zip_repeat(rule, rec, tspec, ctx, stt), 1):
                 sub = f"{key}/{n}"
-                _build(rule, tspec, {**item, "$line": sub}, ctx, (i,), sub, stt)
+                _build(rule, tspec, item, ctx, (i,), sub, stt)
         else:
-            _build(rule, tspec, {**rec, "$line": key}, ctx, (i,), key, stt)
+            _build(rule, tspec, rec, ctx, (i,), key, stt)
 
 
 def _build(rule: ResourceRule, tspec: TableSpec, record: Mapping[str, str], ctx: _Context,
            members: tuple[int, ...], key: str, stt: str | None) -> None:
     resource: dict[str, Any] = {"resourceType": rule.type}
-    record = {**record, "$id": f"{rule.name}/{key}", "$facility": ctx.facility, "$visit": f"{ctx.facility}/{ctx.ma_lk}"}
+    # the one copy of the record a resource gets: its own keys added (``$line`` is the line key)
+    record = {**record, "$line": key, "$id": f"{rule.name}/{key}", "$facility": ctx.facility,
+              "$visit": f"{ctx.facility}/{ctx.ma_lk}"}
     built = Built(rule.name, tspec.table, key, members, _full_url(ctx, rule.name, key), resource, rule.request)
     ctx.built.append(built)
     ctx._same = None
