@@ -177,13 +177,13 @@ def body_weight(text: str) -> int | float:
 
 
 def _known(system: str, code: str) -> str | None:
-    from fhir_hub.terminology import UnknownSystem, lookup
+    """The display of ``code`` in ``system`` (as ``terminology.lookup`` gives it, without the
+    concept's properties it builds and a mapping never reads); None when either is unknown."""
+    from fhir_hub.terminology import code_system
 
-    try:
-        found = lookup(system, code)
-    except UnknownSystem:
-        return None
-    return None if found is None else found[0]
+    cs = code_system(system)
+    concept = None if cs is None else cs.concepts.get(code)
+    return None if concept is None else concept.get("display", "")
 
 
 def _coding(system: str, code: str, what: str) -> dict[str, Any] | Remark:
@@ -422,10 +422,19 @@ CONVERTERS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
 # -- requests (how a resource is written: conditional so re-imports update) ------------------
 
 
+#: Text ``quote`` leaves as it is (its always-safe characters; the system also keeps ``:/``).
+_PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
+_PLAIN_SYSTEM = re.compile(r"[A-Za-z0-9_.~:/-]*")
+
+
 def _token(identifier: dict[str, Any]) -> str:
-    value = quote(str(identifier["value"]), safe="")
+    value = str(identifier["value"])
+    if not _PLAIN.fullmatch(value):  # most values are plain: one regex instead of quote's work
+        value = quote(value, safe="")
     system = identifier.get("system")
-    return f"{quote(system, safe=':/')}|{value}" if system else value
+    if not system:
+        return value
+    return f"{system if _PLAIN_SYSTEM.fullmatch(system) else quote(system, safe=':/')}|{value}"
 
 
 def put_by_identifier(resource: dict[str, Any]) -> dict[str, Any]:
