@@ -422,14 +422,16 @@ CONVERTERS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
 # -- requests (how a resource is written: conditional so re-imports update) ------------------
 
 
-#: Text ``quote`` leaves as it is (its always-safe characters; the system also keeps ``:/``).
-_PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
+#: Text of ``quote``'s always-safe characters and ``:/`` (which the value escapes, the system keeps).
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.~:/-]*")
 _PLAIN_SYSTEM = re.compile(r"[A-Za-z0-9_.~:/-]*")
 
 
 def _token(identifier: dict[str, Any]) -> str:
     value = str(identifier["value"])
-    if not _PLAIN.fullmatch(value):  # most values are plain: one regex instead of quote's work
+    if _PLAIN_KEY.fullmatch(value):  # most values are plain or line keys: no need for quote's work
+        value = value.replace("/", "%2F").replace(":", "%3A")
+    else:
         value = quote(value, safe="")
     system = identifier.get("system")
     if not system:
