@@ -173,7 +173,15 @@ class Condition:
 
 
 def _holds(conditions: tuple[Condition, ...], record: Mapping[str, str]) -> bool:
-    return all(c.holds(record) for c in conditions)
+    """Every condition holds (:meth:`Condition.holds`, inlined: asked for every rule and record)."""
+    for c in conditions:
+        v = record.get(c.field, "")
+        if c.empty:
+            if v:
+                return False
+        elif not v or (c.values is not None and v not in c.values):
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -754,7 +762,7 @@ def _instantiate_rule(rule: ResourceRule, tspec: TableSpec, records: list[dict[s
             _build(rule, tspec, records[first], ctx, tuple(members), key, records[first].get("STT"))
         return
     for i, rec in enumerate(records):
-        if not _holds(rule.when, rec):
+        if rule.when and not _holds(rule.when, rec):
             continue
         key, stt = _line_key(tspec, rec, ctx, i)
         if rule.repeat:
