@@ -37,11 +37,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 import hashlib
 import re
+import threading
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -416,11 +419,45 @@ class _Envelope:
     signed_when: str | None = None
 
 
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a file is mapped, back as it was after (nested
+    and concurrent calls: when the last one ends).  A file's result is hundreds of thousands of
+    small dicts and lists that all live on, so every collection walked the growing result again:
+    40 % of the mapping's time on the bench file (2.9 s without, 4.7 s with).  Mapping makes no
+    reference cycles (resources are trees; measured: none after clean or faulted HOSO; an
+    unparsable envelope leaves a few dozen objects, once), so the collector, when back, has
+    next to nothing to free that it would have freed sooner."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
+
+
 def map_file(data: bytes, name: str = "GIAMDINHHS.xml", recorded: str | None = None,
              spec: Spec | None = None) -> FileResult:
     """Map one envelope.  ``recorded`` is Provenance.recorded (default: now, in Vietnam); pass it
     to get byte-identical output for the same input.  ``spec`` forces one layout; by default each
     HOSO is read as QĐ 130 or QĐ 4210, whichever it is."""
+    with _gc_paused():
+        return _map_file(data, name, recorded, spec)
+
+
+def _map_file(data: bytes, name: str, recorded: str | None, spec: Spec | None) -> FileResult:
     recorded = recorded or datetime.now(VN_TZ).replace(microsecond=0).isoformat()
     result = FileResult(name)
     env = _Envelope(name, hashlib.sha256(data).hexdigest())
