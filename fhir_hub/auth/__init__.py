@@ -34,6 +34,7 @@ class Auth:
         self._store: AuthStore | None = None
         self._server: AuthServer | None = None
         self._enforcer: Enforcer | None = None
+        self._discovery = f"{self.base_path}/.well-known/smart-configuration"
 
     def open(self) -> None:
         """Open the tables (after the FHIR store created the file) and load or make the signing key."""
@@ -50,7 +51,7 @@ class Auth:
             self._store = self._server = self._enforcer = None
 
     def handles(self, path: str) -> bool:
-        return path.startswith("/auth/") or path == f"{self.base_path}/.well-known/smart-configuration"
+        return path.startswith("/auth/") or path == self._discovery
 
     async def endpoint(self, method: str, path: str, headers: dict[str, str], raw_query: str, body: bytes,
                        fhir_base: str) -> Response:

@@ -32,29 +32,36 @@ features, and write scopes without a query restriction.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
 from fhir_hub import definitions
+from fhir_hub.auth.compartment import admits_version
 from fhir_hub.auth.keys import ACCESS_TYP, InvalidToken, Keys
 from fhir_hub.auth.scopes import ScopeError, Scopes, parse_scopes
 from fhir_hub.auth.server import auth_base
 from fhir_hub.auth.storage import AuthStore
 from fhir_hub.errors import FhirError, error
-from fhir_hub.rest import search
 from fhir_hub.rest.wire import Request, parse_json
-from fhir_hub.search import extract, matcher, parameters
+from fhir_hub.search import extract, matcher
 from fhir_hub.search.parse import parse
 from fhir_hub.search.query import Criterion
+from fhir_hub.storage.port import StoredVersion
 
 _REALM = 'Bearer realm="fhir-hub"'
 _WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 _TERMINOLOGY = frozenset({"CodeSystem", "ValueSet", "ConceptMap"})
-#: Verified tokens kept in memory (the signature is checked once per token, not per request).
+#: Verified tokens kept in memory, least recently used dropped first (the signature is checked
+#: once per token, not per request).
 _CACHE_MAX = 10_000
+#: Per token: decisions by type (scope restrictions, read guards), at most this many.
+_MEMO_MAX = 64
+_UNSET: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,8 @@ class Principal:
     exp: int
     iss: str
     aud: str | tuple[str, ...]
+    #: What the enforcer derived from the scopes, by type: kept as long as the token is cached.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def context(self) -> str:
@@ -101,18 +110,72 @@ def _broad(pairs: list[tuple[str, str]]) -> str | None:
     return None
 
 
+class _Entry:
+    """A cached verified token: its principal, and the last base URL its ``aud`` and ``iss`` passed for."""
+
+    __slots__ = ("base", "principal")
+
+    def __init__(self, principal: Principal):
+        self.principal = principal
+        self.base: str | None = None
+
+
+Admit = Callable[[StoredVersion | None], bool]
+
+
+@dataclass(slots=True)
+class GuardedRequest(Request):
+    """A read by id whose access the stored version decides: ``rest/read.py`` passes the version
+    it fetched to ``admit`` and answers 404 (as for a missing resource) unless it is admitted, so
+    the check needs no query of its own."""
+
+    admit: Admit | None = None
+
+
+class _Admit:
+    """The read guard of one type under one token's scopes: the current version is admitted when
+    it exists, is in the patient's compartment (patient tokens, types other than Patient) and
+    matches one of the scopes' query restrictions (if any)."""
+
+    __slots__ = ("criteria", "indexer", "needle", "rtype", "suffix", "target")
+
+    def __init__(self, rtype: str, patient: str | None, criteria: list[list[Criterion]] | None, indexer: Any):
+        self.rtype = rtype
+        self.target = None if patient is None or rtype == "Patient" else f"Patient/{patient}"
+        self.needle = (self.target or "").encode()
+        self.suffix = "/" + (self.target or "")
+        self.criteria = criteria
+        self.indexer = indexer
+
+    def __call__(self, v: StoredVersion | None) -> bool:
+        if v is None or v.body is None:
+            return False  # missing or deleted: one answer, 404
+        if self.target is not None and not admits_version(v, "Patient", self.target, self.needle, self.suffix):
+            return False
+        if self.criteria is None:
+            return True
+        resource = orjson.loads(v.body)
+        subject = matcher.Indexed(f"{self.rtype}/{v.rid}", matcher.group(self.indexer.rows(self.rtype, resource)),
+                                  resource)
+        env = matcher.Env(component_rows=extract.component_rows)
+        for criteria in self.criteria:
+            try:
+                if matcher.matches(criteria, subject, env):
+                    return True
+            except ValueError:  # chains or _has in a restriction: not evaluated here, so not granted
+                continue
+        return False
+
+
 class Enforcer:
     def __init__(self, store: AuthStore, keys: Keys, base_path: str, revoked: set[str]):
         self.store = store
         self.keys = keys
         self.base_path = base_path
         self.revoked = revoked
-        self._cache: dict[str, Principal] = {}
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._seq = 0
         self._polled = 0.0
-        #: Compiled membership criteria by (type, own id for the compartment's type, compartment, restriction).
-        self._criteria: dict[tuple[Any, ...], Any] = {}
-        self._link_params: dict[tuple[str, str], frozenset[str]] = {}
 
     # --- the token --------------------------------------------------------------------------------
 
@@ -130,8 +193,8 @@ class Enforcer:
         token = header[7:].strip()
         now = time.time()
         self._poll_revocations(now)
-        p = self._cache.get(token)
-        if p is None:
+        entry = self._cache.get(token)
+        if entry is None:
             try:
                 claims = self.keys.verify(token, ACCESS_TYP, now)
                 scopes = parse_scopes(str(claims.get("scope", "")))
@@ -142,18 +205,24 @@ class Enforcer:
             p = Principal(str(claims.get("jti")), str(claims.get("client_id")), scopes,
                           patient if isinstance(patient, str) else None, int(claims["exp"]), str(claims.get("iss")),
                           tuple(aud) if isinstance(aud, list) else str(aud))
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            self._cache[token] = p
+            entry = self._cache[token] = _Entry(p)
+            if len(self._cache) > _CACHE_MAX:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(token)
+            p = entry.principal
         if p.exp <= now:
             self._cache.pop(token, None)
             raise unauthorized("the token has expired")
         if p.jti in self.revoked:
             raise unauthorized("the token was revoked")
-        if p.aud != req.base_url and not (isinstance(p.aud, tuple) and req.base_url in p.aud):
-            raise unauthorized("the token was issued for another server (aud)")
-        if p.iss != auth_base(req.base_url, self.base_path):
-            raise unauthorized("the token was issued by another authorization server (iss)")
+        base = req.base_url
+        if entry.base != base:
+            if p.aud != base and not (isinstance(p.aud, tuple) and base in p.aud):
+                raise unauthorized("the token was issued for another server (aud)")
+            if p.iss != auth_base(base, self.base_path):
+                raise unauthorized("the token was issued by another authorization server (iss)")
+            entry.base = base
         return p
 
     # --- the interaction --------------------------------------------------------------------------
@@ -161,9 +230,20 @@ class Enforcer:
     async def check(self, hub: Any, req: Request) -> Request:
         """The request to dispatch (possibly narrowed to the patient's compartment), or a FhirError."""
         seg = req.segments
-        if req.method in ("GET", "HEAD") and seg == ["metadata"]:
-            return req
-        p = self.principal(req)
+        method = req.method
+        if method == "GET" or method == "HEAD":
+            if len(seg) == 1 and seg[0] == "metadata":
+                return req
+            p = self.principal(req)
+            if len(seg) == 2 and seg[1][:1] not in ("_", "$") and seg[0][:1] != "_":
+                # read by id: decided on the version the read fetches (GuardedRequest), no query here
+                admit = self._admit(hub, req, p, seg[0], seg[1])
+                if admit is None:
+                    return req
+                return GuardedRequest(method, seg, req.query, req.headers, req.body, req.base_url, req.raw_query,
+                                      admit)
+        else:
+            p = self.principal(req)
         if req.method == "POST" and not seg:
             return await self._bundle(hub, req, p)
         pairs = list(req.query)
@@ -178,7 +258,12 @@ class Enforcer:
 
     def _need(self, p: Principal, rtype: str, perm: str) -> list[tuple[tuple[str, str], ...]] | None:
         """The restrictions on ``perm`` for ``rtype`` (``None``: unrestricted); 403 if not granted."""
-        found = p.scopes.restrictions(p.context, rtype, perm)
+        key = (rtype, perm)
+        found = p.memo.get(key, _UNSET)
+        if found is _UNSET:
+            found = p.scopes.restrictions(p.context, rtype, perm)
+            if len(p.memo) < _MEMO_MAX:
+                p.memo[key] = found
         if found == []:
             raise forbidden(f"the token's scopes do not allow {_WORDS[perm]} on {rtype}")
         return found
@@ -250,75 +335,49 @@ class Enforcer:
             raise forbidden("writes with a patient's token are not available in this version of the server")
 
     async def _read(self, hub: Any, req: Request, p: Principal, rtype: str, rid: str) -> None:
-        restrictions = self._need(p, rtype, "r")
-        if p.patient is None and restrictions is None:
-            return
-        compartment: tuple[str, str] | None = None
-        if p.patient is not None:
-            if rtype != "Patient" and not definitions.compartments().get("Patient", {}).get(rtype):
-                raise forbidden(f"{rtype} resources are not in a patient's compartment: a patient's token cannot "
-                                "read them")
-            compartment = ("Patient", p.patient)
-        for restriction in (restrictions if restrictions is not None else [()]):
-            if await self._member(hub, req, rtype, rid, compartment, restriction):
-                return
-        raise hidden(rtype, rid)
+        """Check a read of ``rtype/rid`` now, on its current version (history, vread, bundle entries)."""
+        admit = self._admit(hub, req, p, rtype, rid)
+        if admit is not None and not admit(await hub.store.read(rtype, rid)):
+            raise hidden(rtype, rid)
 
-    async def _member(self, hub: Any, req: Request, rtype: str, rid: str, compartment: tuple[str, str] | None,
-                      restriction: tuple[tuple[str, str], ...]) -> bool:
-        """Whether ``rtype/rid`` (its current version) is in the compartment and matches the restriction.
+    def _admit(self, hub: Any, req: Request, p: Principal, rtype: str, rid: str) -> Admit | None:
+        """The guard a read of ``rtype/rid`` must pass on the current version (``None``: none needed);
+        403 for a type outside the scopes or the patient compartment, 404 for another patient.
 
-        The compartment search's own criteria (``rest/search.py``), so a read answers as the search
-        with ``_id`` = the id would. Without a restriction, the resource's reference index rows
-        decide (one indexed query); with one, the in-memory matcher evaluates the criteria over
-        the index rows of the stored body.
+        Patient tokens are held to the compartment as the compartment search defines it
+        (``rest/search.py``): the patient's own Patient resource, and resources whose membership
+        parameters reference it (``auth/compartment.py``, from the stored bytes).
         """
-        if compartment is not None and not restriction and rtype != compartment[0]:
-            target = f"{compartment[0]}/{compartment[1]}"
-            links = self._links(rtype, compartment[0])
-            return any(param in links and (ref == target or ref.endswith("/" + target))
-                       for _rid, param, ref in await hub.store.references(rtype, [rid]))
-        key = (rtype, rid if compartment is not None and rtype == compartment[0] else "", compartment, restriction)
-        criteria = self._criteria.get(key, False)
-        if criteria is False:
-            criteria = self._compile(req, rtype, rid, compartment, restriction)
-            if len(self._criteria) >= _CACHE_MAX:
-                self._criteria.clear()
-            self._criteria[key] = criteria
-        if criteria is None:
-            return False
-        v = await hub.store.read(rtype, rid)
-        if v is None or v.body is None:
-            return False
-        resource = orjson.loads(v.body)
-        subject = matcher.Indexed(f"{rtype}/{rid}", matcher.group(hub.store.indexer.rows(rtype, resource)), resource)
-        try:
-            return matcher.matches(criteria, subject, matcher.Env(component_rows=extract.component_rows))
-        except ValueError:  # chains or _has in a restriction: not evaluated here, so not granted
-            return False
-
-    def _links(self, rtype: str, ctype: str) -> frozenset[str]:
-        links = self._link_params.get((rtype, ctype))
-        if links is None:
-            links = frozenset(p for p in definitions.compartments().get(ctype, {}).get(rtype, [])
-                              if parameters.lookup(rtype, p) is not None)
-            self._link_params[(rtype, ctype)] = links
-        return links
+        restrictions = self._need(p, rtype, "r")
+        patient = p.patient
+        if patient is None:
+            if restrictions is None:
+                return None
+        elif rtype == "Patient":
+            if rid != patient:
+                raise hidden(rtype, rid)
+        elif not definitions.compartments().get("Patient", {}).get(rtype):
+            raise forbidden(f"{rtype} resources are not in a patient's compartment: a patient's token cannot "
+                            "read them")
+        key = (rtype, req.base_url)
+        admit: Admit | None = p.memo.get(key)
+        if admit is None:
+            criteria = None
+            if restrictions is not None:
+                criteria = [c for r in restrictions if (c := self._compile(req, rtype, r)) is not None]
+            admit = _Admit(rtype, patient, criteria, hub.store.indexer)
+            if len(p.memo) < _MEMO_MAX:
+                p.memo[key] = admit
+        return admit
 
     @staticmethod
-    def _compile(req: Request, rtype: str, rid: str, compartment: tuple[str, str] | None,
-                 restriction: tuple[tuple[str, str], ...]) -> list[Criterion] | None:
-        """The criteria of the membership check, or ``None`` when nothing can match."""
+    def _compile(req: Request, rtype: str, restriction: tuple[tuple[str, str], ...]) -> list[Criterion] | None:
+        """The criteria of a query restriction, or ``None`` when the server cannot evaluate it."""
         try:
             q = parse([rtype], list(restriction), base_url=req.base_url, strict=True)
         except FhirError:
             return None  # a restriction the server cannot evaluate grants nothing
-        if compartment is None:
-            return list(q.criteria_for(rtype))
-        scope = search._compartment_criteria(replace(q, ids=(rid,), compartment=compartment), rtype)
-        if scope is None or (scope[1] is not None and rid not in scope[1]):
-            return None
-        return scope[0]
+        return list(q.criteria_for(rtype))
 
     def _search(self, p: Principal, method: str, rtype: str, compartment: tuple[str, str] | None,
                 pairs: list[tuple[str, str]]) -> tuple[list[str], list[tuple[str, str]]]:

@@ -6,6 +6,7 @@ are, ``ETag``/``Last-Modified`` from the version row, 304 without touching the b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fhir_hub.errors import FhirError, error, gone, not_found
@@ -40,6 +41,10 @@ def version_response(req: Request, v: StoredVersion) -> Response:
 
 async def handle_read(hub: Any, req: Request, rtype: str, rid: str) -> Response:
     v = await hub.store.read(rtype, rid)
+    if req.__class__ is not Request:  # the enforcement point's guard (fhir_hub/auth/enforce.py, GuardedRequest)
+        admit: Callable[[StoredVersion | None], bool] | None = getattr(req, "admit", None)
+        if admit is not None and not admit(v):
+            raise not_found(f"{rtype}/{rid} is not known")  # as for a missing one: existence must not leak
     if v is None:
         check_type(rtype)
         check_id(rid)
