@@ -55,6 +55,7 @@ from defusedxml import DefusedXmlException
 from fhir_hub.mapping import systems
 from fhir_hub.mapping.engine import NAMESPACE, Problem, Spec, TableSpec, instantiate, load_spec
 from fhir_hub.mapping.functions import REQUESTS, BadValue, instant_from_date
+from fhir_hub.mapping.records import validate_entries
 
 __all__ = ["FileResult", "HosoResult", "map_file"]
 
@@ -348,7 +349,7 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
                              "QĐ 4210" if spec.format == "qd4210" else "QĐ 130")
     entries.append({"fullUrl": f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}/Provenance')}",
                     "resource": provenance, "request": REQUESTS["replace_by_id"](provenance)})
-    if _validate(entries, problems):
+    if validate_entries(entries, problems, "HOSO"):
         result.bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     return result
 
@@ -382,18 +383,6 @@ def _provenance(rid: str, targets: list[str], binary_url: str, facility_ref: str
             "data": base64.b64encode(envelope.signature).decode("ascii"),
         }]
     return prov
-
-
-def _validate(entries: list[dict[str, Any]], problems: list[Problem]) -> bool:
-    from fhir_hub.validation.structure import validate
-
-    ok = True
-    for e in entries:
-        for issue in validate(e["resource"]):
-            ok = False
-            problems.append(Problem("error", issue.code, f"the mapped {e['resource']['resourceType']} is not valid "
-                                    f"FHIR R4 at {', '.join(issue.expression)}: {issue.diagnostics}: HOSO not imported"))
-    return ok
 
 
 def _unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]]) -> dict[str, list[str]]:

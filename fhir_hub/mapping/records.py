@@ -67,8 +67,9 @@ class FileRecords:
         return out
 
 
-def validate_entries(entries: list[dict[str, Any]], problems: list[Problem]) -> bool:
-    """Structural validation of every entry; each failure is an error problem."""
+def validate_entries(entries: list[dict[str, Any]], problems: list[Problem], unit: str = "") -> bool:
+    """Structural validation of every entry; each failure is an error problem saying which
+    ``unit`` (e.g. "HOSO") is therefore not imported."""
     from fhir_hub.validation.structure import validate
 
     ok = True
@@ -76,7 +77,8 @@ def validate_entries(entries: list[dict[str, Any]], problems: list[Problem]) -> 
         for issue in validate(e["resource"]):
             ok = False
             problems.append(Problem("error", issue.code, f"the mapped {e['resource']['resourceType']} is not valid "
-                                    f"FHIR R4 at {', '.join(issue.expression)}: {issue.diagnostics}: not imported"))
+                                    f"FHIR R4 at {', '.join(issue.expression)}: {issue.diagnostics}: "
+                                    f"{unit + ' ' if unit else ''}not imported"))
     return ok
 
 

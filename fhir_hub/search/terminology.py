@@ -11,9 +11,12 @@ larger than :data:`MAX_CODES` is a 400 too-costly rather than a statement with t
 
 from __future__ import annotations
 
+from itertools import islice
+
 from fhir_hub import terminology
 from fhir_hub.errors import FhirError, error
 from fhir_hub.search.query import TokenValue
+from fhir_hub.terminology.operations import ancestors, descendants
 
 #: The most codes one modifier value may stand for.
 MAX_CODES = 2_000
@@ -59,31 +62,9 @@ def subsumed(value: TokenValue, direction: str, where: str) -> tuple[TokenValue,
     if value.code not in cs.concepts:  # a bare code for a marked one (E11.2 for E11.2†)
         codes = [c for c in (value.code + m for m in _MARKS) if c in cs.concepts] or codes
     if codes[0] in cs.concepts:
-        codes += _below(cs.children, codes[0]) if direction == "below" else _above(cs.concepts, codes[0])
+        codes += (list(islice(descendants(cs, codes[0]), MAX_CODES + 1)) if direction == "below"
+                  else ancestors(cs, codes[0]))
     if len(codes) > MAX_CODES:
         raise FhirError(400, error("too-costly", f"{value.system}|{value.code} has {len(codes):,} codes "
                                    f"{direction} it; at most {MAX_CODES:,} are searched", where))
     return tuple(dict.fromkeys([TokenValue(value.system, value.code), *_tokens(value.system, codes)]))
-
-
-def _below(children: dict[str, tuple[str, ...]], code: str) -> list[str]:
-    found: list[str] = []
-    stack = list(children.get(code, ()))
-    while stack and len(found) <= MAX_CODES:
-        child = stack.pop()
-        found.append(child)
-        stack.extend(children.get(child, ()))
-    return found
-
-
-def _above(concepts: dict[str, dict[str, object]], code: str) -> list[str]:
-    found: list[str] = []
-    current = code
-    while len(found) < 64:  # a cycle in bad data must not loop for ever
-        parent = next((p.get("valueCode") for p in concepts[current].get("property", ())  # type: ignore[attr-defined]
-                       if p.get("code") == "parent"), None)
-        if not isinstance(parent, str) or parent in found or parent not in concepts:
-            break
-        found.append(parent)
-        current = parent
-    return found

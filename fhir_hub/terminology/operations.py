@@ -271,10 +271,21 @@ def _descends(cs: CodeSystemIndex, code: str, ancestor: str) -> bool:
     return False
 
 
-def _descendants(cs: CodeSystemIndex, code: str) -> Iterator[str]:
+def descendants(cs: CodeSystemIndex, code: str) -> Iterator[str]:
+    """Every code below ``code`` in the ``parent`` hierarchy, depth first."""
     for child in cs.children.get(code, ()):
         yield child
-        yield from _descendants(cs, child)
+        yield from descendants(cs, child)
+
+
+def ancestors(cs: CodeSystemIndex, code: str) -> list[str]:
+    """The codes above ``code``, nearest first (at most 64: a cycle in bad data must end)."""
+    found: list[str] = []
+    parent = _parent(cs, code)
+    while parent is not None and parent in cs.concepts and parent not in found and len(found) < 64:
+        found.append(parent)
+        parent = _parent(cs, parent)
+    return found
 
 
 def _check_filter(cs: CodeSystemIndex, f: Any) -> tuple[str, str, str]:
@@ -326,7 +337,7 @@ class _Rule:
         tree = next((f for f in self.filters if f[0] in ("concept", "code") and f[1] != "="), None)
         if tree is not None:  # walk down from the named code instead of testing every code
             root = [tree[2]] if tree[1] == "is-a" and tree[2] in self.cs.concepts else []
-            candidates: Iterator[str] | list[str] = [*root, *_descendants(self.cs, tree[2])]
+            candidates: Iterator[str] | list[str] = [*root, *descendants(self.cs, tree[2])]
         else:
             candidates = iter(self.cs.concepts)
         yield from (c for c in candidates if all(_holds(self.cs, f, c) for f in self.filters))

@@ -1,11 +1,16 @@
-"""Builders of Patient resources for the matching tests."""
+"""Builders of Patient resources for the matching tests, and a server with reconciliation on."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+import httpx
+import pytest
 
 from fhir_hub.mpi.features import ADMIN_ADDRESS_EXT, INSURANCE_NUMBER, NATIONAL_ID
 from fhir_hub.mpi.units import PROVINCE_2025, PROVINCE_PRE2025, WARD_2025, WARD_PRE2025
+from tests.conftest import Server, fhir_client, make_server
 
 #: 1985, male, birth registered in Hà Nội (001)
 CCCD = "001085012345"
@@ -39,3 +44,17 @@ def patient(name: str = "Nguyễn Văn Hùng", birth: str | None = "1985-03-04",
     if phone:
         resource["telecom"] = [{"system": "phone", "value": phone}]
     return resource
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with reconciliation on, one per test module."""
+    s = make_server(tmp_path_factory.mktemp("mpi"), mpi="on").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def c(srv: Server) -> Iterator[httpx.Client]:
+    with fhir_client(srv) as client:
+        yield client

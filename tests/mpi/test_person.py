@@ -6,14 +6,12 @@ cannot write."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from fhir_hub.mpi.service import AUDIT_SUBTYPE, link_id
-from tests.conftest import Server, fhir_client, make_server
+from tests.conftest import Server, fhir_client
 from tests.mpi.conftest import patient
 from tests.mpi.test_server import cccd, create, facility, golden_of, params, sources
 
@@ -21,19 +19,6 @@ STRICT = {"Prefer": "handling=strict"}
 _GIVEN = [("Lan", "LAN"), ("Huệ", "HUE"), ("Ngọc", "NGOC"), ("Thảo", "THAO"), ("Vy", "VY"), ("Quyên", "QUYEN"),
           ("Trâm", "TRAM"), ("Yến", "YEN"), ("Nhung", "NHUNG"), ("Diệp", "DIEP")]
 _people = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = make_server(tmp_path_factory.mktemp("mpi-person"), mpi="on").start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def c(srv: Server) -> Iterator[httpx.Client]:
-    with fhir_client(srv) as client:
-        yield client
 
 
 def observation(c: httpx.Client, pid: str, text: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +30,6 @@ def cccd(year: int = 1985, sex_digit: int = 0) -> str:
 def facility(resource: dict[str, Any], system: str, mrn: str) -> dict[str, Any]:
     resource["identifier"].append({"system": system, "value": mrn})
     return resource
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = make_server(tmp_path_factory.mktemp("mpi"), mpi="on").start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def c(srv: Server) -> Iterator[httpx.Client]:
-    with fhir_client(srv) as client:
-        yield client
 
 
 def create(c: httpx.Client, resource: dict[str, Any]) -> str:
