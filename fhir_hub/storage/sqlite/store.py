@@ -6,9 +6,10 @@ Why this shape:
   (SQLite allows one writer anyway; serialising in-process avoids "database is locked" and makes
   conditional creates race-free, as Blaze does).
 * **Group commit.** The writer drains whatever units are queued (up to ``group_commit_max``),
-  runs each inside its own SAVEPOINT of one transaction, and commits once: concurrent clients
-  share an fsync, yet a failing unit rolls back alone. Callers are answered only after COMMIT
-  returned, so an acknowledged write is durable at the configured ``synchronous`` level.
+  runs them in one transaction and commits once: concurrent clients share an fsync, yet a
+  failing unit rolls back alone (its unsent rows are dropped, and a unit that had to send rows
+  did so inside its own SAVEPOINT, see :class:`_Pending`). Callers are answered only after
+  COMMIT returned, so an acknowledged write is durable at the configured ``synchronous`` level.
 * **Reads on the event loop.** A primary-key read is a few microseconds of SQLite work; a thread
   hop would cost more than the query. WAL gives the reader a consistent committed snapshot.
 """
@@ -89,8 +90,10 @@ _UPSERT_CURRENT = (
 )
 #: Rows per multi-row statement (and the smaller sizes a remainder is cut into): one statement
 #: is one trip into SQLite. ``executemany`` makes a trip per row, and each trip gives up the GIL
-#: and must win it back from the event loop: a bundle's 150 trips cost more than its SQL.
-_CHUNKS = (64, 16, 4, 1)
+#: and must win it back from the event loop: a bundle's 150 trips cost more than its SQL. A
+#: group's few hundred versions go in a handful of statements (with 64 rows at most: 2,800 to
+#: 3,100 resources/s; with 256: 3,500 to 3,800, bench/run.py's ingest of 1,000 patients).
+_CHUNKS = (256, 64, 16, 4, 1)
 
 
 @cache
@@ -283,16 +286,82 @@ def _insert_rows(conn: sqlite3.Connection, rows: _Rows) -> None:
         conn.execute(_INDEX_SQL[kind][0], (orjson.dumps(table_rows),))
 
 
+class _Pending:
+    """The versions a group has written and not yet sent to SQLite, across its units.
+
+    A bundle's rows go out with the group's (a few multi-row statements at COMMIT, not a dozen
+    per unit): every statement gives the GIL up, and getting it back from a busy event loop cost
+    the writer more than the SQL. A unit that only appends (the usual bundle of creates) sends
+    nothing, so it needs no SAVEPOINT either: if it fails, its rows are dropped here. A unit
+    that must send rows (a read of something the group touched, a search that needs the index
+    tables, a full buffer) first sends the finished units' rows, then opens its SAVEPOINT.
+    """
+
+    __slots__ = ("versions", "current", "stale", "touched", "mark", "savepoint")
+
+    def __init__(self) -> None:
+        self.versions: list[tuple[Any, ...]] = []
+        self.current: list[tuple[Any, ...]] = []
+        #: Resources whose index rows in the tables go before their new rows are inserted.
+        self.stale: list[tuple[int]] = []
+        #: ``(rtype, rid)`` written by this group: their current rows may be pending.
+        self.touched: set[tuple[str, str]] = set()
+        #: Lengths of the three lists when the running unit started (its rows come after).
+        self.mark = (0, 0, 0)
+        #: The running unit has opened ``SAVEPOINT unit``.
+        self.savepoint = False
+
+    def __bool__(self) -> bool:
+        return bool(self.versions or self.stale)
+
+    def unit_rows(self) -> bool:
+        """The running unit has appended rows that are not sent."""
+        return (len(self.versions), len(self.current), len(self.stale)) != self.mark
+
+    def send(self, conn: sqlite3.Connection, upto: tuple[int, int, int] | None = None) -> None:
+        """Insert the pending rows (only those before ``upto``, when given) and forget them."""
+        nv, nc, ns = upto or (len(self.versions), len(self.current), len(self.stale))
+        if nv:
+            _insert_many(conn, _INSERT_VERSION, self.versions[:nv])
+            del self.versions[:nv]
+        if nc:
+            _insert_many(conn, _UPSERT_CURRENT, self.current[:nc])
+            del self.current[:nc]
+        if ns:
+            stale = self.stale[:ns]
+            for _insert, delete in _INDEX_SQL.values():
+                _insert_many(conn, delete, stale)
+            del self.stale[:ns]
+        m = self.mark
+        self.mark = (max(m[0] - nv, 0), max(m[1] - nc, 0), max(m[2] - ns, 0))
+
+    def begin_unit(self) -> None:
+        self.mark = (len(self.versions), len(self.current), len(self.stale))
+        self.savepoint = False
+
+    def end_unit(self, conn: sqlite3.Connection, ok: bool) -> None:
+        """Keep (``ok``) or drop the running unit's rows, sent or not."""
+        if self.savepoint:
+            if not ok:
+                conn.execute("ROLLBACK TO unit")
+            conn.execute("RELEASE unit")
+            self.savepoint = False
+        if not ok:
+            nv, nc, ns = self.mark
+            del self.versions[nv:], self.current[nc:], self.stale[ns:]
+        self.mark = (len(self.versions), len(self.current), len(self.stale))
+
+
 class _Tx:
     """The writer's view inside one unit of work (see :class:`fhir_hub.storage.port.Tx`).
 
-    Writes are buffered and sent as a few ``executemany`` calls — before any read of the unit
-    (so reads see them) and when the unit ends — instead of four statements per resource.
+    Writes are buffered in the group's :class:`_Pending` and sent as a few multi-row statements
+    when the group commits, or earlier when a read of the unit needs them in the tables.
     Sequence numbers are assigned here, so no write waits for ``lastrowid``.
     """
 
     def __init__(self, conn: sqlite3.Connection, ts: int, indexer: Indexer | None, seq: int,
-                 held: _IndexBuffer, batch_rows: int):
+                 held: _IndexBuffer, batch_rows: int, pending: _Pending, in_unit: bool = True):
         self._conn = conn
         self._held = held
         self._batch_rows = batch_rows
@@ -300,40 +369,48 @@ class _Tx:
         self._instant = instant(ts)
         self._indexer = indexer
         self.seq = seq
-        self._versions: list[tuple[Any, ...]] = []
-        self._current: list[tuple[Any, ...]] = []
-        #: Resources whose index rows go before this unit's new rows are inserted.
-        self._stale: list[tuple[int]] = []
-        #: Resources written by this unit whose rows may still be buffered (flush before reading one).
-        self._touched: set[tuple[str, str]] = set()
+        self._pending = pending
+        self._in_unit = in_unit
+
+    def _savepoint(self) -> None:
+        """Open the running unit's SAVEPOINT before its first statement that writes, having sent
+        the finished units' rows outside it (a rollback of this unit must not take them)."""
+        p = self._pending
+        if self._in_unit and not p.savepoint:
+            p.send(self._conn, p.mark)
+            self._conn.execute("SAVEPOINT unit")
+            p.savepoint = True
 
     def flush(self) -> None:
-        conn = self._conn
-        if self._versions:
-            _insert_many(conn, _INSERT_VERSION, self._versions)
-            _insert_many(conn, _UPSERT_CURRENT, self._current)
-            self._versions.clear()
-            self._current.clear()
-        if self._stale:
-            for _insert, delete in _INDEX_SQL.values():
-                _insert_many(conn, delete, self._stale)
-            self._stale.clear()
+        """Send every pending row, so the tables answer reads; bound the held index rows."""
+        p = self._pending
+        if p:
+            if p.unit_rows():
+                self._savepoint()
+            p.send(self._conn)
         if self._held.count > _HELD_CAP * self._batch_rows:  # a big bundle: bound the memory held
             self.write_held()
 
     def write_held(self) -> None:
         """Insert every held index row now (before a search inside the unit, or when the
-        buffer is full)."""
+        buffer is full), after the versions and the deletes of stale rows they go with."""
         if self._held.count:
+            self._savepoint()
+            self._pending.send(self._conn)
             _insert_rows(self._conn, self._held.take())
 
+    def _sent(self, rtype: str, rid: str) -> None:
+        """Make sure the tables have what this group wrote of ``(rtype, rid)``."""
+        if (rtype, rid) in self._pending.touched:
+            self.flush()
+
     def current(self, rtype: str, rid: str) -> StoredVersion | None:
-        self.flush()
+        self._sent(rtype, rid)
         row = self._conn.execute(_READ, (rtype, rid)).fetchone()
         return None if row is None else _row(rtype, rid, row)
 
     def vread(self, rtype: str, rid: str, vid: int) -> StoredVersion | None:
-        self.flush()
+        self._sent(rtype, rid)
         row = self._conn.execute(_VREAD, (rtype, rid, vid)).fetchone()
         return None if row is None else _row(rtype, rid, row)
 
@@ -349,23 +426,23 @@ class _Tx:
 
     def _latest(self, rtype: str, rid: str) -> tuple[int, bool, int] | None:
         """(vid, deleted, rk) of the latest version, or None if the id was never used."""
-        if (rtype, rid) in self._touched:
-            self.flush()  # its rows must be in the tables before they can be replaced
+        self._sent(rtype, rid)  # its rows must be in the tables before they can be replaced
         row = self._conn.execute(_LATEST, (rtype, rid)).fetchone()
         return None if row is None else (row[0], bool(row[1]), row[2])
 
     def _append(self, rtype: str, rid: str, vid: int, rk: int | None, method: str, body: bytes | None,
                 rows: Callable[[int], _Rows], ts: int | None = None) -> int:
         self.seq += 1
+        p = self._pending
         if rk is None:
             rk = self.seq  # a new resource: its key is the seq of its first version
         else:
-            self._stale.append((rk,))
-        self._versions.append((self.seq, rtype, rid, vid, self.ts if ts is None else ts, method, body))
-        self._current.append((rtype, rid, rk, self.seq, vid, 1 if body is None else 0))
+            p.stale.append((rk,))
+        p.versions.append((self.seq, rtype, rid, vid, self.ts if ts is None else ts, method, body))
+        p.current.append((rtype, rid, rk, self.seq, vid, 1 if body is None else 0))
         self._held.put(rk, rtype, rid, rows(rk))
-        self._touched.add((rtype, rid))
-        if len(self._versions) >= _FLUSH_ROWS:
+        p.touched.add((rtype, rid))
+        if len(p.versions) >= _FLUSH_ROWS:
             self.flush()  # bound the buffer: a 50 MB bundle must not hold every body twice
         return self.seq
 
@@ -419,22 +496,28 @@ class _Tx:
         self.flush()
         row = self._conn.execute(_READ, (rtype, rid)).fetchone()
         rk = latest[2]
-        self._stale.append((rk,))
+        self._pending.stale.append((rk,))
         # inserted now, not held: no new version is written, so the recovery after a crash (which
         # redoes what came after the watermark) would not redo these rows
         self._held.put(rk, rtype, rid, [])
         self.flush()
+        self._savepoint()
         _insert_rows(self._conn, self._index_rows(rtype, rk, orjson.loads(row[3]), None))
         return True
 
     def find(self, rtype: str, criteria: Sequence[Criterion], limit: int, after: str | None = None,
              ids: Sequence[str] | None = None) -> list[str]:
-        self.flush()
         held = None
-        if criteria and self._held.count:
-            held = self._held.match_tokens(rtype, criteria, ids) if after is None else None
-            if held is None:
+        if criteria and self._held.count and after is None:
+            held = self._held.match_tokens(rtype, criteria, ids)
+        if held is None:
+            self.flush()
+            if criteria:
                 self.write_held()
+        elif self._pending.stale:
+            # the tables still have old rows of something the group changed; the group's new
+            # resources are not in the tables at all (their rows are held), so they need no send
+            self.flush()
         sql, args = search.find_sql(rtype, criteria, limit, after, ids)
         found = [r[0] for r in self._conn.execute(sql, args)]
         if not held:
@@ -674,9 +757,9 @@ class SQLiteStore:
             "SELECT DISTINCT c.rtype, c.rid, c.rk, c.deleted, v.body FROM version n "
             "JOIN current c ON c.rtype = n.rtype AND c.rid = n.rid JOIN version v ON v.seq = c.seq "
             "WHERE n.seq > ?", (self._recover_after,)).fetchall()
-        tx = _Tx(conn, 0, self.indexer, self._seq, held, self._batch_rows)
+        tx = _Tx(conn, 0, self.indexer, self._seq, held, self._batch_rows, _Pending(), in_unit=False)
         for rtype, rid, rk, deleted, body in changed:
-            tx._stale.append((rk,))
+            tx._pending.stale.append((rk,))
             held.put(rk, rtype, rid, [] if deleted else tx._index_rows(rtype, rk, orjson.loads(body), None))
         tx.flush()
         if changed:
@@ -732,6 +815,7 @@ class SQLiteStore:
         """
         results: list[tuple[_Unit, bool, Any]] = []
         held = self._held
+        pending = _Pending()
         try:
             self._begin(conn)
             self._catch_up(conn)
@@ -743,23 +827,22 @@ class SQLiteStore:
                 i += 1
                 if not unit.future.set_running_or_notify_cancel():
                     continue
-                conn.execute("SAVEPOINT unit")
-                tx = _Tx(conn, self._next_ts(), self.indexer, self._seq, held, self._batch_rows)
+                tx = _Tx(conn, self._next_ts(), self.indexer, self._seq, held, self._batch_rows, pending)
                 mark = held.begin_unit()
+                pending.begin_unit()
                 try:
                     value = unit.fn(tx)
-                    tx.flush()
                 except BaseException as exc:  # the unit fails alone; the group goes on
-                    conn.execute("ROLLBACK TO unit")
-                    conn.execute("RELEASE unit")
+                    pending.end_unit(conn, ok=False)
                     held.undo(mark)
                     results.append((unit, False, exc))
                 else:
-                    conn.execute("RELEASE unit")
+                    pending.end_unit(conn, ok=True)
                     self._seq = tx.seq
                     results.append((unit, True, value))
                 finally:
                     held.end_unit()
+            pending.send(conn)
             if held.count > self._batch_rows:
                 _insert_rows(conn, held.take())
             if held.count == 0 and self._indexed_seq != self._seq:
