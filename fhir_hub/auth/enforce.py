@@ -25,8 +25,10 @@ restrict properly under a patient's token. In order:
 Refused under patient tokens in this slice (403), because they could return resources outside
 the compartment: ``_include``, ``_revinclude`` (and ``:iterate``), chained parameters, ``_has``,
 system-level search and history, type history, ``$everything``, ``$validate``, ``$reindex`` and
-every write. System tokens need an unrestricted ``system/*`` read+search scope for the same
-features, and write scopes without a query restriction.
+every write. ``Patient/[id]/$summary`` is open to a patient's token for its own patient with an
+unrestricted ``patient/*`` read scope (another patient's: 404). System tokens need an
+unrestricted ``system/*`` read+search scope for the same features, and write scopes without a
+query restriction.
 """
 
 from __future__ import annotations
@@ -296,6 +298,9 @@ class Enforcer:
                 if self._need(p, seg[0], "s") is not None:
                     raise forbidden(f"type history needs an unrestricted search scope on {seg[0]}")
                 return seg, []
+            if n == 3 and seg[0] == "Patient" and seg[2] == "$summary":
+                self._summary(p, seg[1])
+                return seg, []
             if n == 0 or (n == 1 and seg[0] == "_history") or (seg[:1] == ["Patient"] and seg[-1] == "$everything"):
                 self._wide(p, "this interaction")
                 return seg, []
@@ -325,6 +330,18 @@ class Enforcer:
             self._write(p, seg[0], "d" if method == "DELETE" else "u", conditional=n == 1)
             return seg, []
         raise forbidden(f"{method} /{'/'.join(seg)} is not an interaction this server authorizes")
+
+    def _summary(self, p: Principal, pid: str) -> None:
+        """``Patient/[id]/$summary``: a patient's token reads its own patient's summary only (another
+        patient's is 404, as for a missing one) and needs an unrestricted ``patient/*`` read scope,
+        for the document holds every section type (and the Medication resources its medication
+        lines name); a system token needs what ``$everything`` needs."""
+        if p.patient is None:
+            self._wide(p, "$summary")
+        elif pid != p.patient:
+            raise hidden("Patient", pid)
+        elif not p.scopes.wildcard("patient", "r"):
+            raise forbidden("$summary needs an unrestricted patient/*.r (or .rs, .read) scope")
 
     def _write(self, p: Principal, rtype: str, perm: str, conditional: bool) -> None:
         if self._need(p, rtype, perm) is not None:
