@@ -48,10 +48,17 @@ class Settings:
     #: ``off``: the server runs open; ``smart``: SMART on FHIR authorization server and every FHIR
     #: request needs a token (``fhir_hub/auth``).
     auth: str = "off"
+    #: Profiles every write of a type must conform to, ``Type=url,Type=url`` (422 otherwise;
+    #: ``fhir_hub/validation/policy.py``). Empty: only claimed profiles are checked.
+    require_profile: str = ""
 
     def __post_init__(self) -> None:
         if self.auth not in ("off", "smart"):  # a typo must not leave the server open
             raise ValueError(f"FHIR_HUB_AUTH: expected off or smart, got {self.auth!r}")
+        if self.require_profile:  # nor leave the profile policy silently off
+            from fhir_hub.validation.policy import parse
+
+            parse(self.require_profile)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
