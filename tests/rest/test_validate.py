@@ -42,13 +42,17 @@ def test_validate_with_a_profile_parameter_in_parameters(client: httpx.Client) -
     e = vn_samples.encounter()
     del e["meta"]
     e["class"]["code"] = "IMP"
+    e["subject"]["reference"] = "Patient/val-never-p1"  # ids no other test writes to the shared store
+    e["serviceProvider"]["reference"] = "Organization/val-never-o1"
     body = {"resourceType": "Parameters", "parameter": [
         {"name": "resource", "resource": e}, {"name": "profile", "valueUri": f"{SD}/vn-core-encounter-outpatient"},
         {"name": "mode", "valueCode": "create"}]}
     r = client.post("/Encounter/$validate", json=body)
     assert r.status_code == 200
+    # mode create also reports the references a create would refuse (neither target exists)
     assert [(i["severity"], i["code"], i["expression"]) for i in _issues(r)] == [
-        ("error", "value", ["Encounter.class"])]
+        ("error", "value", ["Encounter.class"]), ("error", "not-found", ["Encounter.subject.reference"]),
+        ("error", "not-found", ["Encounter.serviceProvider.reference"])]
     # without the profile (and no claim) only R4 itself applies
     assert _issues(client.post("/Encounter/$validate", json=e))[0]["severity"] == "information"
     # the same through the query string
