@@ -136,6 +136,8 @@ async def _route(hub: Hub, req: Request) -> Response:
             return await mpi.handle(hub, req, seg[1])
         if n == 2 and seg[1] == "$validate":
             return await handle_validate(hub, req, seg[0])
+        if n == 3 and seg[2] == "$validate":
+            return await handle_validate(hub, req, seg[0], seg[1])
         if n == 3 and seg[2] == "$template-check" and seg[0] == "Encounter":
             return await handle_template_check(hub, req, seg[1])
         if n == 2 and seg[1][0] == "$" and seg[0] in terminology.TYPES:
