@@ -22,6 +22,9 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes sharing the store (SQLite "
                                 "serialises their writes)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
+    require_profile: str = typer.Option(None, "--require-profile", help="Profiles every write of a type must "
+                                        "conform to (422 otherwise): Type=url[,Type=url…] [env "
+                                        "FHIR_HUB_REQUIRE_PROFILE]."),
 ) -> None:
     """Start the FHIR server (uvicorn, uvloop, httptools) on the embedded SQLite store or PostgreSQL."""
     import uvicorn
@@ -29,11 +32,16 @@ def serve(
     from fhir_hub.app import FhirApp
     from fhir_hub.storage.select import describe
 
-    settings = Settings.from_env(
-        host=host, port=port, db=db, public_base_url=base_url,
-        validate=False if no_validate else None,
-        index_batch_rows=0 if workers > 1 else None,
-    )
+    try:
+        settings = Settings.from_env(
+            host=host, port=port, db=db, public_base_url=base_url,
+            validate=False if no_validate else None,
+            index_batch_rows=0 if workers > 1 else None,
+            require_profile=require_profile,
+        )
+    except ValueError as exc:  # a bad setting: say which, not a traceback
+        typer.echo(f"fhir-hub serve: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"fhir-hub on http://{settings.host}:{settings.port}{settings.base_path} (store: {describe(settings.db)}, "
                f"{workers} worker{'s' if workers > 1 else ''})")
     common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": log_level, "access_log": False,
