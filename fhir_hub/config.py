@@ -51,6 +51,9 @@ class Settings:
     #: Profiles every write of a type must conform to, ``Type=url,Type=url`` (422 otherwise;
     #: ``fhir_hub/validation/policy.py``). Empty: only claimed profiles are checked.
     require_profile: str = ""
+    #: Where ``fhir-hub clients demo`` installs the demo citizen app's npm packages (fhirclient)
+    #: and the server (auth on) serves them from; empty: ``~/.cache/fhir-hub/demo``.
+    demo_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.auth not in ("off", "smart"):  # a typo must not leave the server open
