@@ -53,7 +53,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from fhir_hub.mapping import systems
-from fhir_hub.mapping.engine import NAMESPACE, Problem, Spec, TableSpec, instantiate, load_spec
+from fhir_hub.mapping.engine import NAMESPACE, Problem, Spec, TableSpec, instantiate, load_spec, unmapped
 from fhir_hub.mapping.functions import REQUESTS, BadValue, instant_from_date
 from fhir_hub.mapping.records import validate_entries
 
@@ -78,7 +78,9 @@ class HosoResult:
     ma_lk: str | None
     bundle: dict[str, Any] | None
     problems: list[Problem] = field(default_factory=list)
-    #: table → non-empty input fields no spec rule reads (kept only in the Binary)
+    #: table → non-empty input fields whose value no resource holds, ``FIELD (STT 2, 5)`` when only
+    #: some lines lose it (:func:`~fhir_hub.mapping.engine.unmapped`); kept in the bundle on the
+    #: Provenance, and as sent in the Binary
     unmapped: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -336,7 +338,7 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
     _check_echoes(spec, tables, problems)
     built, mapped_problems = instantiate(spec, tables, facility, ma_lk)
     problems += mapped_problems
-    result = HosoResult(index, ma_lk, None, problems, _unmapped(spec, tables))
+    result = HosoResult(index, ma_lk, None, problems, unmapped(spec, tables, built))
     entries = [{"fullUrl": b.full_url, "resource": b.resource, "request": REQUESTS[b.request_fn](b.resource)}
                for b in built]
     facility_ref = next((b.full_url for b in built if b.rule == "facility"), None)
@@ -346,7 +348,7 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
               "data": base64.b64encode(raw).decode("ascii")}
     entries.append({"fullUrl": binary_url, "resource": binary, "request": REQUESTS["replace_by_id"](binary)})
     provenance = _provenance(stable, [b.full_url for b in built], binary_url, facility_ref, envelope, recorded,
-                             "QĐ 4210" if spec.format == "qd4210" else "QĐ 130")
+                             "QĐ 4210" if spec.format == "qd4210" else "QĐ 130", result.unmapped)
     entries.append({"fullUrl": f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}/Provenance')}",
                     "resource": provenance, "request": REQUESTS["replace_by_id"](provenance)})
     if validate_entries(entries, problems, "HOSO"):
@@ -355,7 +357,11 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
 
 
 def _provenance(rid: str, targets: list[str], binary_url: str, facility_ref: str | None, envelope: _Envelope,
-                recorded: str, layout: str) -> dict[str, Any]:
+                recorded: str, layout: str, lost: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The Provenance of a HOSO's bundle.  Its first entity (the Binary with the HOSO as sent)
+    lists the input fields no resource holds (:func:`~fhir_hub.mapping.engine.unmapped`), one
+    ``unmapped-fields`` extension per table, so that what was not mapped stays with the record
+    and says where to find it."""
     prov: dict[str, Any] = {
         "resourceType": "Provenance", "id": rid,
         "target": [{"reference": t} for t in targets] or [{"reference": binary_url}],
@@ -366,7 +372,9 @@ def _provenance(rid: str, targets: list[str], binary_url: str, facility_ref: str
         "agent": [{"type": {"coding": [{"system": systems.PROVENANCE_ROLE, "code": "author"}]},
                    "who": {"reference": facility_ref} if facility_ref else {"display": "unknown facility"}}],
         "entity": [
-            {"role": "source", "what": {"reference": binary_url, "display": "the HOSO as sent (original bytes)"}},
+            {"role": "source", "what": {"reference": binary_url, "display": "the HOSO as sent (original bytes)"},
+             **({"extension": [{"url": systems.UNMAPPED_EXT, "valueString": f"{table}: {', '.join(names)}"}
+                               for table, names in lost.items()]} if lost else {})},
             {"role": "source", "what": {"identifier": {"system": systems.FILE_SHA256, "value": envelope.sha256},
                                         "display": envelope.name}},
         ],
@@ -383,16 +391,6 @@ def _provenance(rid: str, targets: list[str], binary_url: str, facility_ref: str
             "data": base64.b64encode(envelope.signature).decode("ascii"),
         }]
     return prov
-
-
-def _unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for kind, records in tables.items():
-        used = spec.tables[kind].used_fields()
-        names = sorted({k for rec in records for k, v in rec.items() if v and k not in used and k[0] != "$"})
-        if names:
-            out[kind] = names
-    return out
 
 
 # -- the file ----------------------------------------------------------------------------------

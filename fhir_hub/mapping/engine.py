@@ -64,7 +64,8 @@ from fhir_hub.mapping.functions import REQUESTS, BadValue, Remark
 #: Every function a spec may name: the claims ones, and those of HL7 v2 and CSV inputs.
 CONVERTERS = {**functions.CONVERTERS, **v2_functions.CONVERTERS}
 
-__all__ = ["Built", "Problem", "ResourceRule", "Spec", "SpecError", "TableSpec", "instantiate", "load_spec"]
+__all__ = ["Built", "Problem", "ResourceRule", "Spec", "SpecError", "TableSpec", "instantiate", "load_spec",
+           "unmapped"]
 
 #: uuid5 namespace of every fullUrl the engine makes: the same input gives the same bundle.
 NAMESPACE = uuid.UUID("6f1c2a8e-4b7d-5e21-9a3c-0d8b7e5f4a10")
@@ -250,8 +251,17 @@ class TableSpec:
     _used: frozenset[str] = field(init=False, repr=False, compare=False)
     #: The code tables' values as resolvers (a value may be a template, ``sys:`` and ``ref:``).
     _codes: Mapping[str, Mapping[str, Resolver]] = field(init=False, repr=False, compare=False)
+    _rule_fields: Mapping[str, tuple[frozenset[str], tuple[tuple[tuple[Condition, ...], tuple[str, ...]], ...]]] = (
+        field(init=False, repr=False, compare=False))
+    _echo: Mapping[str, tuple[str, str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_rule_fields", {
+            r.name: (frozenset(f for e in r.elements if not e.when for f in e.fields),
+                     tuple((e.when, e.fields) for e in r.elements if e.fields and e.when))
+            for r in reversed(self.rules)})
+        object.__setattr__(self, "_echo", {here: (source, there or here) for source, names in self.echoes.items()
+                                           for here, _, there in (n.partition("=") for n in names)})
         object.__setattr__(self, "_codes", {name: {code: _compile(v) for code, v in table.items()}
                                             for name, table in self.codes.items()})
         rules: dict[str, ResourceRule] = {}
@@ -263,6 +273,15 @@ class TableSpec:
     def rule(self, name: str) -> ResourceRule:
         """The (first) rule of that name."""
         return self._rules[name]
+
+    def rule_fields(self, name: str) -> tuple[frozenset[str], tuple[tuple[tuple[Condition, ...], tuple[str, ...]], ...]]:
+        """The fields the rule's elements read (:func:`unmapped`): those read whatever the record,
+        and those of elements with a ``when``, with it."""
+        return self._rule_fields[name]
+
+    def echo_origin(self, name: str) -> tuple[str, str] | None:
+        """(table, field) that the field ``name`` copies (``echoes``), or None."""
+        return self._echo.get(name)
 
     def used_fields(self) -> frozenset[str]:
         """Every field a rule reads, plus the ignored and echoed ones: the others are "unmapped"."""
@@ -741,6 +760,54 @@ def instantiate(spec: Spec, tables: Mapping[str, list[dict[str, str]]], facility
                     _apply(also, b.resource, {}, spec.tables[b.table], ctx, b.records[0], None)
     # a field read by several rules (NGAY_RA: Encounter.period.end, Condition.recordedDate) is one problem
     return ctx.built, list(dict.fromkeys(ctx.problems))
+
+
+def unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]], built: Iterable[Built]) -> dict[str, list[str]]:
+    """Table → the non-empty input fields whose value went into no resource, record by record:
+    a field counts as mapped for a record only when a resource was made from that record by a
+    rule with an element reading the field (and that element's ``when`` held), so a field that
+    one kind of line maps (SO_LUONG of a service) and another does not (of a supply line with no
+    resource) is listed for the latter.  Ignored fields are the adapter's (keys); an echoed field
+    is mapped when the field it copies is.  An entry is ``FIELD`` when no record of the table maps
+    it, ``FIELD (STT 3, 5)`` when only those records do not.  A record from which nothing was
+    made has all its fields listed, its keys (``ignore``) too."""
+    read: dict[tuple[str, int], set[str]] = {}
+    for b in built:
+        always, conditional = spec.tables[b.table].rule_fields(b.rule)
+        records = tables.get(b.table) or []
+        for i in b.records:
+            if i < len(records):
+                reads = read.get((b.table, i))
+                if reads is None:
+                    reads = read[(b.table, i)] = set(always)
+                else:
+                    reads |= always
+                for when, names in conditional:
+                    if _holds(when, records[i]):
+                        reads.update(names)
+    out: dict[str, list[str]] = {}
+    for kind, records in tables.items():
+        tspec = spec.tables[kind]
+        lost: dict[str, list[str]] = {}
+        filled: dict[str, int] = {}
+        for i, rec in enumerate(records):
+            used = read.get((kind, i))
+            for name, value in rec.items():
+                if not value or name[0] == "$":
+                    continue
+                filled[name] = filled.get(name, 0) + 1
+                if used is not None and (name in used or name in tspec.ignored):
+                    continue
+                origin = tspec.echo_origin(name)
+                if origin is not None and origin[0] in spec.tables and (
+                        origin[1] in read.get((origin[0], 0), _NONE) or origin[1] in spec.tables[origin[0]].ignored):
+                    continue
+                lost.setdefault(name, []).append(rec.get("STT") or str(i + 1))
+        listed = [name if len(lines) == filled[name] or len(records) == 1 else f"{name} (STT {', '.join(lines)})"
+                  for name, lines in sorted(lost.items())]
+        if listed:
+            out[kind] = listed
+    return out
 
 
 def _line_key(tspec: TableSpec, record: Mapping[str, str], ctx: _Context, index: int) -> tuple[str, str | None]:

@@ -304,11 +304,28 @@ def vn_name(text: str) -> dict[str, Any]:
     return name
 
 
-def practitioner(text: str) -> dict[str, Any]:
-    """A staff code (practising-certificate number, ``MA_BAC_SI``) → a logical Reference by
-    identifier; several ``;``-separated codes → the first (the one responsible)."""
+def _licence(code: str) -> dict[str, Any]:
     return {"identifier": {"type": {"coding": [{"system": systems.V2_0203, "code": "LN"}], "text": "CCHN"},
-                           "value": first_of_list(text)}}
+                           "value": code}}
+
+
+def practitioner(text: str) -> dict[str, Any] | Remark:
+    """A staff code (practising-certificate number, ``MA_BAC_SI``) → a logical Reference by
+    identifier, for an element that holds one person.  Several ``;``-separated codes → the first
+    (the one responsible), with a warning that the others are only in the original XML."""
+    codes = split_list(text)
+    if not codes:
+        raise BadValue(f"{text!r} holds no staff code")
+    if len(codes) > 1:
+        return Remark(_licence(codes[0]), f"{len(codes)} staff codes where one person fits: the first is mapped, "
+                                          "the others are kept in the Binary only")
+    return _licence(codes[0])
+
+
+def practitioners(text: str) -> list[dict[str, Any]]:
+    """A ``;``-list of staff codes (``NGUOI_THUC_HIEN`` of a service: everyone who performed it)
+    → one logical Reference each (with ``each: true``)."""
+    return [_licence(code) for code in split_list(text)]
 
 
 def phone(text: str) -> dict[str, Any]:
@@ -414,7 +431,7 @@ def blood_pressure(text: str) -> dict[str, Any]:
 CONVERTERS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
     datetime_vn, date_ymd, date_or_datetime, birth_date, birth_time, instant_from_date, decimal, integer,
     split_list, first_of_list, body_weight, icd10, icd10_list, ethnic_group, visit_type, discharge_type,
-    treatment_result, bhyt_object, admin_address, lab_value, vn_name, practitioner, phone, signer,
+    treatment_result, bhyt_object, admin_address, lab_value, vn_name, practitioner, practitioners, phone, signer,
     labelled, narrative, labelled_narrative, treatment_result_text, vital_sign, blood_pressure,
 )}
 

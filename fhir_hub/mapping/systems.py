@@ -57,6 +57,9 @@ RACE_EXT = f"{_CORE}/StructureDefinition/extension-race"
 OCCUPATION_EXT = f"{_CORE}/StructureDefinition/extension-occupation"
 ADMIN_ADDRESS_EXT = f"{_CORE}/StructureDefinition/extension-administrative-address"
 BIRTH_TIME_EXT = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
+#: On Provenance.entity (the record as sent): "TABLE: FIELD, FIELD (STT 2), …", the input fields
+#: no resource holds, kept with the record (no published extension says this).
+UNMAPPED_EXT = "urn:fhir-hub:StructureDefinition/unmapped-fields"
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"

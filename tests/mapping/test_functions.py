@@ -156,8 +156,15 @@ def test_vn_name() -> None:
 
 
 def test_practitioner_and_phone() -> None:
-    ref = f.practitioner("004567/HNO-CCHN;009876/HCM-CCHN")
-    assert ref["identifier"]["value"] == "004567/HNO-CCHN"
+    ref = f.practitioner("004567/HNO-CCHN")
+    assert not isinstance(ref, f.Remark) and ref["identifier"]["value"] == "004567/HNO-CCHN"
+    several = f.practitioner("004567/HNO-CCHN;009876/HCM-CCHN")  # one person fits: the first, and a warning
+    assert isinstance(several, f.Remark) and several.value["identifier"]["value"] == "004567/HNO-CCHN"
+    assert "2 staff codes" in several.reason
+    assert [r["identifier"]["value"] for r in f.practitioners("004567/HNO-CCHN; 009876/HCM-CCHN;")] == [
+        "004567/HNO-CCHN", "009876/HCM-CCHN"]
+    with pytest.raises(f.BadValue):
+        f.practitioner(";")
     assert f.phone("0900000102") == {"system": "phone", "value": "0900000102"}
 
 
