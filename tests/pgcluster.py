@@ -7,15 +7,21 @@ in the system temp dir (not under pytest's root-only one), handed to ``nobody``,
 ``pg_ctl`` run through ``runuser``. Clients connect over TCP on 127.0.0.1 with trust
 authentication (the cluster lives for one test session); the unix socket goes into the cluster's
 own directory so it never collides with a system server's.
+
+For the fault and replica tests a cluster can also be killed (SIGKILL to the postmaster and every
+backend, as a crash would) and started again on its port, and can make a streaming hot standby
+of itself (``pg_basebackup -R`` into another temp dir, started on another free port).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 _NEEDED = ("initdb", "pg_ctl", "postgres")
@@ -60,11 +66,15 @@ class Cluster:
 
     ``durable=False`` (tests) turns ``fsync`` off: nothing here must survive a power cut, and
     each commit is then cheap. Benches keep PostgreSQL's defaults (``fsync``, synchronous commit).
+    ``crash_safe=True`` keeps ``fsync`` off but commits synchronously: a commit's WAL is written
+    to the kernel before it is acknowledged, so it survives a SIGKILL of the server (not a power
+    cut), which is what the fault tests need.
     """
 
-    def __init__(self, bindir: Path, *, durable: bool = False):
+    def __init__(self, bindir: Path, *, durable: bool = False, crash_safe: bool = False):
         self.bindir = bindir
         self.durable = durable
+        self.crash_safe = crash_safe
         self.port = 0
         self.root: Path | None = None
         self._as_root = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -79,29 +89,73 @@ class Cluster:
             tail = log.read_text()[-2000:] if log is not None and log.exists() else ""
             raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stdout}{r.stderr}{tail}")
 
-    def start(self) -> Cluster:
+    def _make_root(self) -> Path:
         self.root = Path(tempfile.mkdtemp(prefix="fhir-hub-pg-"))
         if self._as_root:
             shutil.chown(self.root, RUN_AS)
-        data = self.root / "data"
+        return self.root / "data"
+
+    def start(self) -> Cluster:
+        data = self._make_root()
         initdb = [str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-locale"]
         self._run(*initdb, *([] if self.durable else ["--no-sync"]))
-        settings = [f"-k {self.root}", "-c listen_addresses=127.0.0.1", "-c max_connections=200"]
+        return self._launch()
+
+    def _settings(self) -> list[str]:
+        assert self.root is not None
+        out = [f"-k {self.root}", "-c listen_addresses=127.0.0.1", "-c max_connections=200",
+               "-c wal_level=replica", "-c max_wal_senders=5"]
         if not self.durable:
-            settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+            out += ["-c fsync=off", "-c full_page_writes=off"]
+            if not self.crash_safe:
+                out.append("-c synchronous_commit=off")
+        return out
+
+    def _pg_ctl_start(self) -> None:
+        assert self.root is not None
+        options = " ".join([f"-p {self.port}", *self._settings()])
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-w",
+                  "-t", "60", "-o", options, "start")
+
+    def _launch(self) -> Cluster:
         for _attempt in range(3):  # the port is free when picked; another process may take it first
             self.port = _free_port()
-            options = " ".join([f"-p {self.port}", *settings])
             try:
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.root / "log"), "-w",
-                          "-t", "60", "-o", options, "start")
+                self._pg_ctl_start()
                 return self
             except RuntimeError:
                 if _attempt == 2:
                     self.stop()
                     raise
         return self
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every process it started (a crash: no shutdown checkpoint)."""
+        assert self.root is not None
+        pid = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+        children = [p for p in _pids() if _parent(p) == pid]
+        os.kill(pid, signal.SIGKILL)  # first, so it cannot start new backends
+        for child in children:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{p}").exists() for p in (pid, *children)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def restart(self) -> None:
+        """Start the server again on the same port (after :meth:`kill`: crash recovery runs first)."""
+        self._pg_ctl_start()
+
+    def start_standby(self) -> Cluster:
+        """A streaming hot standby of this (running) cluster on another free port."""
+        standby = Cluster(self.bindir, durable=self.durable, crash_safe=self.crash_safe)
+        data = standby._make_root()
+        standby._run(str(self.bindir / "pg_basebackup"), "-D", str(data), "-R", "-X", "stream", "-h", "127.0.0.1",
+                     "-p", str(self.port), "-U", "postgres", "-c", "fast", *([] if self.durable else ["--no-sync"]))
+        return standby._launch()
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
@@ -131,3 +185,15 @@ class Cluster:
                 pass
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in parentheses may hold spaces

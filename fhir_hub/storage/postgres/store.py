@@ -37,6 +37,18 @@ Why this shape:
 * **Index rows in the same transaction.** There is no held-row buffer (the SQLite store's
   answer to random B-tree pages in its WAL): a unit's rows are inserted with one ``unnest``
   statement per index table, pipelined with its versions, and are visible when it commits.
+* **Faults answer 503 within a bound, then heal.** A request waits at most
+  ``unavailable_timeout`` for a connection, then gets :class:`StoreUnavailable` (503 with
+  ``Retry-After``); the units queued behind a group that found the database gone are failed at
+  once rather than each waiting its turn. The pools give up reconnecting in the background after
+  the same bound and reconnect on the next request instead, so the store heals within about a
+  second of PostgreSQL's return, not after the pool's exponential back-off (minutes). A
+  connection that died while idle in a pool (a restart) is only noticed when used: a read is
+  retried on another connection (reads are idempotent), a write group is retried once if the
+  connection failed before any unit ran. A connection lost inside a group rolls the whole group
+  back (PostgreSQL does so when the session ends); its units are answered 503. A connection lost
+  while COMMIT was in flight leaves the outcome unknown to the store: it answers 503 (never
+  acknowledging), so the write may or may not be present, but never in part.
 """
 
 from __future__ import annotations
@@ -302,6 +314,15 @@ class _Unit:
         self.future = future
 
 
+class _Stale(Exception):
+    """The writer's pooled connection was dead before the group started (a database restart)."""
+
+
+def _kwargs(application_name: str) -> dict[str, Any]:
+    """Connection options; the name tells the connections apart in ``pg_stat_activity``."""
+    return {"autocommit": True, "application_name": application_name}
+
+
 def _unavailable(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"the database is not reachable ({type(exc).__name__}); retry shortly")
 
@@ -310,12 +331,15 @@ class PostgresStore:
     """The PostgreSQL backend (see module docstring). ``url``: a libpq connection URL."""
 
     def __init__(self, url: str, *, group_commit_max: int = 64, indexer: Indexer | None = None,
-                 read_pool_size: int = 4, connect_timeout: float = 10.0):
+                 read_pool_size: int = 4, connect_timeout: float = 10.0, unavailable_timeout: float = 3.0):
         self.url = url
         self.indexer = indexer
         self._group_max = group_commit_max
         self._pool_size = read_pool_size
+        #: How long ``open`` waits for the database.
         self._timeout = connect_timeout
+        #: How long a request waits for a connection before it is answered 503.
+        self._wait = unavailable_timeout
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._wpool: ConnectionPool[_Conn] | None = None
@@ -329,13 +353,14 @@ class PostgresStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        kwargs = {"autocommit": True}
-        self._wpool = ConnectionPool(self.url, min_size=1, max_size=1, kwargs=kwargs, open=False,
-                                     timeout=self._timeout, name="fhir-hub-writer")
+        self._wpool = ConnectionPool(self.url, min_size=1, max_size=1, kwargs=_kwargs("fhir-hub writer"),
+                                     open=False, timeout=self._wait, reconnect_timeout=self._wait,
+                                     name="fhir-hub-writer")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._open_writer)
-        self._rpool = AsyncConnectionPool(self.url, min_size=1, max_size=self._pool_size, kwargs=kwargs,
-                                          open=False, timeout=self._timeout, name="fhir-hub-readers")
+        self._rpool = AsyncConnectionPool(self.url, min_size=1, max_size=self._pool_size,
+                                          kwargs=_kwargs("fhir-hub reader"), open=False, timeout=self._wait,
+                                          reconnect_timeout=self._wait, name="fhir-hub-readers")
         await self._rpool.open(wait=True, timeout=self._timeout)
         self._writer = threading.Thread(target=self._write_loop, name="fhir-hub-pg-writer", daemon=True)
         self._writer.start()
@@ -368,12 +393,21 @@ class PostgresStore:
         pool = self._rpool
         if pool is None:
             raise RuntimeError("store is not open")
-        try:
-            async with pool.connection() as conn:
-                cur = await conn.execute(sql, args, binary=True)  # type: ignore[arg-type]
-                return await cur.fetchall()
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise _unavailable(exc) from exc
+        # after a restart every pooled connection is dead but only fails when used: try the next
+        lost = psycopg.OperationalError("every pooled connection was lost")
+        for _attempt in range(self._pool_size + 1):
+            try:
+                async with pool.connection() as conn:
+                    try:
+                        cur = await conn.execute(sql, args, binary=True)  # type: ignore[arg-type]
+                        return await cur.fetchall()
+                    except psycopg.OperationalError as exc:
+                        if not conn.broken:
+                            raise _unavailable(exc) from exc
+                        lost = exc
+            except PoolTimeout as exc:
+                raise _unavailable(exc) from exc
+        raise _unavailable(lost) from lost
 
     async def read(self, rtype: str, rid: str) -> StoredVersion | None:
         rows = await self._all(_READ, (rtype, rid))
@@ -476,32 +510,65 @@ class PostgresStore:
             return
         results: list[tuple[_Unit, bool, Any]] = []
         assert self._wpool is not None
-        try:
-            with self._wpool.connection() as conn:
-                try:
-                    self._run_group(conn, units, results)
-                except BaseException:
-                    if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                        conn.execute("ROLLBACK")
-                    raise
-        except BaseException as exc:
-            failure: BaseException = exc
-            if isinstance(exc, psycopg.OperationalError | PoolTimeout):
-                failure = _unavailable(exc)
-            for unit in units:
-                if not unit.future.done():
-                    unit.future.set_exception(failure)
-            return
+        for attempt in (1, 2):
+            try:
+                with self._wpool.connection() as conn:
+                    try:
+                        self._run_group(conn, units, results)
+                    except BaseException:
+                        if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                            conn.execute("ROLLBACK")
+                        raise
+                break
+            except _Stale:
+                if attempt == 2:
+                    self._fail(units, _unavailable(psycopg.OperationalError("the connection was lost")))
+                    return
+            except BaseException as exc:
+                if isinstance(exc, PoolTimeout):  # the database is down: so is it for those queued
+                    self._fail(units + self._drain(), _unavailable(exc))
+                elif isinstance(exc, psycopg.OperationalError):
+                    self._fail(units, _unavailable(exc))
+                else:
+                    self._fail(units, exc)
+                return
         for unit, ok, value in results:
             if ok:
                 unit.future.set_result(value)
             else:
                 unit.future.set_exception(value)
 
+    def _fail(self, units: list[_Unit], failure: BaseException) -> None:
+        for unit in units:
+            if not unit.future.done():
+                unit.future.set_exception(failure)
+
+    def _drain(self) -> list[_Unit]:
+        """The units queued now (the database just went away: they would each wait in vain)."""
+        out: list[_Unit] = []
+        stop = False
+        while True:
+            try:
+                unit = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if unit is None:
+                stop = True
+            elif unit.future.set_running_or_notify_cancel():
+                out.append(unit)
+        if stop:
+            self._queue.put(None)
+        return out
+
     def _run_group(self, conn: _Conn, units: list[_Unit], results: list[tuple[_Unit, bool, Any]]) -> None:
-        conn.execute("BEGIN")
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.WRITE_LOCK,))
-        seq, ts = conn.execute(_MAXIMA).fetchone() or (None, None)
+        try:
+            conn.execute("BEGIN")
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.WRITE_LOCK,))
+            seq, ts = conn.execute(_MAXIMA).fetchone() or (None, None)
+        except psycopg.OperationalError as exc:
+            if conn.broken:
+                raise _Stale from exc  # died while idle in the pool: no unit ran, so try once more
+            raise
         if seq is not None and seq > self._seq:
             self._seq = seq
         if ts is not None and ts > self._last_ts:
