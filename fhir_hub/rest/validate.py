@@ -5,7 +5,9 @@ claimed profiles on write.
 itself, or a ``Parameters`` with ``resource`` (and optionally ``profile`` and ``mode``); ``profile``
 and ``mode`` may also be query parameters. The resource is validated structurally (R4) and against
 the given VN profile, else against the shipped profiles it claims in ``meta.profile``; a Bundle's
-entries are checked against what each claims. The answer is ``200`` with an OperationOutcome (one
+entries are checked against what each claims. ICD-10 sex and age rules
+(:mod:`fhir_hub.validation.icd_rules`) run on Conditions, with the Patient from the same Bundle or
+the store. The answer is ``200`` with an OperationOutcome (one
 ``information`` issue when nothing was found), because the operation succeeded whatever the
 verdict; a request that cannot be run (no body, wrong type, unknown profile or mode, an id that
 contradicts the URL, an instance that does not exist for ``delete``) is a 4xx. ``Accept-Language:
@@ -44,7 +46,7 @@ from fhir_hub.rest.wire import (
 )
 from fhir_hub.search import parameters
 from fhir_hub.search.query import Clause, ReferenceValue
-from fhir_hub.validation import policy, profile
+from fhir_hub.validation import icd_rules, policy, profile
 from fhir_hub.validation.profile import ProfileIssue
 
 DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
@@ -145,6 +147,7 @@ async def handle_validate(hub: Any, req: Request, rtype: str, rid: str | None = 
                 issues.extend(await _dangling(hub, resource, req.base_url))
         if mode == "update" and target is not None:
             issues.extend(await _update_checks(hub, rtype, target, resource))
+        issues.extend(await _icd_issues(hub, resource))
     return Response(200, dumps(outcome(issues, language(req)), pretty(req)), [CONTENT_TYPE_HEADER])
 
 
@@ -273,6 +276,19 @@ async def referrers(store: Any, rtype: str, rid: str, limit: int) -> list[tuple[
                     if len(out) >= limit:
                         return out
     return out
+
+
+async def _icd_issues(hub: Any, resource: dict[str, Any]) -> list[Issue]:
+    """ICD-10 sex and age rules on a Condition or a Bundle's Conditions, each against its Patient:
+    from the Bundle, else read from the store."""
+    known: dict[str, dict[str, Any]] = {}
+    for ref in icd_rules.outside_subjects(resource):
+        parsed = parse_relative(ref)
+        if parsed is not None and parsed[0] == "Patient" and parsed[2] is None:
+            v = await hub.store.read("Patient", parsed[1])
+            if v is not None and v.body is not None:
+                known[ref] = orjson.loads(v.body)
+    return icd_rules.check(resource, known)
 
 
 def check_claimed(resource: dict[str, Any], where: str | None = None) -> None:

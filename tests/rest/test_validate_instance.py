@@ -139,3 +139,28 @@ def test_requests_that_cannot_be_run_are_4xx(client: httpx.Client) -> None:
         assert r.status_code == status, (r.request.url, r.text)
         issue = r.json()["issue"][0]
         assert issue["severity"] == "error" and (issue["code"] == code or code in issue["diagnostics"]), r.text
+
+
+def _condition(code: str, subject: str) -> dict[str, Any]:
+    return {"resourceType": "Condition", "subject": {"reference": subject}, "onsetDateTime": "2025-08-01",
+            "code": {"coding": [{"system": "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-icd10", "code": code}]}}
+
+
+def test_icd10_rules_use_the_stored_patient_or_the_bundles(client: httpx.Client) -> None:
+    _put(client, {**_patient("val-icd-man"), "gender": "male", "birthDate": "1990-01-01"})
+    r = client.post("/Condition/$validate", json=_condition("O80", "Patient/val-icd-man"),
+                    headers={"Accept-Language": "vi"})
+    [issue] = _issues(r)
+    assert (issue["severity"], issue["code"], issue["expression"]) == (
+        "error", "business-rule", ["Condition.code.coding[0]"])
+    assert issue["diagnostics"].startswith("Quy tắc ICD-10 icd10-sex-pregnancy")
+    assert [i["severity"] for i in _issues(client.post("/Condition/$validate",
+                                                      json=_condition("N40", "Patient/val-icd-man")))] == [
+        "information"]
+    urn = "urn:uuid:2b7f0f5e-4a59-4f0e-8d59-0c6f2f7d9a10"
+    baby = {"resourceType": "Patient", "gender": "female", "birthDate": "2025-01-01"}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": urn, "resource": baby}, {"resource": _condition("P07.3", urn)},
+        {"resource": _condition("N40", "Patient/val-icd-man")}]}
+    found = [(i["severity"], i["expression"]) for i in _issues(client.post("/Bundle/$validate", json=bundle))]
+    assert found == [("warning", ["Bundle.entry[1].resource.code.coding[0]"])]
