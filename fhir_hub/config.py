@@ -18,6 +18,9 @@ class Settings:
     #: SQLite file of the embedded store (``:memory:`` is not supported: readers need a shared file),
     #: or a ``postgresql://`` URL for the PostgreSQL store (``storage/select.py``).
     db: str = "fhir-hub.db"
+    #: ``postgresql://`` URLs of streaming standbys of ``db`` that serve reads and searches,
+    #: separated by spaces (``serve --read-replica``; ``storage/postgres/replicas.py``).
+    read_replicas: str = ""
     #: Path prefix of the FHIR REST API.
     base_path: str = "/fhir"
     #: Absolute base URL used in ``Location``, ``fullUrl`` and paging links; derived from the
