@@ -1,0 +1,211 @@
+"""Validation of a resource against its R4 core StructureDefinition: what the structural pass does not
+cover.
+
+Why a second pass: :mod:`.structure` checks the element model (cardinality, types, JSON form, required
+code bindings) in tens of microseconds, on every write. The core profile says more, and this pass
+checks it, walking the resource once with the same element model:
+
+* the invariants of the resource, its backbone elements and every datatype used (:mod:`.invariants`),
+  reported at the element they are on;
+* Reference targets: a literal reference (``Patient/1``) naming a type the element does not allow, and
+  a reference that resolves inside the resource or its Bundle (:mod:`.references`) to a resource of a
+  type not allowed;
+* extensions with a known definition (:mod:`.extensions`): used where their context allows, with a
+  value of an allowed type (or none, for a complex one), as a modifier exactly when they are one;
+* contained resources, ``Bundle.entry.resource`` and every other resource inside, each as a resource
+  of its own (``%resource``), the container being ``%rootResource`` of contained ones.
+
+Not checked here: bindings other than the required ``code`` ones (the structural pass has those);
+``contextInvariant`` of extensions.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from fhir_hub import definitions
+from fhir_hub.errors import Issue
+from fhir_hub.validation import extensions, references, structure
+from fhir_hub.validation.extensions import Place
+from fhir_hub.validation.invariants import Rule, rules
+from fhir_hub.validation.profile import ProfileIssue, _render
+
+__all__ = ["validate", "validate_rules"]
+
+_Path = Any
+
+
+class _Ctx:
+    """Per-resource walking state: the resource (``%resource``), the container (``%rootResource``),
+    what its references resolve to, and the issues found."""
+
+    __slots__ = ("res", "root", "scope", "out")
+
+    def __init__(self, res: dict[str, Any], root: dict[str, Any], scope: references.Scope, out: list[Issue]):
+        self.res = res
+        self.root = root
+        self.scope = scope
+        self.out = out
+
+
+# (json key) -> (element type, FHIRPath step, element path in its type, step of the path from the resource,
+#                 targets or None, kind of the child)
+_Spec = tuple[str, str, str, str, frozenset[str] | None, str]
+
+
+@cache
+def _specs(tname: str) -> dict[str, _Spec]:
+    prims = definitions.primitive_types()
+    out: dict[str, _Spec] = {}
+    for key, el in definitions.type_model(tname).items():
+        t: str = el["type"]
+        choice = el.get("choice")
+        stem = choice + "[x]" if choice else key
+        seg = f"{choice}.ofType({t if t in prims else key[len(choice):]})" if choice else key
+        epath = f"{tname}.{stem}"
+        targets = frozenset(el["targets"]) if "targets" in el and "Resource" not in el["targets"] else None
+        if t in prims:
+            kind = "primitive"
+        elif t == "Resource":
+            kind = "resource"
+        elif "." in t:
+            kind = "backbone"
+        else:
+            kind = "datatype"
+        out[key] = (t, seg, epath, stem, targets, kind)
+    return out
+
+
+def _failed(rule: Rule, path: _Path, ctx: _Ctx) -> None:
+    ctx.out.append(ProfileIssue(
+        rule.severity, "invariant", f"Constraint {rule.key} failed: {rule.human}", (_render(path),),
+        f"Ràng buộc {rule.key} không thỏa: {rule.human}"))
+
+
+def _check_rules(found: tuple[Rule, ...], value: Any, path: _Path, ctx: _Ctx) -> None:
+    for rule in found:
+        try:
+            ok = rule.holds(value, ctx.res, ctx.root)
+        except Exception as exc:  # an expression fhirpathpy cannot evaluate must not break validation
+            ctx.out.append(ProfileIssue(
+                "warning", "not-supported", f"Constraint {rule.key} could not be evaluated: {exc}",
+                (_render(path),), f"Không đánh giá được ràng buộc {rule.key}: {exc}"))
+            continue
+        if not ok:
+            _failed(rule, path, ctx)
+
+
+def _check_target(value: Any, allowed: frozenset[str], path: _Path, ctx: _Ctx) -> None:
+    ref = value.get("reference")
+    if not isinstance(ref, str):
+        return
+    kind = references.literal_type(ref)
+    if kind is not None and not definitions.is_resource_type(kind) and "://" in ref:
+        kind = None  # an absolute URL that is not a FHIR RESTful one: its target's type is unknown
+    if kind is None:
+        target = references.resolve(ref, ctx.scope)
+        kind = target.get("resourceType") if target is not None else None
+    if isinstance(kind, str) and kind not in allowed:
+        shown = ", ".join(sorted(allowed))
+        ctx.out.append(ProfileIssue(
+            "error", "invalid", f"Reference to {kind} is not allowed here; allowed: {shown}",
+            (_render((path, "reference")),), f"Tham chiếu tới {kind} không được phép ở đây; được phép: {shown}"))
+
+
+def _check_extension(value: Any, modifier: bool, place: Place, path: _Path, ctx: _Ctx) -> None:
+    url = value.get("url")
+    d = extensions.definition(url) if isinstance(url, str) else None
+    if d is None:
+        return
+    where = _render(path)
+    if not extensions.allowed(d, place):
+        shown = ", ".join(sorted(d.context))
+        ctx.out.append(ProfileIssue(
+            "error", "structure", f"Extension {url} is not allowed on {place.path}; its context is: {shown}",
+            (where,), f"Phần mở rộng {url} không được dùng ở {place.path}; ngữ cảnh cho phép: {shown}"))
+    if d.modifier != modifier:
+        en = ("is a modifier extension: it must be in modifierExtension" if d.modifier
+              else "is not a modifier extension: it must be in extension")
+        vi = ("là phần mở rộng thay đổi nghĩa: phải nằm trong modifierExtension" if d.modifier
+              else "không phải phần mở rộng thay đổi nghĩa: phải nằm trong extension")
+        ctx.out.append(ProfileIssue("error", "structure", f"Extension {url} {en}", (where,), f"Phần mở rộng {url} {vi}"))
+    keys = [k for k in value if k.startswith("value")]
+    if keys and keys[0] not in d.value:
+        shown = ", ".join(sorted(d.value)) or "none (a complex extension)"
+        ctx.out.append(ProfileIssue(
+            "error", "structure", f"Extension {url} cannot hold {keys[0]}; allowed: {shown}", (where,),
+            f"Phần mở rộng {url} không chứa được {keys[0]}; được phép: {shown}"))
+
+
+def _walk(tname: str, obj: dict[str, Any], path: _Path, place: Place, ctx: _Ctx) -> None:
+    found = rules(tname)
+    if found:
+        _check_rules(found, obj, path, ctx)
+    if len(obj) == 1 and "id" in obj:
+        _check_rules(rules("Element"), obj, path, ctx)
+    specs = _specs(tname)
+    for key, value in obj.items():
+        prim_ext = key[:1] == "_"
+        spec = specs.get(key[1:] if prim_ext else key)
+        if spec is None:
+            continue  # unknown elements are the structural pass's
+        t, seg, epath, stem, targets, kind = spec
+        items = value if isinstance(value, list) else (value,)
+        many = isinstance(value, list)
+        child_place = Place(f"{place.path}.{stem}", epath, t, kind)
+        if prim_ext:
+            for i, item in enumerate(items):
+                if isinstance(item, dict) and item:
+                    _walk("Element", item, (path, seg, i) if many else (path, seg), child_place, ctx)
+            continue
+        own = rules(epath) if t != epath else ()
+        for i, item in enumerate(items):
+            where = (path, seg, i) if many else (path, seg)
+            if own:
+                _check_rules(own, item, where, ctx)
+            if kind == "primitive" or not isinstance(item, dict) or not item:
+                continue
+            if kind == "resource":
+                _resource(item, where, ctx, contained=key == "contained")
+                continue
+            if key in ("extension", "modifierExtension"):
+                _check_extension(item, key == "modifierExtension", place, where, ctx)
+            if targets is not None:
+                _check_target(item, targets, where, ctx)
+            _walk(t, item, where, child_place, ctx)
+
+
+def _resource(res: dict[str, Any], path: _Path, ctx: _Ctx | None, contained: bool = False,
+              bundle: dict[str, dict[str, Any]] | None = None) -> None:
+    rtype = res.get("resourceType")
+    if not isinstance(rtype, str) or not definitions.is_resource_type(rtype):
+        return
+    root = ctx.root if contained and ctx is not None else res
+    index = bundle if bundle is not None else (ctx.scope[1] if ctx is not None else {})
+    if rtype == "Bundle":
+        index = references.bundle_index(res)
+    out = ctx.out if ctx is not None else []
+    inner = _Ctx(res, root, references.contained_scope(root, index), out)
+    _walk(rtype, res, path, Place(rtype, rtype, rtype, "resource"), inner)
+
+
+def validate_rules(resource: Any, root: str | None = None) -> list[Issue]:
+    """The core-profile issues of ``resource`` beyond the structural ones (see the module docstring),
+    located under ``root`` (default: the resource type)."""
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        return []
+    out: list[Issue] = []
+    ctx = _Ctx(resource, resource, references.EMPTY, out)
+    try:
+        _resource(resource, root or resource["resourceType"], ctx)
+    except RecursionError:
+        out.append(Issue("error", "structure", "Content is nested too deeply", (str(root or "Resource"),)))
+    return out
+
+
+def validate(resource: Any) -> list[Issue]:
+    """Every issue of ``resource`` against its R4 core StructureDefinition: structural, then the rest."""
+    out = structure.validate(resource)
+    out.extend(validate_rules(resource))
+    return out

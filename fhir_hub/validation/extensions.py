@@ -1,0 +1,95 @@
+"""Extensions checked by URL against their StructureDefinition: where they may be used (``context``),
+what value they may hold, and whether they are modifiers.
+
+Why: an extension's definition is what gives it meaning, and R4 says an extension SHALL only be used
+where its ``context`` allows (StructureDefinition.context, 2.14.0.8). The definitions known are the
+R4 core extensions (``data/r4-extensions.json``, from ``tools/build_r4_rules.py``) and the shipped VN
+extensions (:mod:`fhir_hub.profiles`). An extension whose URL is neither is not judged here: R4 lets
+anyone define extensions, and a profile that requires one says so itself.
+
+A context ``element`` expression matches a place in a resource when it names the element's path from
+the resource (``Patient.name.family``, ``Questionnaire.item.item``), its path within its datatype
+(``HumanName.family``), its type (``string``, ``Address``, ``Quantity`` for an ``Age``), or a type
+every element of that kind is (``Element``; ``Resource``/``DomainResource`` for a resource;
+``BackboneElement`` for a backbone element).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from fhir_hub import profiles
+
+__all__ = ["Definition", "Place", "allowed", "definition"]
+
+_QUANTITIES = frozenset({"Age", "Count", "Distance", "Duration", "MoneyQuantity", "SimpleQuantity"})
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    url: str
+    context: frozenset[str]
+    value: frozenset[str]  # JSON keys allowed for value[x]; empty for a complex extension
+    modifier: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where an extension sits: the element's path from the resource, its path in its own type, its type
+    (for a backbone element the path that defines it, which a ``contentReference`` shares:
+    ``OperationDefinition.parameter`` for ``parameter.part``), and what kind of thing it is
+    (``resource``, ``backbone``, ``datatype`` or ``primitive``)."""
+
+    path: str
+    typed: str
+    type: str
+    kind: str
+
+
+@cache
+def _r4() -> dict[str, dict[str, Any]]:
+    blob = resources.files(__package__).joinpath("data", "r4-extensions.json").read_bytes()
+    data: dict[str, dict[str, Any]] = orjson.loads(blob)
+    return data
+
+
+def _from_sd(sd: dict[str, Any]) -> Definition:
+    value: frozenset[str] = frozenset()
+    modifier = False
+    for e in sd["snapshot"]["element"]:
+        if e["id"] == "Extension.value[x]" and e.get("max") != "0":
+            value = frozenset("value" + t["code"][0].upper() + t["code"][1:] for t in e.get("type", ()))
+        elif e["id"] == "Extension":
+            modifier = bool(e.get("isModifier"))
+    context = frozenset(c["expression"] for c in sd.get("context", ()) if c.get("type") == "element")
+    return Definition(sd["url"], context, value, modifier)
+
+
+@cache
+def definition(url: str) -> Definition | None:
+    """The definition of the extension ``url`` (``|version`` ignored), or ``None`` when unknown."""
+    url = url.split("|", 1)[0]
+    sd = profiles.structure_definition(url)
+    if sd is not None and sd.get("type") == "Extension":
+        return _from_sd(sd)
+    raw = _r4().get(url)
+    if raw is None:
+        return None
+    return Definition(url, frozenset(raw["context"]), frozenset(raw["value"]), bool(raw["modifier"]))
+
+
+def allowed(d: Definition, place: Place) -> bool:
+    """Does ``d``'s context allow it at ``place``."""
+    ctx = d.context
+    if not ctx or "Element" in ctx or place.path in ctx or place.typed in ctx or place.type in ctx:
+        return True
+    if place.kind == "resource":
+        return "Resource" in ctx or "DomainResource" in ctx
+    if place.kind == "backbone":
+        return "BackboneElement" in ctx
+    return place.type in _QUANTITIES and "Quantity" in ctx
