@@ -6,7 +6,8 @@
 * ``keys.py``: signing keys and the JWTs the server signs;
 * ``server.py``: ``.well-known/smart-configuration`` and the ``/auth/*`` endpoints;
 * ``pages.py``: the login and consent pages (Vietnamese, English);
-* ``enforce.py``: the check every FHIR request passes before dispatch.
+* ``enforce.py``: the check every FHIR request passes before dispatch;
+* ``demo/``: the demo citizen app (static pages on ``fhirclient``), served under ``/auth/demo/``.
 
 With auth off (the default) none of this is imported and the server runs open.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_hub.auth import demo
 from fhir_hub.auth.enforce import Enforcer
 from fhir_hub.auth.keys import Keys
 from fhir_hub.auth.server import AuthServer, auth_base
@@ -56,6 +58,10 @@ class Auth:
     async def endpoint(self, method: str, path: str, headers: dict[str, str], raw_query: str, body: bytes,
                        fhir_base: str) -> Response:
         assert self._server is not None, "Auth.open() first"
+        if path.startswith("/auth/demo/") and method in ("GET", "HEAD"):
+            page = demo.serve(self.settings, path[len("/auth/demo/"):], fhir_base)
+            if page is not None:
+                return page
         return await self._server.handle(method, path, headers, raw_query, body, fhir_base)
 
     async def enforce(self, hub: Any, req: Request) -> Request:

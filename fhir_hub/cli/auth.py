@@ -1,4 +1,4 @@
-"""``fhir-hub clients add|list|remove`` and ``fhir-hub users add|list``: who may ask for tokens.
+"""``fhir-hub clients add|list|remove|demo`` and ``fhir-hub users add|list``: who may ask for tokens.
 
 They write the authorization server's tables in the store's SQLite file (``fhir_hub/auth/storage.py``),
 so a running server sees a change at its next request. Passwords are asked for without echo and
@@ -89,6 +89,36 @@ def clients_remove(client_id: str = typer.Argument(...), db: Path = _DB) -> None
         Console(stderr=True).print(f"no client {client_id}")
         raise typer.Exit(1)
     Console().print(f"client [bold]{client_id}[/] removed")
+
+
+@clients.command("demo")
+def clients_demo(
+    origin: str = typer.Option(..., "--origin", help="Origin the server is reached at, e.g. http://127.0.0.1:8080 "
+                               "(the demo's redirect URI is registered under it)."),
+    install: bool = typer.Option(True, "--install/--no-install", help="npm ci fhirclient into FHIR_HUB_DEMO_DIR."),
+    db: Path = _DB,
+) -> None:
+    """Set up the demo citizen app: install fhirclient from npm and register its public client."""
+    from fhir_hub.auth import demo
+    from fhir_hub.auth.storage import Client
+
+    origin = origin.rstrip("/")
+    if not origin.startswith(("http://", "https://")) or "/" in origin.split("://", 1)[1]:
+        raise typer.BadParameter(f"expected an origin such as http://127.0.0.1:8080, got {origin!r}",
+                                 param_hint="--origin")
+    settings = Settings.from_env(db=str(db) if db is not None else None)
+    if install:
+        try:
+            library = demo.install(settings)
+        except RuntimeError as exc:
+            Console(stderr=True).print(str(exc))
+            raise typer.Exit(1) from None
+        Console().print(f"fhirclient installed: {library}")
+    uri = demo.redirect_uri(f"{origin}/auth")
+    store = _store(db)
+    store.put_client(Client(demo.CLIENT_ID, "Sổ sức khỏe điện tử (bản thử)", (uri,), None, demo.SCOPE))
+    store.close()
+    Console().print(f"client [bold]{demo.CLIENT_ID}[/] registered; open {origin}/auth/demo/ with FHIR_HUB_AUTH=smart")
 
 
 @users.command("add")
