@@ -5,7 +5,9 @@ With ``--out DIR`` the bundles are written as ``<file stem>.hoso<N>.json`` plus 
 ``<file stem>.outcome.json`` (the OperationOutcome listing every problem of the file); with
 ``--base URL`` each bundle is POSTed to a running server.  Either way a table summarises HOSO
 mapped, resources by type and problems by severity; the problems themselves are printed after
-it.  The exit code is 1 when any HOSO could not be mapped or posted.
+it.  The exit code is 1 when any HOSO could not be mapped or posted.  ``--strict`` stops at the
+first record (HOSO, message, row bundle) or file with an error: what came before it is written or
+posted (each record is its own transaction), it and what follows are not, exit code 1.
 
 ``fhir-hub import FILE… --format claims|hl7v2|csv [--spec patients|vitals]`` does the same for any
 legacy format (:mod:`fhir_hub.mapping.hl7v2`: one bundle per message; :mod:`.csv_import`: one per
@@ -37,9 +39,10 @@ def import_claims(
     out: Path = typer.Option(None, "--out", "-o", help="Write the bundles and outcomes to this folder."),
     base: str = typer.Option(None, "--base", help="POST the bundles to this FHIR base URL."),
     timeout: float = typer.Option(60.0, help="Seconds to wait for each POST."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first HOSO or file with an error."),
 ) -> None:
     """Map claims XML (QĐ 130 / 4750 / 3176, or QĐ 4210) into one FHIR transaction Bundle per HOSO."""
-    _run(files, "claims", None, out, base, timeout)
+    _run(files, "claims", None, out, base, timeout, strict)
 
 
 def import_any(
@@ -50,6 +53,7 @@ def import_any(
     base: str = typer.Option(None, "--base", help="POST the bundles to this FHIR base URL."),
     timeout: float = typer.Option(60.0, help="Seconds to wait for each POST."),
     db: str = typer.Option(None, "--db", help="Load a `fhir-hub export` into this empty store instead (cli/move.py)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first record or file with an error."),
 ) -> None:
     """Map legacy exports (claims XML, HL7 v2 messages, CSV) into FHIR transaction bundles;
     with --db, load `fhir-hub export` ndjson into a store."""
@@ -64,7 +68,11 @@ def import_any(
         raise typer.BadParameter(f"unknown format {fmt!r}: claims, hl7v2 or csv", param_hint="--format")
     if fmt == "csv" and spec not in SPECS:
         raise typer.BadParameter(f"csv needs --spec {' | '.join(SPECS)}", param_hint="--spec")
-    _run(files, fmt, spec, out, base, timeout)
+    _run(files, fmt, spec, out, base, timeout, strict)
+
+
+def _bad(problems: list[Any]) -> bool:
+    return any(p.severity in ("error", "fatal") for p in problems)
 
 
 def _mapper(fmt: str, spec: str | None) -> Callable[[bytes, str], Any]:
@@ -82,7 +90,8 @@ def _mapper(fmt: str, spec: str | None) -> Callable[[bytes, str], Any]:
     return lambda data, name: map_file(data, name)
 
 
-def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: str | None, timeout: float) -> None:
+def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: str | None, timeout: float,
+         strict: bool = False) -> None:
     if (out is None) == (base is None):
         raise typer.BadParameter("give exactly one of --out DIR or --base URL")
     if out is not None:
@@ -95,6 +104,7 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
     severities: Counter[str] = Counter()
     lines: list[str] = []
     records = mapped = posted = failed = unmapped = 0
+    stopped: str | None = None  # with --strict: the first record or file with an error
     client = httpx.Client(timeout=timeout, headers=_HEADERS) if base is not None else None
     columns = (TextColumn(f"[bold]import {fmt}[/]"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[name]}"), TimeElapsedColumn())
@@ -109,6 +119,9 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
                     failed += 1
                     lines.append(f"{path}: cannot read: {exc.strerror}")
                     progress.advance(task)
+                    if strict:
+                        stopped = path.name
+                        break
                     continue
                 result = mapper(data, path.name)
                 outcome = result.outcome()
@@ -118,7 +131,13 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
                         lines.append(f"[{issue['severity']}] {issue['diagnostics']}")
                 if result.problems and not result.records:
                     failed += 1
-                for r in result.records:
+                if strict and _bad(result.problems):
+                    stopped = path.name
+                for r in result.records if stopped is None else ():
+                    if strict and _bad(r.problems):
+                        stopped = f"{path.name}, {r.where}"
+                        failed += 1
+                        break
                     records += 1
                     unmapped += sum(len(v) for v in r.unmapped.values())
                     if r.bundle is None:
@@ -137,6 +156,8 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
                 if out is not None:
                     (out / f"{path.stem}.outcome.json").write_bytes(orjson.dumps(outcome, option=orjson.OPT_INDENT_2))
                 progress.advance(task)
+                if stopped is not None:
+                    break
     finally:
         if client is not None:
             client.close()
@@ -156,6 +177,9 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
             table.add_row(f"{severity} issues", str(severities[severity]))
     table.add_row("unmapped fields (kept in the Binary)", str(unmapped))
     console.print(table)
+    if stopped is not None:
+        console.print(escape(f"--strict: stopped at {stopped} (it has an error): the {unit} before it were "
+                             f"{'posted' if base else 'written'}, it and the rest were not"), highlight=False)
     for line in lines[:_SHOW]:
         console.print(escape(line), highlight=False)
     if len(lines) > _SHOW:

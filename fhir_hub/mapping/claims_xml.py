@@ -128,7 +128,9 @@ def _issue(p: Problem, name: str, hoso: HosoResult | None) -> dict[str, Any]:
         loc += f"/THONGTINHOSO/DANHSACHHOSO/HOSO[{hoso.index}]"
         if p.table:
             loc += f"/FILEHOSO[LOAIHOSO='{p.table}']"
-            if p.field:
+            if p.field == "NOIDUNGFILE":
+                loc += "/NOIDUNGFILE"
+            elif p.field:
                 loc += f"/NOIDUNGFILE//{p.field}"
     elif p.field:
         loc += f"//{p.field}"
@@ -260,6 +262,13 @@ def _decode(table: str, content: str, problems: list[Problem]) -> ET.Element | N
 # -- one HOSO ----------------------------------------------------------------------------------
 
 
+def _ma_lk_elsewhere(tables: Mapping[str, list[dict[str, str]]]) -> str | None:
+    """The MA_LK the other tables agree on, when XML1 gives none: not to import the HOSO by (XML1
+    is its key), but so that the report names the visit the facility will look for."""
+    found = {rec.get("MA_LK") for kind, records in tables.items() if kind != "XML1" for rec in records} - {None, ""}
+    return found.pop() if len(found) == 1 else None
+
+
 def _stable_id(facility: str, ma_lk: str) -> str:
     return f"qd130-{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}').hex}"
 
@@ -308,15 +317,16 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
             problems.append(Problem("fatal", "required", "the HOSO has no readable XML1: not imported", "XML1"))
         else:
             problems.append(Problem("fatal", "incomplete", "XML1 could not be read: HOSO not imported", "XML1"))
-        return HosoResult(index, None, None, problems)
+        return HosoResult(index, _ma_lk_elsewhere(tables), None, problems)
     if len(head) > 1:
         problems.append(Problem("error", "structure", "XML1 holds more than one record; the first is used", "XML1"))
     xml1 = head[0]
     ma_lk = xml1.get("MA_LK", "")
     if not ma_lk:
-        problems.append(Problem("fatal", "required", "MA_LK is empty or missing: HOSO not imported", "XML1",
-                                "MA_LK"))
-        return HosoResult(index, None, None, problems)
+        elsewhere = _ma_lk_elsewhere(tables)
+        problems.append(Problem("fatal", "required", "MA_LK is empty or missing" + (
+            f" (the other tables give {elsewhere!r})" if elsewhere else "") + ": HOSO not imported", "XML1", "MA_LK"))
+        return HosoResult(index, elsewhere, None, problems)
     facility = xml1.get("MA_CSKCB") or envelope.facility
     if not facility:
         problems.append(Problem("fatal", "required", "no facility code (MA_CSKCB, MACSKCB): HOSO not imported",

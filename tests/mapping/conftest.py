@@ -4,6 +4,7 @@ envelopes from decoded tables (to inject faults)."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def decoded_tables(file_stem: str, hoso: int) -> dict[str, bytes]:
     return {p.stem: p.read_bytes() for p in sorted(folder.glob("XML*.xml"))}
 
 
-def envelope(hosos: list[dict[str, bytes | str]], facility: str = "00999", count: int | None = None,
+def envelope(hosos: Sequence[Mapping[str, bytes | str]], facility: str = "00999", count: int | None = None,
              signature: str = "") -> bytes:
     """A GIAMDINHHS file; a ``str`` table value is put in NOIDUNGFILE as is (broken base64)."""
     parts = []

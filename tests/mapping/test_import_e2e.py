@@ -1,5 +1,6 @@
 """``fhir-hub import-claims`` end to end: the synthetic samples into a real server (uvicorn, SQLite),
-found again by identifier, and imported twice without duplicates."""
+found again by identifier, and imported twice without duplicates; a generated file with injected
+faults imports its good HOSO (twice, without duplicates) and ``--strict`` stops at the first bad one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from fhir_hub.cli.main import app
 from fhir_hub.mapping import map_file
+from fhir_hub.mapping.generate import FAULT_KINDS, Fault, generate
 from fhir_hub.mapping.systems import NATIONAL_ID, VISIT_NUMBER
 from tests.conftest import Server, fhir_client
 from tests.mapping.conftest import RECORDED, sample_files
@@ -99,3 +101,35 @@ def test_cli_import_reports_failed_messages_and_exits_1(tmp_path: Path) -> None:
     assert "ADT^A02" in " ".join(result.output.split())
     assert (tmp_path / "faults.outcome.json").exists() and (tmp_path / "faults.msg1.json").exists()
     assert runner.invoke(app, ["import", str(faults), "--format", "csv", "--out", str(tmp_path)]).exit_code != 0
+
+
+def _faulty_file(tmp_path: Path) -> tuple[Path, list[Fault]]:
+    generated = generate(12, seed=7, faults={kind: 1 for kind in FAULT_KINDS})
+    path = tmp_path / "faulty.xml"
+    path.write_bytes(generated.data)
+    return path, generated.faults
+
+
+def test_a_faulty_file_imports_every_good_hoso_twice_without_duplicates(fresh_server: Server, tmp_path: Path) -> None:
+    path, faults = _faulty_file(tmp_path)
+    imported = 12 - sum(not f.imported for f in faults)
+    for _ in range(2):
+        result = runner.invoke(app, ["import-claims", str(path), "--base", fresh_server.base])
+        assert result.exit_code == 1, result.output  # some HOSO could not be imported
+        output = " ".join(result.output.split())
+        for f in faults:
+            assert f"HOSO {f.hoso} (MA_LK {f.ma_lk})" in output
+        assert _count(fresh_server, "Encounter") == imported
+        assert _count(fresh_server, "Patient") == imported
+        assert _count(fresh_server, "Provenance") == imported
+        assert _count(fresh_server, "Organization") == 1
+
+
+def test_strict_stops_at_the_first_bad_hoso(fresh_server: Server, tmp_path: Path) -> None:
+    path, faults = _faulty_file(tmp_path)
+    first = min(f.hoso for f in faults)
+    assert first > 1
+    result = runner.invoke(app, ["import-claims", str(path), "--base", fresh_server.base, "--strict"])
+    assert result.exit_code == 1
+    assert f"--strict: stopped at faulty.xml, HOSO {first}" in " ".join(result.output.split())
+    assert _count(fresh_server, "Encounter") == first - 1
