@@ -16,6 +16,9 @@ def serve(
     port: int = typer.Option(None, help="TCP port [env FHIR_HUB_PORT, default 8080]."),
     db: str = typer.Option(None, help="SQLite file of the embedded store, or a postgresql:// URL for the PostgreSQL "
                            "store [env FHIR_HUB_DB, default fhir-hub.db]."),
+    read_replica: list[str] = typer.Option(None, "--read-replica", help="postgresql:// URL of a streaming standby "
+                                           "of --db to serve reads and searches; repeatable [env "
+                                           "FHIR_HUB_READ_REPLICAS, space-separated]."),
     base_url: str = typer.Option(None, "--base-url", help="Public base URL for links [env FHIR_HUB_PUBLIC_BASE_URL]."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip structural validation on write."),
     sample: int = typer.Option(0, "--sample", help="Load N generated sample patients if the store is empty."),
@@ -30,7 +33,7 @@ def serve(
     import uvicorn
 
     from fhir_hub.app import FhirApp
-    from fhir_hub.storage.select import describe
+    from fhir_hub.storage.select import describe, is_postgres
 
     try:
         settings = Settings.from_env(
@@ -38,11 +41,18 @@ def serve(
             validate=False if no_validate else None,
             index_batch_rows=0 if workers > 1 else None,
             require_profile=require_profile,
+            read_replicas=" ".join(read_replica) if read_replica else None,
         )
     except ValueError as exc:  # a bad setting: say which, not a traceback
         typer.echo(f"fhir-hub serve: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"fhir-hub on http://{settings.host}:{settings.port}{settings.base_path} (store: {describe(settings.db)}, "
+    replicas = settings.read_replicas.split()
+    if replicas and not (is_postgres(settings.db) and all(map(is_postgres, replicas))):
+        typer.echo("fhir-hub serve: --read-replica needs a postgresql:// --db and postgresql:// replica URLs",
+                   err=True)
+        raise typer.Exit(2)
+    typer.echo(f"fhir-hub on http://{settings.host}:{settings.port}{settings.base_path} (store: {describe(settings.db)}"
+               f"{''.join(f', replica {describe(u)}' for u in replicas)}, "
                f"{workers} worker{'s' if workers > 1 else ''})")
     common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": log_level, "access_log": False,
               "loop": "uvloop", "http": "httptools", "lifespan": "on"}

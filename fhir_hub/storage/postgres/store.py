@@ -49,6 +49,9 @@ Why this shape:
   back (PostgreSQL does so when the session ends); its units are answered 503. A connection lost
   while COMMIT was in flight leaves the outcome unknown to the store: it answers 503 (never
   acknowledging), so the write may or may not be present, but never in part.
+* **Read replicas** (``replicas``): reads and searches go to streaming standbys that have
+  replayed this process's newest commit, writes and the reads inside a unit to the primary
+  (``replicas.py`` says why and what read-your-writes means here).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ from fhir_hub.search.dates import instant
 from fhir_hub.search.query import Criterion
 from fhir_hub.storage.port import HistoryQuery, Indexer, IndexRow, StoredVersion, StoreUnavailable
 from fhir_hub.storage.postgres import schema, search
+from fhir_hub.storage.postgres.replicas import COMMITTED, AsyncPool, Router
 
 T = TypeVar("T")
 log = logging.getLogger("fhir_hub")
@@ -331,7 +335,8 @@ class PostgresStore:
     """The PostgreSQL backend (see module docstring). ``url``: a libpq connection URL."""
 
     def __init__(self, url: str, *, group_commit_max: int = 64, indexer: Indexer | None = None,
-                 read_pool_size: int = 4, connect_timeout: float = 10.0, unavailable_timeout: float = 3.0):
+                 read_pool_size: int = 4, connect_timeout: float = 10.0, unavailable_timeout: float = 3.0,
+                 replicas: Sequence[str] = (), replica_wait: float = 0.25):
         self.url = url
         self.indexer = indexer
         self._group_max = group_commit_max
@@ -340,10 +345,13 @@ class PostgresStore:
         self._timeout = connect_timeout
         #: How long a request waits for a connection before it is answered 503.
         self._wait = unavailable_timeout
+        #: Where reads go when standbys are configured (``None``: all to the primary).
+        self._router = Router(replicas, pool_size=read_pool_size, timeout=min(1.0, unavailable_timeout),
+                              wait=replica_wait) if replicas else None
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._wpool: ConnectionPool[_Conn] | None = None
-        self._rpool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
+        self._rpool: AsyncPool | None = None
         self._seq = 0
         self._last_ts = 0
         #: Rows written per table since its last ANALYZE, and the rows it held then.
@@ -362,6 +370,8 @@ class PostgresStore:
                                           kwargs=_kwargs("fhir-hub reader"), open=False, timeout=self._wait,
                                           reconnect_timeout=self._wait, name="fhir-hub-readers")
         await self._rpool.open(wait=True, timeout=self._timeout)
+        if self._router is not None:
+            await self._router.open(self._timeout)
         self._writer = threading.Thread(target=self._write_loop, name="fhir-hub-pg-writer", daemon=True)
         self._writer.start()
 
@@ -383,6 +393,8 @@ class PostgresStore:
         if self._rpool is not None:
             await self._rpool.close()
             self._rpool = None
+        if self._router is not None:
+            await self._router.close()
         if self._wpool is not None:
             self._wpool.close()
             self._wpool = None
@@ -390,9 +402,16 @@ class PostgresStore:
     # -- reads (async pool) ----------------------------------------------------------------
 
     async def _all(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
-        pool = self._rpool
-        if pool is None:
+        if self._rpool is None:
             raise RuntimeError("store is not open")
+        if self._router is not None and (replica := await self._router.pick()) is not None:
+            try:
+                return await self._on(replica.pool, sql, args)
+            except StoreUnavailable as exc:
+                replica.set_aside(exc.__cause__ or exc)
+        return await self._on(self._rpool, sql, args)
+
+    async def _on(self, pool: AsyncPool, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         # after a restart every pooled connection is dead but only fails when used: try the next
         lost = psycopg.OperationalError("every pooled connection was lost")
         for _attempt in range(self._pool_size + 1):
@@ -597,3 +616,9 @@ class PostgresStore:
                 self._seq = tx.seq
                 results.append((unit, True, value))
         conn.execute("COMMIT")
+        if self._router is not None:
+            row = None
+            try:
+                row = conn.execute(COMMITTED).fetchone()
+            finally:  # unknown (the connection died): reads go to the primary until a commit says
+                self._router.committed = None if row is None else int(row[0])
