@@ -32,7 +32,8 @@ def make_store(settings: Settings) -> Store:
     if is_postgres(settings.db):
         from fhir_hub.storage.postgres.store import PostgresStore  # psycopg loads only when used
 
-        return PostgresStore(settings.db, group_commit_max=settings.group_commit_max, indexer=Indexer())
+        return PostgresStore(settings.db, group_commit_max=settings.group_commit_max, indexer=Indexer(),
+                             replicas=settings.read_replicas.split())
     from fhir_hub.storage.sqlite.store import SQLiteStore
 
     return SQLiteStore(settings.db, synchronous=settings.sqlite_synchronous, group_commit_max=settings.group_commit_max,
