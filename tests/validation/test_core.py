@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,10 @@ import orjson
 import pytest
 
 from fhir_hub.errors import Issue
+from fhir_hub.rest.validate import outcome
 from fhir_hub.validation import core, invariants
 from fhir_hub.validation.profile import ProfileIssue
+from tests.validation.test_profile import _DELETE, GOLDEN, _set
 from tests.validation.test_structure import EXAMPLES, _example
 
 ERRATA = orjson.loads((Path(__file__).parent / "data" / "r4-example-errata.json").read_bytes())["errata"]
@@ -53,6 +57,53 @@ def test_every_official_example_meets_its_core_profile() -> None:
     # each erratum is still there, in exactly the files it names: fixing or adding one shows up here
     assert [len(m) for m in matched] == [e["count"] for e in ERRATA]
     assert len(set().union(*matched)) == 580  # 5082 - 580 = 4502 examples without any such error
+
+
+# --------------------------------------------------------------------------- broken variants
+
+_Change = Callable[[dict[str, Any]], Any]
+
+#: name -> (official example, change, the one error it must give: (code, FHIRPath)); golden outcomes
+#: (en + vi) in tests/golden/validation/r4-<name>.json
+BROKEN: dict[str, tuple[str, _Change, tuple[str, str]]] = {
+    "observation-no-status": ("Observation-f001", _set("status", _DELETE), ("required", "Observation.status")),
+    "patient-gender-array": ("Patient-example", _set("gender", ["male"]), ("structure", "Patient.gender")),
+    "observation-two-subjects": ("Observation-f001", _set("subject", [{"reference": "Patient/f001"}] * 2),
+                                 ("structure", "Observation.subject")),
+    "patient-active-string": ("Patient-example", _set("active", "yes"), ("value", "Patient.active")),
+    "observation-value-as-string": ("Observation-f001", _set("valueQuantity.value", "6.3"),
+                                    ("value", "Observation.value.ofType(Quantity).value")),
+    "patient-gender-bad-code": ("Patient-example", _set("gender", "man"), ("code-invalid", "Patient.gender")),
+    "observation-status-bad-code": ("Observation-f001", _set("status", "done"),
+                                    ("code-invalid", "Observation.status")),
+    "patient-contact-empty": ("Patient-example", _set("contact.0", {"gender": "female"}),
+                              ("invariant", "Patient.contact[0]")),
+    "observation-quantity-code-no-system": ("Observation-f001", _set("valueQuantity.system", _DELETE),
+                                            ("invariant", "Observation.value.ofType(Quantity)")),
+    "patient-unknown-element": ("Patient-example", _set("nickname", "Jim"), ("structure", "Patient.nickname")),
+    "patient-unknown-nested-element": ("Patient-example", _set("name.0.middle", "J"),
+                                       ("structure", "Patient.name[0].middle")),
+    "observation-subject-practitioner": ("Observation-f001", _set("subject", {"reference": "Practitioner/f005"}),
+                                         ("invalid", "Observation.subject.reference")),
+    "observation-patient-extension": ("Observation-f001", _set("extension", [{
+        "url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace", "valueAddress": {"city": "Huế"}}]),
+        ("structure", "Observation.extension[0]")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_variants(name: str) -> None:
+    example, change, (code, where) = BROKEN[name]
+    resource = _example(example)
+    change(resource)
+    issues = core.validate(resource)
+    errors = [(i.code, i.expression[0]) for i in issues if i.severity == "error"]
+    assert errors == [(code, where)], errors
+    doc = {"en": outcome(issues, "en"), "vi": outcome(issues, "vi")}
+    path = GOLDEN / f"r4-{name}.json"
+    if os.environ.get("FHIR_HUB_UPDATE_GOLDEN") or not path.exists():
+        path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    assert doc == orjson.loads(path.read_bytes()), f"{name} differs from {path}"
 
 
 # --------------------------------------------------------------------------- invariants
