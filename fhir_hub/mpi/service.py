@@ -59,7 +59,8 @@ LINK_STATE = f"{MPI}-link"
 GOLDEN_ID = f"{MPI}:golden"
 DECISION_EXT = f"{MPI}:decision"
 
-MATCH, POSSIBLE_MATCH, NO_MATCH = "match", "possible-match", "no-match"
+#: link states (``DELETED``: the source was deleted; the record remembers its golden record)
+MATCH, POSSIBLE_MATCH, NO_MATCH, DELETED = "match", "possible-match", "no-match", "deleted"
 AUTO_ACTOR = "fhir-hub mpi (automatic)"
 
 AUDIT_TAG = {"system": MPI, "code": "audit"}
@@ -397,41 +398,194 @@ def refuse_audit_write(rtype: str) -> None:
 
 
 class Reconciler:
-    """What the write paths call (``ReferenceChecker.on_patient``) for every Patient written."""
+    """What the write paths call (``ReferenceChecker.on_patient``) for every Patient written or
+    deleted (``fhir_hub.rest.write.DELETED``) in the caller's unit of work."""
 
     def __init__(self, config: MatchConfig = SERVER_CONFIG):
         self.config = config
 
     def on_patient(self, tx: Tx, sid: str, resource: dict[str, Any]) -> None:
+        if not resource:
+            self.on_delete(tx, sid)
+            return
         if is_golden(resource):
             return  # the hub's own records (written by this module, or by a steward by hand)
-        gid = current_golden(tx, sid)
-        if gid is not None:  # an update of a linked source: its golden record follows it
-            write_golden(tx, golden_of(tx, gid))
+        record = link_record(tx, sid)
+        if record is None:
+            before = _before(tx, sid)
+            if before is not None and is_golden(before):
+                raise _golden_written(sid)
+            self._place(tx, sid, resource)
             return
+        state = decision_of(record)
+        if state["state"] == DELETED:  # written again after a delete: back where it was
+            self._restore(tx, sid, resource, str(record["identifier"][0]["value"]))
+        elif state["state"] == MATCH:
+            gid = str(record["identifier"][0]["value"])
+            if state.get("linkSource") == "manual" or not self._changed(tx, sid, resource):
+                write_golden(tx, golden_of(tx, gid))  # a steward's decision stands; its golden follows
+            else:
+                self._rematch(tx, sid, resource, gid)
+
+    def _place(self, tx: Tx, sid: str, resource: dict[str, Any]) -> None:
+        """A new source: linked to the person the rules find, else a new golden record."""
         decision = match(extract(resource), TxCandidates(tx), lambda g: _features(tx, g), self.config)
         if decision.outcome is Outcome.AUTO_LINK and decision.candidate is not None:
             golden = golden_of(tx, decision.candidate)
             write_golden(tx, Golden(golden.id, (*golden.sources, sid), golden.merged))
-            _write_link(tx, sid, golden.id, _decision_ext(tx, golden=golden.id, rule=str(decision.rule),
-                                                          outcome=str(decision.outcome), source="auto",
-                                                          actor=AUTO_ACTOR, decision=decision))
-            audit(tx, "auto-link", actor=AUTO_ACTOR, rule=str(decision.rule), outcome=str(decision.outcome),
-                  source=sid, golden=golden.id, decision=decision)
+            _auto_link(tx, sid, golden.id, decision)
             return
-        new = new_id()
+        _new_person(tx, sid, new_id(), decision)
+
+    @staticmethod
+    def _changed(tx: Tx, sid: str, resource: dict[str, Any]) -> bool:
+        """Whether what matching compares differs from the version before (a re-sent copy, or
+        an edit of what no rule reads, keeps its link without another search)."""
+        before = _before(tx, sid)
+        return before is None or extract(before) != extract(resource)
+
+    def _rematch(self, tx: Tx, sid: str, resource: dict[str, Any], gid: str) -> None:
+        """A linked source changed what matching compares (its personal ID, name, birth date…):
+        it stays when it still matches the person made of its golden record's other sources;
+        else it goes where the rules now send it (another person, or a new golden record with a
+        review of the old one), the link record naming the golden record it left, so ``unlink``
+        or accepting the review puts it back."""
+        golden = golden_of(tx, gid)
+        others = [(s, b) for s in golden.sources if s != sid and (b := _body(tx, "Patient", s)) is not None]
+        incoming = extract(resource)
+        stay: Decision | None = None
+        if others:
+            stay = decide(incoming, extract(compose(gid, others)), self.config, gid)
+            if stay.outcome is Outcome.AUTO_LINK:
+                write_golden(tx, golden)
+                return
+        elsewhere = match(incoming, TxCandidates(tx, exclude=(gid,)), lambda g: _features(tx, g), self.config)
+        why = (f"re-matched after an update of Patient/{sid}",)
+        if elsewhere.outcome is Outcome.AUTO_LINK and elsewhere.candidate is not None:
+            _move(tx, sid, gid, elsewhere.candidate)
+            _auto_link(tx, sid, elsewhere.candidate, elsewhere, previous=gid, reasons=why)
+        elif stay is None:  # its golden record's only source: the golden follows it
+            write_golden(tx, golden)
+            if elsewhere.outcome is Outcome.REVIEW and elsewhere.candidate is not None:
+                _open_review(tx, sid, elsewhere, why)
+        else:  # no longer this person: a person of its own, under review with the old one if close
+            target = new_id()
+            _move(tx, sid, gid, target)
+            decision = stay if stay.outcome is Outcome.REVIEW or elsewhere.outcome is not Outcome.REVIEW else elsewhere
+            _new_person(tx, sid, target, decision, previous=gid,
+                        reasons=(*why, f"no longer matches Patient/{gid}: {stay.outcome} by {stay.rule}, "
+                                 f"score {stay.score:.2f}"), written=True)
+
+    def on_delete(self, tx: Tx, sid: str) -> None:
+        """A deleted source leaves its golden record, which is recomputed from the others, or
+        retired (deleted: its history stays) when it was the last; the link record keeps where it
+        was (state ``deleted``), so writing the Patient again brings both back."""
+        before = _before(tx, sid)
+        if before is not None and is_golden(before):
+            raise _golden_written(sid)
+        gid = current_golden(tx, sid)
+        if gid is None:
+            return
+        for rid in tx.find("Basic", _open_reviews_of(sid), 50):  # nothing left to review
+            review = _body(tx, "Basic", rid)
+            if review is not None:
+                review["code"]["coding"][0]["code"] = NO_MATCH
+                review["extension"].append(_decision_ext(tx, golden=str(review["identifier"][0]["value"]),
+                                                         rule="delete", outcome="source-deleted", source="auto",
+                                                         actor=AUTO_ACTOR))
+                _put_record(tx, review)
+        golden = golden_of(tx, gid)
+        write_golden(tx, Golden(gid, tuple(s for s in golden.sources if s != sid), golden.merged, golden.replaced_by))
+        retired = golden.sources == (sid,)
+        reasons = (f"Patient/{sid} was deleted", *((f"Patient/{gid} retired: no source left",) if retired else ()))
+        _put_record(tx, _record(link_id(sid), LINK_TAG, DELETED, sid, gid,
+                                _decision_ext(tx, golden=gid, rule="delete", outcome="source-deleted", source="auto",
+                                              actor=AUTO_ACTOR, reasons=reasons), _now(tx)))
+        audit(tx, "delete", actor=AUTO_ACTOR, rule="delete", outcome="source-deleted", source=sid, golden=gid,
+              reasons=reasons)
+
+    def _restore(self, tx: Tx, sid: str, resource: dict[str, Any], gid: str) -> None:
+        """A deleted source written again rejoins the golden record it left (brought back when
+        it was retired; the survivor when it was merged since), then is re-evaluated."""
+        body = _body(tx, "Patient", gid)
+        golden = Golden.of(gid, body)
+        if golden.replaced_by is not None:
+            golden = golden_of(tx, golden.replaced_by)
+        elif body is None and _revived(tx, gid, sid) is None:
+            golden = Golden(new_id())
+        write_golden(tx, Golden(golden.id, (*(s for s in golden.sources if s != sid), sid), golden.merged))
+        reasons = (f"Patient/{sid} was written again after its delete",)
+        _write_link(tx, sid, golden.id, _decision_ext(tx, golden=golden.id, rule="restore", outcome="auto-link",
+                                                      source="auto", actor=AUTO_ACTOR, reasons=reasons))
+        audit(tx, "restore", actor=AUTO_ACTOR, rule="restore", outcome="auto-link", source=sid, golden=golden.id,
+              reasons=reasons)
+        self._rematch(tx, sid, resource, golden.id)
+
+
+def _before(tx: Tx, sid: str) -> dict[str, Any] | None:
+    """The version of ``Patient/sid`` before the one this unit just wrote, if it had content."""
+    cur = tx.current("Patient", sid)
+    if cur is None or cur.vid <= 1:
+        return None
+    v = tx.vread("Patient", sid, cur.vid - 1)
+    if v is None or v.body is None:
+        return None
+    loaded: dict[str, Any] = orjson.loads(v.body)
+    return loaded
+
+
+def _golden_written(sid: str) -> FhirError:
+    return FhirError(409, error("conflict", f"Patient/{sid} is a golden record of patient reconciliation: the hub "
+                                "keeps it from its sources (update, delete or unlink those, or use $mpi-merge)"))
+
+
+def _open_reviews_of(sid: str) -> list[Clause]:
+    return [Clause("subject", "reference", (ReferenceValue(f"Patient/{sid}"),)),
+            Clause("code", "token", (TokenValue(LINK_STATE, POSSIBLE_MATCH),))]
+
+
+def _revived(tx: Tx, gid: str, sid: str) -> str | None:
+    """``gid`` when it is a golden record retired (deleted) when ``sid`` left it, so that it can
+    come back under its own id; else ``None``."""
+    v = tx.current("Patient", gid)
+    if v is None or not v.deleted:
+        return None
+    record = link_record(tx, sid)
+    return gid if record is not None and str(record["identifier"][0]["value"]) == gid else None
+
+
+def _auto_link(tx: Tx, sid: str, gid: str, decision: Decision, previous: str | None = None,
+               reasons: Sequence[str] = ()) -> None:
+    _write_link(tx, sid, gid, _decision_ext(tx, golden=gid, rule=str(decision.rule), outcome=str(decision.outcome),
+                                            source="auto", actor=AUTO_ACTOR, decision=decision, previous=previous,
+                                            reasons=reasons))
+    audit(tx, "auto-link", actor=AUTO_ACTOR, rule=str(decision.rule), outcome=str(decision.outcome), source=sid,
+          golden=gid, previous=previous, decision=decision, reasons=reasons)
+
+
+def _open_review(tx: Tx, sid: str, decision: Decision, reasons: Sequence[str] = ()) -> None:
+    assert decision.candidate is not None
+    ext = _decision_ext(tx, golden=decision.candidate, rule=str(decision.rule), outcome=str(decision.outcome),
+                        source="auto", actor=AUTO_ACTOR, decision=decision, reasons=reasons)
+    _put_record(tx, _record(review_id(sid, decision.candidate), REVIEW_TAG, POSSIBLE_MATCH, sid,
+                            decision.candidate, ext, _now(tx)))
+
+
+def _new_person(tx: Tx, sid: str, new: str, decision: Decision, previous: str | None = None,
+                reasons: Sequence[str] = (), written: bool = False) -> None:
+    """``sid`` as the first source of golden record ``new`` (already written when ``written``),
+    with a review of the decision's candidate when the rules were not sure."""
+    if not written:
         write_golden(tx, Golden(new, (sid,)))
-        _write_link(tx, sid, new, _decision_ext(tx, golden=new, rule=str(decision.rule), outcome=str(decision.outcome),
-                                                source="auto", actor=AUTO_ACTOR, decision=decision))
-        if decision.outcome is Outcome.REVIEW and decision.candidate is not None:
-            ext = _decision_ext(tx, golden=decision.candidate, rule=str(decision.rule), outcome=str(decision.outcome),
-                                source="auto", actor=AUTO_ACTOR, decision=decision)
-            _put_record(tx, _record(review_id(sid, decision.candidate), REVIEW_TAG, POSSIBLE_MATCH, sid,
-                                    decision.candidate, ext, _now(tx)))
-        review = decision.outcome is Outcome.REVIEW and decision.candidate is not None
-        audit(tx, "review" if review else "new", actor=AUTO_ACTOR, rule=str(decision.rule),
-              outcome=str(decision.outcome), source=sid, golden=new, candidate=decision.candidate if review else None,
-              decision=decision)
+    review = decision.outcome is Outcome.REVIEW and decision.candidate is not None
+    _write_link(tx, sid, new, _decision_ext(tx, golden=new, rule=str(decision.rule), outcome=str(decision.outcome),
+                                            source="auto", actor=AUTO_ACTOR, decision=decision, previous=previous,
+                                            reasons=reasons))
+    if review:
+        _open_review(tx, sid, decision, reasons)
+    audit(tx, "review" if review else "new", actor=AUTO_ACTOR, rule=str(decision.rule),
+          outcome=str(decision.outcome), source=sid, golden=new, previous=previous,
+          candidate=decision.candidate if review else None, decision=decision, reasons=reasons)
 
 
 # -- stewardship ------------------------------------------------------------------------------
@@ -563,9 +717,7 @@ def explain(tx: Tx, rid: str) -> dict[str, Any]:
         return {"golden": rid, "replaced_by": golden.replaced_by, "merged": list(golden.merged),
                 "sources": {sid: decision_of(r) for sid in golden.sources if (r := link_record(tx, sid))}}
     record = link_record(tx, rid)
-    criteria = [Clause("subject", "reference", (ReferenceValue(f"Patient/{rid}"),)),
-                Clause("code", "token", (TokenValue(LINK_STATE, POSSIBLE_MATCH),))]
-    open_reviews = [decision_of(b) for i in tx.find("Basic", criteria, 50) if (b := _body(tx, "Basic", i))]
+    open_reviews = [decision_of(b) for i in tx.find("Basic", _open_reviews_of(rid), 50) if (b := _body(tx, "Basic", i))]
     return {"source": rid, "link": decision_of(record) if record else None, "reviews": open_reviews}
 
 

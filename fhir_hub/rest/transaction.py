@@ -325,7 +325,7 @@ def _resolve_conditional_ref(tx: Tx, ref: str, path: str) -> str:
     rtype, _, query = ref.partition("?")
     write.check_type(rtype)
     criteria = conditions(rtype, parse_qsl(query, keep_blank_values=True), f"{path}.reference")
-    found = tx.find(rtype, criteria.criteria, 2, ids=criteria.ids)
+    found = write.find_targets(tx, rtype, criteria, 2)
     if not found:
         raise FhirError(400, error("not-found", f"conditional reference {ref!r} matched no {rtype}",
                                    f"{path}.reference"))
@@ -521,11 +521,11 @@ def _apply(tx: Tx, e: Entry, refs: ReferenceChecker, base_url: str, with_body: b
     """Apply one resolved entry; returns its response entry."""
     if e.method == "DELETE":
         if e.rid is not None and not e.targets:
-            w = write.delete(tx, e.rtype, e.rid, if_match=e.if_match)
+            w = write.delete(tx, e.rtype, e.rid, if_match=e.if_match, refs=refs)
             return _response(w.status if w.version else 204, w.version, False)
         else:
             for rid in e.targets:
-                tx.delete(e.rtype, rid)
+                write.delete(tx, e.rtype, rid, refs=refs)
             return _response(204 if not e.targets else 200, None, False)
     elif e.method == "POST":
         assert e.rid is not None

@@ -154,9 +154,36 @@ def if_match_version(req: Request) -> int | None:
 # -- decisions on the writer -----------------------------------------------------------------
 
 
+#: The tag of a golden record of patient reconciliation (``fhir_hub/mpi/service.py``).
+_GOLDEN_MARK = b"urn:fhir-hub:mpi"
+
+
+def find_targets(tx: Tx, rtype: str, criteria: Conditions, limit: int) -> list[str]:
+    """Up to ``limit`` matches of conditional criteria, golden records left out: a golden Patient
+    carries every identifier of its sources, but it is the hub's record, so a facility's
+    ``ifNoneExist``, conditional update, patch, delete or reference picks among the Patients
+    facilities sent, as it would with reconciliation off."""
+    found = tx.find(rtype, criteria.criteria, limit, ids=criteria.ids)
+    if rtype != "Patient" or not found:
+        return found
+    from fhir_hub.mpi.service import is_golden  # imports this module
+
+    n = limit
+    while True:
+        kept = []
+        for rid in found:
+            v = tx.current(rtype, rid)
+            if v is None or v.body is None or _GOLDEN_MARK not in v.body or not is_golden(orjson.loads(v.body)):
+                kept.append(rid)
+        if len(kept) >= limit or len(found) < n:
+            return kept[:limit]
+        n *= 2
+        found = tx.find(rtype, criteria.criteria, n, ids=criteria.ids)
+
+
 def match_one(tx: Tx, rtype: str, criteria: Conditions, what: str) -> str | None:
     """The one live match of conditional criteria, or ``None``; several matches are a 412."""
-    found = tx.find(rtype, criteria.criteria, 2, ids=criteria.ids)
+    found = find_targets(tx, rtype, criteria, 2)
     if len(found) > 1:
         raise precondition(f"{what} matched more than one {rtype}: the criteria are not selective enough")
     return found[0] if found else None
@@ -175,7 +202,7 @@ def update_target(tx: Tx, rtype: str, criteria: Conditions, body_id: str | None,
 
 def delete_targets(tx: Tx, rtype: str, criteria: Conditions, what: str) -> list[str]:
     """Every match of a conditional delete, up to ``MAX_CONDITIONAL_DELETE`` (412 above)."""
-    found = tx.find(rtype, criteria.criteria, MAX_CONDITIONAL_DELETE + 1, ids=criteria.ids)
+    found = find_targets(tx, rtype, criteria, MAX_CONDITIONAL_DELETE + 1)
     if len(found) > MAX_CONDITIONAL_DELETE:
         raise precondition(f"{what} matched more than {MAX_CONDITIONAL_DELETE} {rtype} resources")
     return found
@@ -230,19 +257,27 @@ def conditional_update(tx: Tx, rtype: str, criteria: Conditions, resource: dict[
     return update(tx, rtype, target, resource, refs, if_match=if_match, where=where)
 
 
-def delete(tx: Tx, rtype: str, rid: str, *, if_match: int | None = None) -> Written:
+#: What ``on_patient`` is given for a deleted Patient (it finds the tombstone in the unit).
+DELETED: dict[str, Any] = {}
+
+
+def delete(tx: Tx, rtype: str, rid: str, *, if_match: int | None = None,
+           refs: ReferenceChecker | None = None) -> Written:
     if if_match is not None:
         cur = tx.current(rtype, rid)
         if cur is None or cur.deleted or cur.vid != if_match:
             raise precondition(f"If-Match W/\"{if_match}\" does not match the current version of {rtype}/{rid}")
     gone = tx.delete(rtype, rid)
+    if gone is not None and rtype == "Patient" and refs is not None and refs.on_patient is not None:
+        refs.on_patient(tx, rid, DELETED)  # reconciliation: its golden record follows (mpi/service.py)
     return Written(200 if gone is not None else 204, gone)
 
 
-def conditional_delete(tx: Tx, rtype: str, criteria: Conditions) -> list[StoredVersion]:
+def conditional_delete(tx: Tx, rtype: str, criteria: Conditions,
+                       refs: ReferenceChecker | None = None) -> list[StoredVersion]:
     out: list[StoredVersion] = []
     for rid in delete_targets(tx, rtype, criteria, "conditional delete"):
-        gone = tx.delete(rtype, rid)
+        gone = delete(tx, rtype, rid, refs=refs).version
         if gone is not None:
             out.append(gone)
     return out
@@ -321,14 +356,14 @@ async def handle_delete(hub: Any, req: Request, rtype: str, rid: str) -> Respons
     check_type(rtype)
     check_id(rid)
     if_match = if_match_version(req)
-    w = await hub.store.transact(lambda tx: delete(tx, rtype, rid, if_match=if_match))
+    w = await hub.store.transact(lambda tx: delete(tx, rtype, rid, if_match=if_match, refs=hub.refs(tx, req.base_url)))
     return _deleted_response(req, [w.version] if w.version else [], f"{rtype}/{rid}")
 
 
 async def handle_conditional_delete(hub: Any, req: Request, rtype: str) -> Response:
     check_type(rtype)
     criteria = conditions(rtype, req.query, "conditional delete")
-    gone = await hub.store.transact(lambda tx: conditional_delete(tx, rtype, criteria))
+    gone = await hub.store.transact(lambda tx: conditional_delete(tx, rtype, criteria, hub.refs(tx, req.base_url)))
     return _deleted_response(req, gone, f"{len(gone)} {rtype} resource(s)")
 
 
