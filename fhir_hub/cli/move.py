@@ -224,7 +224,8 @@ def _restore_all(batch: list[StoredVersion]) -> Any:
     return unit
 
 
-async def _import(paths: list[Path], db: str, batch_size: int, progress: Progress) -> tuple[_Expected, _Expected, int]:
+async def _import(paths: list[Path], db: str, batch_size: int,
+                  progress: Progress) -> tuple[_Expected, _Expected, int, Counter[str]]:
     from fhir_hub.rest.reindex import reindex
     from fhir_hub.rest.search_parameters import Follower
 
@@ -252,9 +253,14 @@ async def _import(paths: list[Path], db: str, batch_size: int, progress: Progres
         for rtype in sorted(set(expected.resources) | set(expected.versions)):
             found.resources[rtype] = await store.count(rtype, [])
             found.versions[rtype] = await store.history_total(HistoryQuery(rtype))
+        reconciled: Counter[str] = Counter()
+        if Settings.from_env(db=db).mpi:  # restored Patients skipped the write path's matching
+            from fhir_hub.mpi.backfill import reconcile_store
+
+            reconciled = await reconcile_store(store)
     finally:
         await store.close()
-    return expected, found, custom
+    return expected, found, custom, reconciled
 
 
 def import_store(paths: list[Path], db: str, batch_size: int = 500) -> None:
@@ -265,7 +271,7 @@ def import_store(paths: list[Path], db: str, batch_size: int = 500) -> None:
     if missing:
         raise typer.BadParameter(f"{missing[0]} does not exist", param_hint="PATH")
     with _progress("import") as progress:
-        expected, found, custom = asyncio.run(_import(paths, db, batch_size, progress))
+        expected, found, custom, reconciled = asyncio.run(_import(paths, db, batch_size, progress))
     console = Console()
     table = Table(title=f"fhir-hub import → {describe(db)}", title_justify="left")
     for name in ("type", "resources", "expected", "versions", "expected"):
@@ -287,6 +293,9 @@ def import_store(paths: list[Path], db: str, batch_size: int = 500) -> None:
         console.print(f"[red]count mismatch for {', '.join(bad)}[/]")
         raise typer.Exit(1)
     console.print("Counts verified.")
+    if reconciled:
+        console.print(f"Patient reconciliation: {reconciled['matched']} source Patient(s) matched, "
+                      f"{reconciled['already linked']} already linked (golden records and links written after the count).")
 
 
 def _table(title: str, counts: dict[str, Counter[str]], history: bool) -> None:

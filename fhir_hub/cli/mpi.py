@@ -1,5 +1,7 @@
 """``fhir-hub mpi review|link|unlink|merge|unmerge|explain --base URL``: patient stewardship
-against a running server (``FHIR_HUB_MPI=on``), through the operations of ``rest/mpi.py``.
+against a running server (``FHIR_HUB_MPI=on``), through the operations of ``rest/mpi.py``;
+``fhir-hub mpi reconcile --db DB``: match the Patients of a store that never went through the
+write path (``fhir_hub/mpi/backfill.py``).
 
 Each command prints what the server answered as a table; the exit status is 1 when the server
 refused (the OperationOutcome's diagnostics are printed) and 2 when it cannot be reached.
@@ -7,6 +9,7 @@ refused (the OperationOutcome's diagnostics are printed) and 2 when it cannot be
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -117,6 +120,29 @@ def unmerge(from_golden: str, base: str = BASE, actor: str | None = ACTOR) -> No
 def explain(patient: str, base: str = BASE) -> None:
     """How PATIENT (a source or a golden record) came to be linked as it is."""
     _show(f"explain {_ref(patient)}", _operation(base, "$mpi-explain", None, patient=_ref(patient)))
+
+
+async def _reconcile(db: str | None) -> dict[str, int]:
+    from fhir_hub.config import Settings
+    from fhir_hub.mpi.backfill import reconcile_store
+    from fhir_hub.storage.select import make_store
+
+    store = make_store(Settings.from_env(db=db))
+    await store.open()
+    try:
+        return dict(await reconcile_store(store))
+    finally:
+        await store.close()
+
+
+@app.command()
+def reconcile(db: str = typer.Option(None, "--db", help="The store (SQLite file or postgresql:// URL; env "
+                                                        "FHIR_HUB_DB).")) -> None:
+    """Match every source Patient without a link yet (a store written with reconciliation off, or
+    restored below the REST layer), as a REST create would; run it with the server stopped."""
+    counts = asyncio.run(_reconcile(db))
+    console.print(f"{counts.get('matched', 0)} source Patient(s) matched, "
+                  f"{counts.get('already linked', 0)} already linked")
 
 
 def register(root: typer.Typer) -> None:
