@@ -5,12 +5,20 @@ Each PATH is a JSON resource, a Bundle (the Bundle, then every ``entry.resource`
 checked structurally (R4) and against ``--profile`` when it is of that profile's type, else against
 the VN profiles it claims in ``meta.profile``, else against its default VN profile
 (:func:`fhir_hub.profiles.default_profiles`: by type, Encounter by class, Observation by category).
+The Conditions of a Bundle are checked against the ICD-10 sex and age rules
+(:mod:`fhir_hub.validation.icd_rules`) with their Patient from the same Bundle.
 
-Output: with ``--format table`` (the default) every issue, then a summary table; ``--format json``
-prints one JSON document (``results``: file, line, resource, OperationOutcome; ``summary``).
-Messages are in English, or Vietnamese with ``--lang vi``. A progress bar runs on stderr while more
-than one file is read. Exit code 0 when no error was found, 1 when one was, 2 when the command could
-not run (unknown profile, no file).
+``--ig DIR|package.tgz`` (repeatable) first loads the StructureDefinitions, ValueSets and
+CodeSystems of a folder or a FHIR NPM package (:mod:`fhir_hub.validation.ig`), e.g. the package
+``fhir-hub profiles build`` writes, so ``--profile`` and claims may name them.
+
+Output: with ``--format text`` (the default; ``table`` is the same) every issue, then a summary
+table; ``--format json`` prints one JSON document (``results``: file, line, resource,
+OperationOutcome; ``summary``); ``--format outcome`` one OperationOutcome per resource checked, a
+line each (ndjson), in input order. Messages are in English, or Vietnamese with ``--lang vi``. A
+progress bar runs on stderr while more than one file is read. Exit code 0 when no issue at or above
+``--fail-on`` (``error``, the default, or ``warning``) was found, 1 when one was, 2 when the command
+could not run (unknown profile, unreadable package, a PATH that does not exist, no file).
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ def _label(resource: Any, fallback: str) -> str:
 
 
 def _check(resource: Any, profile_url: str | None, profile_type: str | None) -> list[Any]:
-    from fhir_hub.validation import profile
+    from fhir_hub.validation import icd_rules, profile
 
     urls = [profile_url] if profile_url and isinstance(resource, dict) and resource.get("resourceType") == profile_type \
         else None
@@ -73,6 +81,7 @@ def _check(resource: Any, profile_url: str | None, profile_type: str | None) -> 
             wanted = [profile_url] if profile_url and inner["resourceType"] == profile_type else None
             found = profile.validate_resource(inner, wanted, structural=False)
             issues.extend(profile.reroot(x, inner["resourceType"], f"Bundle.entry[{i}].resource") for x in found)
+        issues.extend(icd_rules.check(resource))
     return issues
 
 
@@ -111,20 +120,46 @@ def _read(path: Path, profile_url: str | None, profile_type: str | None) -> Iter
                   1 + (len(entries) if isinstance(entries, list) else 0))
 
 
+_FAIL_ON = {"error": ("fatal", "error"), "warning": ("fatal", "error", "warning")}
+
+
+def _load_igs(igs: list[Path], err: Console) -> None:
+    from fhir_hub.validation import ig
+
+    for path in igs:
+        try:
+            loaded = ig.load(path)
+        except ig.IgError as exc:
+            err.print(escape(str(exc)))
+            raise typer.Exit(2) from None
+        err.print(f"{escape(loaded.source)}: {len(loaded.profiles)} StructureDefinition(s), "
+                  f"{len(loaded.value_sets)} ValueSet(s), {len(loaded.code_systems)} CodeSystem(s) loaded",
+                  highlight=False)
+
+
 def validate(
     paths: list[Path] = typer.Argument(..., help="JSON resources, Bundles, ndjson files or folders of them."),
     profile_url: str = typer.Option(None, "--profile", help="Check resources of its type against this profile URL."),
+    igs: list[Path] = typer.Option([], "--ig", help="Folder or FHIR package .tgz of extra StructureDefinitions, "
+                                   "ValueSets and CodeSystems (repeatable)."),
     lang: str = typer.Option("en", "--lang", help="Language of the messages: en or vi."),
-    fmt: str = typer.Option("table", "--format", help="table (issues and a summary) or json."),
+    fmt: str = typer.Option("text", "--format", help="text (issues and a summary), json or outcome (ndjson)."),
+    fail_on: str = typer.Option("error", "--fail-on", help="Exit 1 when an issue of this severity or worse is "
+                                "found: error or warning."),
 ) -> None:
     """Validate FHIR resources against R4 and the VN Core profiles (exit 1 when an error is found)."""
     from fhir_hub import profiles
     from fhir_hub.rest.validate import outcome
 
     err = Console(stderr=True)
-    if lang not in ("en", "vi") or fmt not in ("table", "json"):
-        err.print("--lang is en or vi; --format is table or json")
+    if lang not in ("en", "vi") or fmt not in ("text", "table", "json", "outcome") or fail_on not in _FAIL_ON:
+        err.print("--lang is en or vi; --format is text, json or outcome; --fail-on is error or warning")
         raise typer.Exit(2)
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        err.print(f"no such file or folder: {escape(', '.join(map(str, missing)))}")
+        raise typer.Exit(2)
+    _load_igs(igs, err)
     profile_type = None
     if profile_url:
         sd = profiles.structure_definition(profile_url)
@@ -154,9 +189,11 @@ def validate(
         doc = {"results": [{"file": r.file, "line": r.line, "resource": r.resource,
                             "outcome": outcome(r.issues, lang)} for r in results], "summary": summary}
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif fmt == "outcome":
+        sys.stdout.write("".join(orjson.dumps(outcome(r.issues, lang)).decode() + "\n" for r in results))
     else:
         _print_table(results, summary, lang)
-    if failed:
+    if any(severities[s] for s in _FAIL_ON[fail_on]):
         raise typer.Exit(1)
 
 
