@@ -12,7 +12,7 @@ from fhir_hub.config import Settings
 from fhir_hub.search.extract import Indexer
 from fhir_hub.search.query import Clause, TokenValue
 from fhir_hub.storage.port import HistoryQuery, Tx
-from fhir_hub.storage.postgres import schema
+from fhir_hub.storage.postgres import migrations
 from fhir_hub.storage.postgres.store import _ANALYZE_MIN, PostgresStore
 from fhir_hub.storage.select import describe, make_store
 from fhir_hub.storage.sqlite.store import SQLiteStore
@@ -52,7 +52,7 @@ async def test_a_database_of_another_schema_version_is_refused(pg_url: str) -> N
     await store.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("UPDATE store_meta SET value = '999' WHERE key = 'schema_version'")
-    with pytest.raises(schema.SchemaMismatch, match="999"):
+    with pytest.raises(migrations.SchemaMismatch, match="999"):
         await PostgresStore(pg_url).open()
 
 
@@ -70,7 +70,8 @@ async def test_the_writer_analyzes_tables_that_grew(pg_url: str) -> None:
     finally:
         await store.close()
     with psycopg.connect(pg_url) as conn:
-        tuples = dict(conn.execute("SELECT relname, reltuples FROM pg_class WHERE relname IN ('version', 'current')"))
+        tuples: dict[str, float] = dict(conn.execute(
+            "SELECT relname, reltuples FROM pg_class WHERE relname IN ('version', 'current')"))
     assert tuples == {"version": _ANALYZE_MIN + 10, "current": _ANALYZE_MIN + 10}
 
 

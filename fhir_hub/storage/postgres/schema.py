@@ -12,16 +12,15 @@ lets an update drop the resource's rows whatever parameters existed when they we
 Every text column is ``COLLATE "C"``: comparisons are by code point, as in SQLite. The compiler's
 prefix ranges (``norm >= 'nguy' AND norm < 'nguy' || U+10FFFF``), uri ``:below`` and ``_sort`` order
 rely on it, and a B-tree in the C collation is also the cheapest to compare.
+
+Which version of this layout a database has, and how it gets to the current one, is
+``migrations.py``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
 from functools import cache
-
-import psycopg
-
-SCHEMA_VERSION = 1
 
 #: Index tables: value columns (the primary key's order after ``pid``) per kind, with their types.
 INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -59,6 +58,8 @@ def _index_ddl() -> str:
     return "\n".join(out)
 
 
+#: The schema as first released: migration 1 (``migrations.py``). Released migrations are never
+#: edited, so a change to the layout here must come with a migration that makes it.
 DDL = """
 CREATE TABLE IF NOT EXISTS version (
     seq    bigint  PRIMARY KEY,
@@ -100,25 +101,3 @@ def param_key(rtype: str, param: str) -> int:
     """
     digest = hashlib.blake2b(f"{rtype}\x1f{param}".encode(), digest_size=6).digest()
     return int.from_bytes(digest, "big")
-
-
-class SchemaMismatch(RuntimeError):
-    """The database was written by another schema version of fhir-hub."""
-
-
-def ensure(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Create the schema in an empty database, or check that an existing one has ours.
-
-    There are no migrations yet: a database of another schema version is refused, not changed.
-    """
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        conn.execute(DDL)  # type: ignore[arg-type]  # a constant script, not user input
-        row = conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO store_meta (key, value) VALUES ('schema_version', %s)",
-                         (str(SCHEMA_VERSION),))
-        elif int(str(row[0])) != SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"database schema version {row[0]} is not the version {SCHEMA_VERSION} this fhir-hub uses"
-            )

@@ -72,8 +72,9 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from fhir_hub.search.dates import instant
 from fhir_hub.search.query import Criterion
 from fhir_hub.storage.port import HistoryQuery, Indexer, IndexRow, StoredVersion, StoreUnavailable
-from fhir_hub.storage.postgres import schema, search
+from fhir_hub.storage.postgres import migrations, schema, search
 from fhir_hub.storage.postgres.replicas import COMMITTED, AsyncPool, Router
+from fhir_hub.storage.select import describe
 
 T = TypeVar("T")
 log = logging.getLogger("fhir_hub")
@@ -379,7 +380,7 @@ class PostgresStore:
         assert self._wpool is not None
         self._wpool.open(wait=True, timeout=self._timeout)
         with self._wpool.connection() as conn:
-            schema.ensure(conn)
+            migrations.ensure(conn, describe(self.url))
             for name, tuples in conn.execute(
                     "SELECT relname, reltuples FROM pg_class WHERE relkind = 'r' AND relname = ANY(%s) "
                     "AND relnamespace = current_schema()::regnamespace", (list(_TABLES),)):
