@@ -10,6 +10,7 @@ import typer
 
 from fhir_hub.cli import (
     auth,
+    db,
     demo,
     import_claims,
     load,
@@ -31,7 +32,7 @@ def main() -> None:
     """fhir-hub: FHIR R4 server, loaders and tools."""
 
 
-for module in (serve, demo, load, reindex, import_claims, move, validate, profiles, terminology, auth, mpi):
+for module in (serve, demo, load, reindex, import_claims, move, validate, profiles, terminology, auth, mpi, db):
     module.register(app)
 
 
