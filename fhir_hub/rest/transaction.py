@@ -158,7 +158,8 @@ def _placeholder(urn: str, rtype: str) -> str:
 
 
 def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool = False,
-                indexer: Indexer | None = None, urn_types: dict[str, str] | None = None) -> Entry:
+                indexer: Indexer | None = None, urn_types: dict[str, str] | None = None,
+                required: str = "") -> Entry:
     """Parse and check one entry on the event loop.
 
     Everything that does not depend on stored state is done here, while the writer is busy with
@@ -232,7 +233,7 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool 
         if resource.get("id") != entry.rid:
             raise FhirError(400, error("invalid", f"resource id {resource.get('id')!r} does not match request.url "
                                        f"{url!r}", f"{where}.resource.id"))
-    write.validate(resource, f"{where}.resource", validate)
+    write.validate(resource, f"{where}.resource", validate, required)
     entry.body_id = resource.get("id")
     if pack:
         entry.packed = _tight(orjson.dumps(resource))
@@ -510,14 +511,14 @@ def execute(tx: Tx, entries: list[Entry], hub: Any, base_url: str, with_body: bo
     validate = hub.settings.validate
     for e in sorted(entries, key=lambda x: _ORDER[x.method]):
         where = f"{e.where}.resource"
-        results[e.index] = _apply(tx, e, refs, base_url, with_body, validate, where)
+        results[e.index] = _apply(tx, e, refs, base_url, with_body, validate, where, hub.settings.require_profile)
         if e.method != "GET" and e.method != "HEAD":
             e.resource = e.holders = e.packed = e.index_rows = None  # written: the stored bytes are all that is needed
     return [results[e.index] for e in entries]
 
 
 def _apply(tx: Tx, e: Entry, refs: ReferenceChecker, base_url: str, with_body: bool, validate: bool,
-           where: str) -> dict[str, Any]:
+           where: str, required: str = "") -> dict[str, Any]:
     """Apply one resolved entry; returns its response entry."""
     if e.method == "DELETE":
         if e.rid is not None and not e.targets:
@@ -546,7 +547,7 @@ def _apply(tx: Tx, e: Entry, refs: ReferenceChecker, base_url: str, with_body: b
     elif e.method == "PATCH":
         assert e.rid is not None and e.patch is not None
         w = write.patch(tx, e.rtype, e.rid, e.patch, refs, if_match=e.if_match, validate_on=validate,
-                        where=where)
+                        where=where, required=required)
         return _response(w.status, w.version, with_body)
     else:
         return _read_entry(tx, e, base_url)
@@ -569,7 +570,8 @@ async def handle_bundle(hub: Any, req: Request) -> Response:
         if not streamed:
             raw_entries = list(raw_entries)
         urn_types = None if streamed else _urn_types(raw_entries)
-        entries = [parse_entry(raw, i, base_url, validate, pack=streamed, indexer=indexer, urn_types=urn_types)
+        entries = [parse_entry(raw, i, base_url, validate, pack=streamed, indexer=indexer, urn_types=urn_types,
+                               required=hub.settings.require_profile)
                    for i, raw in enumerate(raw_entries)]
         results = await hub.store.transact(lambda tx: execute(tx, entries, hub, base_url, with_body))
     else:
@@ -609,7 +611,8 @@ async def _batch_read(hub: Any, entry: Entry, raw: dict[str, Any], base_url: str
 
 async def _batch_entry(hub: Any, raw: Any, index: int, base_url: str, with_body: bool) -> dict[str, Any]:
     try:
-        entry = parse_entry(raw, index, base_url, hub.settings.validate, indexer=hub.store.indexer)
+        entry = parse_entry(raw, index, base_url, hub.settings.validate, indexer=hub.store.indexer,
+                            required=hub.settings.require_profile)
         if entry.method in ("GET", "HEAD") and entry.operation is None:
             return await _batch_read(hub, entry, raw, base_url)
         for holder in entry.holders or ():

@@ -36,7 +36,7 @@ from fhir_hub.rest.wire import (
 )
 from fhir_hub.search.parse import Conditions, conditions
 from fhir_hub.storage.port import IndexRow, StoredVersion, Tx
-from fhir_hub.validation import structure
+from fhir_hub.validation import policy, structure
 
 #: How many resources a conditional delete may remove at once before it answers 412.
 MAX_CONDITIONAL_DELETE = 100
@@ -105,16 +105,19 @@ def parse_resource(req: Request, rtype: str) -> dict[str, Any]:
     return resource
 
 
-def validate(resource: dict[str, Any], where: str | None = None, enabled: bool = True) -> None:
+def validate(resource: dict[str, Any], where: str | None = None, enabled: bool = True, required: str = "") -> None:
     """Structural R4 validation; every error becomes an issue with its FHIRPath location.
 
     ``where`` re-roots the locations, e.g. ``Bundle.entry[3].resource`` inside a transaction.
     A SearchParameter is then checked for what search needs, validation on or off. A resource
-    claiming VN profiles in ``meta.profile`` must conform to them (422, ``rest/validate.py``).
+    claiming VN profiles in ``meta.profile`` must conform to them (422, ``rest/validate.py``), and
+    one of a type the server's ``required`` policy names to its profiles (422, validation on or off).
     """
     if enabled:
         _validate_structure(resource, where)
         profile_check.check_claimed(resource, where)
+    if required:
+        policy.enforce(resource, required, where, structural=not enabled)
     if resource.get("resourceType") == "SearchParameter":
         search_parameters.check(resource, where)
 
@@ -305,7 +308,7 @@ async def handle_create(hub: Any, req: Request, rtype: str) -> Response:
     check_type(rtype)
     resource = parse_resource(req, rtype)
     resource.pop("id", None)  # the server assigns ids on create (http.html#create)
-    validate(resource, enabled=hub.settings.validate)
+    validate(resource, enabled=hub.settings.validate, required=hub.settings.require_profile)
     criteria = None
     if_none_exist = req.headers.get("if-none-exist")
     if if_none_exist is not None:
@@ -323,7 +326,7 @@ async def handle_update(hub: Any, req: Request, rtype: str, rid: str) -> Respons
         raise FhirError(400, error("required", "the resource has no id; an update needs the id of the URL", "id"))
     if body_id != rid:
         raise FhirError(400, error("invalid", f"the resource id {body_id!r} does not match the URL's {rid!r}", "id"))
-    validate(resource, enabled=hub.settings.validate)
+    validate(resource, enabled=hub.settings.validate, required=hub.settings.require_profile)
     if_match = if_match_version(req)
     w = await hub.store.transact(lambda tx: update(tx, rtype, rid, resource, hub.refs(tx, req.base_url), if_match=if_match))
     return written_response(req, w)
@@ -335,7 +338,7 @@ async def handle_conditional_update(hub: Any, req: Request, rtype: str) -> Respo
     resource = parse_resource(req, rtype)
     if "id" in resource:
         check_id(str(resource["id"]))
-    validate(resource, enabled=hub.settings.validate)
+    validate(resource, enabled=hub.settings.validate, required=hub.settings.require_profile)
     if_match = if_match_version(req)
     w = await hub.store.transact(
         lambda tx: conditional_update(tx, rtype, criteria, resource, hub.refs(tx, req.base_url), if_match=if_match))
@@ -408,13 +411,13 @@ def apply_patch(resource: dict[str, Any], document: tuple[str, Any]) -> dict[str
 
 
 def patch(tx: Tx, rtype: str, rid: str, document: tuple[str, Any], refs: ReferenceChecker, *,
-          if_match: int | None, validate_on: bool, where: str = "") -> Written:
+          if_match: int | None, validate_on: bool, where: str = "", required: str = "") -> Written:
     """Read, patch and write back on the writer, so no concurrent update slips in between."""
     cur = tx.current(rtype, rid)
     if cur is None or cur.body is None:
         raise FhirError(404, error("not-found", f"{rtype}/{rid} does not exist, nothing to patch"))
     patched = apply_patch(orjson.loads(cur.body), document)
-    validate(patched, where or None, enabled=validate_on)
+    validate(patched, where or None, enabled=validate_on, required=required)
     return update(tx, rtype, rid, patched, refs, if_match=if_match, method="PATCH", where=where)
 
 
@@ -431,6 +434,6 @@ async def handle_patch(hub: Any, req: Request, rtype: str, rid: str | None) -> R
         if target is None:
             raise FhirError(404, error("not-found", f"conditional patch matched no {rtype}"))
         return patch(tx, rtype, target, document, hub.refs(tx, req.base_url), if_match=if_match,
-                     validate_on=hub.settings.validate)
+                     validate_on=hub.settings.validate, required=hub.settings.require_profile)
 
     return written_response(req, await hub.store.transact(run))
