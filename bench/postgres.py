@@ -1,15 +1,18 @@
-"""PostgreSQL store against the SQLite store, in the same run: transaction ingest and read by id.
+"""PostgreSQL store against the SQLite store, in the same run: transaction ingest and read by id,
+with 1 and 2 server workers.
 
-For each backend in turn (SQLite first, then PostgreSQL): a fresh ``fhir-hub serve`` (one worker)
-on an empty store, a warm-up ingest, the timed ingest of the same transaction bundles (4 clients,
-``bench/run.py``'s ingest), then wrk reading random ingested Patients by id (warm-up run, then the
-measured run). PostgreSQL is a throwaway cluster started here (``tests/pgcluster.py``) with its
-**durable defaults** (``fsync`` on, synchronous commit), as SQLite runs with ``synchronous=FULL``;
-it runs on the same 2 cores as the server and wrk. Figures go to ``bench/results/postgres.json``
-with the ratios PostgreSQL / SQLite.
+For each worker count (``--workers``, default ``1 2``) and each backend in turn (SQLite first, then
+PostgreSQL): a fresh ``fhir-hub serve --workers N`` on an empty store, a warm-up ingest, the timed
+ingest of the same transaction bundles (4 clients, ``bench/run.py``'s ingest), then wrk reading
+random ingested Patients by id (warm-up run, then the measured run). PostgreSQL is a throwaway
+cluster started here (``tests/pgcluster.py``) with its **durable defaults** (``fsync`` on,
+synchronous commit), as SQLite runs with ``synchronous=FULL``; it runs on the same 2 cores as the
+server and wrk, so with 2 workers three parties share two cores. Figures go to
+``bench/results/postgres.json`` with the ratios PostgreSQL / SQLite per worker count.
 
-    python bench/postgres.py            # 300 patients (~30,000 resources), 5 s wrk runs
-    python bench/postgres.py --quick    # 100 patients, 3 s runs
+    python bench/postgres.py                 # 300 patients (~30,000 resources), 5 s wrk runs
+    python bench/postgres.py --quick         # 100 patients, 3 s runs
+    python bench/postgres.py --workers 2     # one worker count only
 """
 
 from __future__ import annotations
@@ -36,18 +39,19 @@ from bench.run import git_commit, ingest, log  # noqa: E402
 from tests.pgcluster import Cluster, find_bindir  # noqa: E402
 
 
-def _serve(db: str, tmp: Path, name: str) -> Proc:
+def _serve(db: str, tmp: Path, name: str, workers: int) -> Proc:
     port = free_port()
-    cmd = [sys.executable, "-m", "fhir_hub", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", db]
+    cmd = [sys.executable, "-m", "fhir_hub", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", db,
+           "--workers", str(workers)]
     return Proc(f"fhir-hub ({name})", cmd, port, tmp / f"{name}.log")
 
 
 def _backend(name: str, db: str, tmp: Path, bundles: list[dict[str, Any]], bodies: list[bytes],
-             args: argparse.Namespace) -> dict[str, Any]:
-    proc = _serve(db, tmp, name)
+             args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    proc = _serve(db, tmp, name, workers)
     proc.start()
     try:
-        out: dict[str, Any] = {"startup_ms": round(proc.startup_ms or 0, 1)}
+        out: dict[str, Any] = {"workers": workers, "startup_ms": round(proc.startup_ms or 0, 1)}
         warm, _ = data.patient_bundles(20, seed=3)
         ingest(proc, warm, [orjson.dumps(b) for b in warm], args.clients)
         ing = ingest(proc, bundles, bodies, args.clients)
@@ -82,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--clients", type=int, default=4, help="concurrent ingest clients")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server worker counts to run")
     ap.add_argument("--quick", action="store_true", help="100 patients, 3 s runs")
     ap.add_argument("--out", type=Path, default=RESULTS / "postgres.json")
     args = ap.parse_args(argv)
@@ -107,30 +112,38 @@ def main(argv: list[str] | None = None) -> int:
         result["meta"].update(bundle_source=source, bundles=len(bundles),
                               resources=sum(len(b["entry"]) for b in bundles))
         log(f"{len(bundles)} bundles, {result['meta']['resources']} resources")
-        result["sqlite"] = _backend("sqlite", str(tmp / "hub.db"), tmp, bundles, bodies, args)
         cluster.start()
-        result["postgres"] = _backend("postgres", cluster.create_database("bench"), tmp, bundles, bodies, args)
+        for n in args.workers:
+            s = result[f"sqlite_w{n}"] = _backend(f"sqlite-w{n}", str(tmp / f"hub-w{n}.db"), tmp, bundles, bodies,
+                                                  args, n)
+            p = result[f"postgres_w{n}"] = _backend(f"postgres-w{n}", cluster.create_database(f"bench_w{n}"), tmp,
+                                                    bundles, bodies, args, n)
+            result[f"ratios_w{n}"] = {
+                "ingest_resources_per_s_pg_over_sqlite": _ratio(p["ingest"]["resources_per_s"],
+                                                                s["ingest"]["resources_per_s"]),
+                "read_req_s_pg_over_sqlite": _ratio(p["read"]["req_s"], s["read"]["req_s"]),
+                "read_p99_pg_over_sqlite": _ratio(p["read"]["p99_ms"], s["read"]["p99_ms"]),
+            }
     finally:
         cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    s, p = result["sqlite"], result["postgres"]
-    result["ratios"] = {
-        "ingest_resources_per_s_pg_over_sqlite": _ratio(p["ingest"]["resources_per_s"], s["ingest"]["resources_per_s"]),
-        "read_req_s_pg_over_sqlite": _ratio(p["read"]["req_s"], s["read"]["req_s"]),
-        "read_p99_pg_over_sqlite": _ratio(p["read"]["p99_ms"], s["read"]["p99_ms"]),
-    }
     result["meta"]["loadavg_end"] = loadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'':26}{'SQLite':>12}{'PostgreSQL':>12}{'PG/SQLite':>11}")
-    rows = [("ingest resources/s", s["ingest"]["resources_per_s"], p["ingest"]["resources_per_s"],
-             result["ratios"]["ingest_resources_per_s_pg_over_sqlite"]),
-            ("read by id req/s", s["read"]["req_s"], p["read"]["req_s"], result["ratios"]["read_req_s_pg_over_sqlite"]),
-            ("read by id p99 ms", s["read"]["p99_ms"], p["read"]["p99_ms"], result["ratios"]["read_p99_pg_over_sqlite"])]
-    for label, a, b, r in rows:
-        print(f"{label:26}{a!s:>12}{b!s:>12}{r!s:>11}")
+    print(f"\n{'':30}{'SQLite':>12}{'PostgreSQL':>12}{'PG/SQLite':>11}")
+    for n in args.workers:
+        s, p, r = result[f"sqlite_w{n}"], result[f"postgres_w{n}"], result[f"ratios_w{n}"]
+        rows = [(f"ingest resources/s, {n} worker(s)", s["ingest"]["resources_per_s"], p["ingest"]["resources_per_s"],
+                 r["ingest_resources_per_s_pg_over_sqlite"]),
+                (f"read by id req/s, {n} worker(s)", s["read"]["req_s"], p["read"]["req_s"],
+                 r["read_req_s_pg_over_sqlite"]),
+                (f"read by id p99 ms, {n} worker(s)", s["read"]["p99_ms"], p["read"]["p99_ms"],
+                 r["read_p99_pg_over_sqlite"])]
+        for label, a, b, ratio in rows:
+            print(f"{label:30}{a!s:>12}{b!s:>12}{ratio!s:>11}")
     print(f"\nwritten to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
-    ok = all(x["ingest"]["statuses"].keys() == {"200"} and not x["read"]["non_2xx_3xx"] for x in (s, p))
+    runs = [result[f"{b}_w{n}"] for n in args.workers for b in ("sqlite", "postgres")]
+    ok = all(x["ingest"]["statuses"].keys() == {"200"} and not x["read"]["non_2xx_3xx"] for x in runs)
     return 0 if ok else 1
 
 
