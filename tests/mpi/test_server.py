@@ -239,6 +239,54 @@ def test_concurrent_transactions_of_one_new_person_end_with_one_golden(c: httpx.
         assert {i["system"] for i in found[0]["identifier"]} >= {"urn:oid:1.2.3.site1", "urn:oid:1.2.3.site2"}
 
 
+def test_one_new_person_sent_at_once_by_every_write_path_ends_with_one_golden(c: httpx.Client, srv: Server) -> None:
+    """Four facilities send the same new person at the same moment, each its own way: a
+    transaction, a create-on-update PUT, a batch entry (BHYT card only, no personal ID, no
+    diacritics) and a conditional create; whatever order the writer takes them in, one person."""
+    given = {"Thịnh": "Thinh", "Phúc": "Phuc", "Lộc": "Loc", "Tài": "Tai"}  # four persons, as unlike as names go
+    people = [(cccd(1979), f"DN40101{next(_serial):08d}", g) for g in given]
+
+    def copy(nid: str | None, card: str, site: int, name: str) -> dict[str, Any]:
+        return facility(patient(name=name, birth="1979-05-06", cccd=nid, card=card, phone=None),
+                        f"urn:oid:1.2.3.site{site}", f"S{site}-{card[-4:]}")
+
+    def requests(nid: str, card: str, g: str) -> list[tuple[str, str, dict[str, Any], dict[str, str]]]:
+        name = f"Quách Văn {g}"
+        single = {"resourceType": "Bundle", "type": "batch", "entry": [
+            {"resource": copy(None, "HC4" + card[3:], 3, f"Quach Van {given[g]}"),
+             "request": {"method": "POST", "url": "Patient"}}]}
+        return [("POST", "/", bundle(copy(nid, card, 1, name)), {}),
+                ("PUT", f"/Patient/put-{card[-6:]}", {**copy(nid, card, 2, name), "id": f"put-{card[-6:]}"}, {}),
+                ("POST", "/", single, {}),
+                ("POST", "/Patient", copy(nid, card, 4, name),
+                 {"If-None-Exist": f"identifier=urn:oid:1.2.3.site4|S4-{card[-4:]}"})]
+
+    work = [r for nid, card, g in people for r in requests(nid, card, g)]
+    barrier = threading.Barrier(len(work))
+    statuses: list[int] = []
+
+    def send(method: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        with fhir_client(srv) as client:
+            barrier.wait()
+            r = client.request(method, path, json=body, headers=headers)
+            entries = r.json().get("entry", []) if path == "/" else []
+            statuses.append(max([r.status_code, *(int(e["response"]["status"][:3]) for e in entries)]))
+
+    threads = [threading.Thread(target=send, args=w) for w in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [201] * len(work)  # every entry created
+    queue = c.get("/$mpi-review", params={"_count": "500"}).json().get("entry", [])
+    for nid, _, _ in people:
+        found = goldens(c, nid)
+        assert len(found) == 1
+        assert len(sources(found[0])) == 4
+        assert {f"urn:oid:1.2.3.site{n}" for n in range(1, 5)} <= {i["system"] for i in found[0]["identifier"]}
+        assert all(q["resource"]["identifier"][0]["value"] != found[0]["id"] for q in queue)  # nothing left unsure
+
+
 # -------------------------------------------------------------------------- round trips
 
 
