@@ -57,10 +57,20 @@ CAPABILITIES = ["launch-standalone", "authorize-post", "client-public", "client-
 
 _JSON = (b"content-type", b"application/json")
 _NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'{}; frame-ancestors 'none'"
 _HTML = [(b"content-type", b"text/html; charset=utf-8"), *_NO_STORE, (b"x-frame-options", b"DENY"),
-         (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-                                      b"frame-ancestors 'none'"),
-         (b"referrer-policy", b"no-referrer")]
+         (b"content-security-policy", _CSP.format("").encode()), (b"referrer-policy", b"no-referrer")]
+
+
+def _consent_headers(redirect_uri: str) -> list[tuple[bytes, bytes]]:
+    """The consent page's headers: its form ends in a redirect to the app, which browsers hold to
+    ``form-action`` too (Chromium blocks the submission otherwise), so the registered redirect
+    URI's origin is allowed there besides ``'self'``."""
+    parts = urlsplit(redirect_uri)
+    plain = parts.scheme in ("http", "https") and re.fullmatch(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?", parts.netloc)
+    allowed = f" {parts.scheme}://{parts.netloc}" if plain else ""  # nothing that could end the directive
+    return [*(h for h in _HTML if h[0] != b"content-security-policy"),
+            (b"content-security-policy", _CSP.format(allowed).encode())]
 
 
 class OAuthError(Exception):
@@ -213,7 +223,8 @@ class AuthServer:
                                  "exp": now + FORM_TTL}, _CONSENT_TYP)
         client = self.store.client(txn["client_id"])
         return Response(200, pages.consent(lang, signed, client.name if client else txn["client_id"],
-                                           txn["scope"].split(), user.patient, user.name), list(_HTML))
+                                           txn["scope"].split(), user.patient, user.name),
+                        _consent_headers(txn["redirect_uri"]))
 
     def consent(self, form: dict[str, str], lang: str) -> Response:
         try:

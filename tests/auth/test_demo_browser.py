@@ -21,7 +21,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.auth.smart import PASSWORD, bearer, cli, make_backend, origin
+from tests.auth.smart import PASSWORD, authorize_params, bearer, cli, make_backend, origin, pkce
 from tests.conftest import Server, make_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -125,3 +125,33 @@ def test_standalone_launch_in_headless_chromium(demo_server: tuple[Server, dict[
     assert "Không có thông tin." in text  # allergies and medications: none recorded
     assert NATIONAL_ID in text and ids["citizen"] in text
     assert "Hen phế quản" not in text and "Võ" not in text  # the other citizen's record
+
+
+def test_an_app_on_another_origin_gets_its_code_in_chromium(demo_server: tuple[Server, dict[str, str]]) -> None:
+    """The consent form ends in a redirect to the app's origin, which Chromium holds to the page's
+    ``form-action``: the consent page must allow that origin, or no app but the demo would work."""
+    from playwright.sync_api import sync_playwright
+
+    srv, _ = demo_server
+    app = "http://localhost:9/callback"  # nothing listens there: the request is enough
+    cli(srv.db, "clients", "add", "other-origin-app", "--redirect-uri", app)
+    _, challenge = pkce()
+    params = authorize_params(srv, challenge, client_id="other-origin-app", redirect_uri=app)
+    blocked: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("console", lambda msg: blocked.append(msg.text) if "Content Security Policy" in msg.text else None)
+            page.goto(str(httpx.URL(f"{origin(srv)}/auth/authorize", params=params)))
+            page.fill("input[name=national_id]", NATIONAL_ID)
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]:not([name])")
+            page.wait_for_selector("button[name=decision][value=allow]")
+            with page.expect_request(lambda req: req.url.startswith(app)) as sent:
+                page.click("button[name=decision][value=allow]")
+            url = sent.value.url
+        finally:
+            browser.close()
+    assert "code=" in url and f"state={params['state']}" in url
+    assert blocked == []
