@@ -142,7 +142,8 @@ async def handle_validate(hub: Any, req: Request, rtype: str, rid: str | None = 
         target = _target_id(resource, rid, mode)
         issues = profile.validate_tree(resource, urls, defaults=False)
         if mode is not None:
-            issues.extend(policy.issues(resource, hub.settings.require_profile))
+            checked = urls if urls is not None else [u.split("|", 1)[0] for u in profile.claimed(resource)]
+            issues.extend(policy.issues(resource, hub.settings.require_profile, skip=checked))
             if hub.settings.enforce_references:
                 issues.extend(await _dangling(hub, resource, req.base_url))
         if mode == "update" and target is not None:

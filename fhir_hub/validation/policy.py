@@ -16,6 +16,7 @@ refused when the settings are built, so a typo cannot leave the policy silently 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import lru_cache
 from typing import Any
 
@@ -54,13 +55,15 @@ def required(text: str, rtype: str) -> tuple[str, ...]:
     return parse(text).get(rtype, ()) if text else ()
 
 
-def issues(resource: dict[str, Any], text: str, structural: bool = False) -> list[Issue]:
+def issues(resource: dict[str, Any], text: str, structural: bool = False,
+           skip: Collection[str] = ()) -> list[Issue]:
     """Every issue of ``resource`` against the profiles the policy requires of its type (R4 structure
-    too when ``structural``); empty when the policy names none for the type."""
-    urls = required(text, str(resource.get("resourceType")))
+    too when ``structural``), leaving out the profiles in ``skip`` (already checked by the caller);
+    empty when the policy names none for the type."""
+    urls = [u for u in required(text, str(resource.get("resourceType"))) if u not in skip]
     if not urls:
         return []
-    return profile.validate_resource(resource, list(urls), structural=structural)
+    return profile.validate_resource(resource, urls, structural=structural)
 
 
 def enforce(resource: dict[str, Any], text: str, where: str | None = None, structural: bool = False) -> None:

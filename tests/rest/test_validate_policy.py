@@ -111,3 +111,11 @@ def test_a_bad_policy_stops_the_server_at_start(tmp_path: Path) -> None:
     srv: Server = make_server(tmp_path, require_profile="Patient=http://example.org/StructureDefinition/nope")
     with pytest.raises(RuntimeError, match="exited with 2: fhir-hub serve: FHIR_HUB_REQUIRE_PROFILE: profile .* is not known"):
         srv.start()
+
+
+def test_validate_reports_a_profile_both_claimed_and_required_once(policed: httpx.Client) -> None:
+    claimed = {**_broken("001190000008"), "meta": {"profile": [PATIENT]}}
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": claimed}, {"name": "mode", "valueCode": "create"}]}
+    found = _issues(policed.post("/Patient/$validate", json=body))
+    assert found.count(("error", "Patient.name[0].text")) == 1, found

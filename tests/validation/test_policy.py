@@ -71,3 +71,10 @@ def test_structure_is_included_when_asked() -> None:
     p["bogus"] = 1
     assert policy.issues(p, f"Patient={PATIENT}") == []
     assert [i.expression for i in policy.issues(p, f"Patient={PATIENT}", structural=True)] == [("Patient.bogus",)]
+
+
+def test_profiles_the_caller_checked_are_skipped() -> None:
+    p = vn_samples.patient()
+    del p["name"][0]["text"]
+    assert policy.issues(p, f"Patient={PATIENT}") != []
+    assert policy.issues(p, f"Patient={PATIENT}", skip=[PATIENT]) == []
