@@ -7,6 +7,7 @@
 * ``server.py``: ``.well-known/smart-configuration`` and the ``/auth/*`` endpoints;
 * ``pages.py``: the login and consent pages (Vietnamese, English);
 * ``enforce.py``: the check every FHIR request passes before dispatch;
+* ``cors.py``: CORS for the origins of registered redirect URIs only;
 * ``demo/``: the demo citizen app (static pages on ``fhirclient``), served under ``/auth/demo/``.
 
 With auth off (the default) none of this is imported and the server runs open.
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_hub.auth import demo
+from fhir_hub.auth.cors import Cors
 from fhir_hub.auth.enforce import Enforcer
 from fhir_hub.auth.keys import Keys
 from fhir_hub.auth.server import AuthServer, auth_base
@@ -36,6 +38,7 @@ class Auth:
         self._store: AuthStore | None = None
         self._server: AuthServer | None = None
         self._enforcer: Enforcer | None = None
+        self._cors: Cors | None = None
         self._discovery = f"{self.base_path}/.well-known/smart-configuration"
 
     def open(self) -> None:
@@ -46,11 +49,13 @@ class Auth:
             revoked: set[str] = set()
             self._server = AuthServer(self._store, keys, self.base_path, revoked)
             self._enforcer = Enforcer(self._store, keys, self.base_path, revoked)
+            store = self._store
+            self._cors = Cors(lambda: [u for c in store.clients() for u in c.redirect_uris])
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-            self._store = self._server = self._enforcer = None
+            self._store = self._server = self._enforcer = self._cors = None
 
     def handles(self, path: str) -> bool:
         return path.startswith("/auth/") or path == self._discovery
@@ -64,6 +69,15 @@ class Auth:
                 return page
         return await self._server.handle(method, path, headers, raw_query, body, fhir_base)
 
+    def preflight(self, headers: dict[str, str]) -> Response:
+        """A CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``): 204 or 403."""
+        assert self._cors is not None, "Auth.open() first"
+        return self._cors.preflight(headers)
+
+    def cors(self, headers: dict[str, str], response: Response) -> Response:
+        """``response`` with CORS headers when the request's ``Origin`` is a registered one."""
+        return response if self._cors is None else self._cors.apply(headers, response)
+
     async def enforce(self, hub: Any, req: Request) -> Request:
         assert self._enforcer is not None, "Auth.open() first"
         return await self._enforcer.check(hub, req)
@@ -72,7 +86,7 @@ class Auth:
         """The CapabilityStatement's ``rest.security`` (SMART App Launch, conformance)."""
         base = auth_base(fhir_base, self.base_path)
         return {
-            "cors": False,
+            "cors": True,
             "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                                      "code": "SMART-on-FHIR"}],
                          "text": "OAuth2 with the SMART App Launch 2.2 profile"}],
