@@ -244,6 +244,8 @@ class FhirApp:
         try:
             if path == "/health":
                 response = Response(200, b'{"status":"ok"}', [(b"content-type", b"application/json")])
+            elif self.auth is not None and method == "OPTIONS" and "access-control-request-method" in headers:
+                response = self.auth.preflight(headers)  # CORS, registered origins only
             elif self.auth is not None and self.auth.handles(path):
                 response = await self.auth.endpoint(method, path, headers, scope["query_string"].decode("latin-1"),
                                                     await self._body(headers, receive), self._base_url(scope, headers))
@@ -265,6 +267,8 @@ class FhirApp:
         except Exception:  # a bug, not bad input: say so without leaking internals
             log.exception("unhandled error on %s %s", method, path)
             response = outcome_response(FhirError(500, error("exception", "internal error; see the server log")))
+        if self.auth is not None and "origin" in headers:
+            response = self.auth.cors(headers, response)
         # a new list: handlers may answer with shared, precomputed header lists
         out_headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
         await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
