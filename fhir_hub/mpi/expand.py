@@ -11,6 +11,12 @@ A golden record is the person, so what is *about* it is what is about any of its
   MDM does with ``:mdm``: ``Observation?subject:mpi=Patient/[id]`` is
   ``subject=Patient/[golden],Patient/[source 1],...`` for a golden record or any of its sources.
   With reconciliation off the parser refuses ``:mpi`` as it refuses any unknown modifier.
+* In a chain the modifier comes before the chained parameter:
+  ``Observation?subject:mpi.identifier=http://fhir.ehealth.gov.vn/core/sid/national_id|<id>`` finds
+  the Patients the chain ``identifier=...`` matches (golden records included, which carry every
+  identifier of their sources), then every record of each of those persons, so a facility's copy
+  linked by its BHYT card alone is covered too. At most :data:`MAX_CHAINED` Patients may match
+  the chain (a 400 beyond: name the person more precisely); none is an empty result.
 
 Everything here reads committed state (a search does not run on the writer).
 """
@@ -29,6 +35,10 @@ from fhir_hub.search import parameters
 
 MODIFIER = "mpi"
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+#: Patients a ``:mpi.`` chain may match (each is expanded to its person by a few reads).
+MAX_CHAINED = 100
+#: The reference value of a ``:mpi.`` chain that matched no Patient: nothing refers to it.
+_NOBODY = "urn:fhir-hub:mpi:nobody"
 
 
 async def _body(store: Any, rtype: str, rid: str) -> dict[str, Any] | None:
@@ -85,12 +95,12 @@ async def expand_pairs(store: Any, types: Sequence[str], pairs: list[tuple[str, 
                        base_url: str) -> list[tuple[str, str]]:
     """``pairs`` with every ``<reference parameter>:mpi=<Patient refs>`` replaced by the plain
     parameter naming every record of each person; the other pairs as they are."""
-    if not any(name.endswith(":" + MODIFIER) for name, _ in pairs):
+    if not any(_asks(name) for name, _ in pairs):
         return pairs
     out: list[tuple[str, str]] = []
     for name, raw in pairs:
         code, _, modifier = name.partition(":")
-        if modifier != MODIFIER:
+        if not _asks(name):
             out.append((name, raw))
             continue
         for rtype in types:
@@ -99,8 +109,31 @@ async def expand_pairs(store: Any, types: Sequence[str], pairs: list[tuple[str, 
                 raise FhirError(400, error("not-supported", f":{MODIFIER} applies to reference parameters that "
                                            f"can name a Patient; {rtype}.{code} is not one", name))
         refs: dict[str, None] = {}
-        for value in raw.split(","):
-            for rid in await person(store, _patient_id(value, base_url, name)):
+        if modifier == MODIFIER:
+            starts = [_patient_id(value, base_url, name) for value in raw.split(",")]
+        else:
+            starts = await _chained(store, modifier[len(MODIFIER) + 1:], raw, base_url, name)
+        for pid in starts:
+            for rid in await person(store, pid):
                 refs[f"Patient/{rid}"] = None
-        out.append((code, ",".join(refs)))
+        out.append((code, ",".join(refs) or _NOBODY))
     return out
+
+
+def _asks(name: str) -> bool:
+    modifier = name.partition(":")[2]
+    return modifier == MODIFIER or modifier.startswith(MODIFIER + ".")
+
+
+async def _chained(store: Any, chain: str, raw: str, base_url: str, name: str) -> list[str]:
+    """The Patients ``chain=raw`` matches (``identifier=...``, or a deeper chain)."""
+    from fhir_hub.search.parse import parse  # the parser, at the edge: this module is loaded only with MPI on
+
+    if not chain:
+        raise FhirError(400, error("invalid", f"{name}: a parameter of Patient must follow ':{MODIFIER}.'", name))
+    q = parse(["Patient"], [(chain, raw)], base_url=base_url, strict=True, where=name)
+    found = list(await store.find("Patient", q.criteria, MAX_CHAINED + 1, ids=q.ids))
+    if len(found) > MAX_CHAINED:
+        raise FhirError(400, error("too-costly", f"{name}={raw} matches more than {MAX_CHAINED} Patients: name the "
+                                   "person more precisely (an identifier)", name))
+    return found

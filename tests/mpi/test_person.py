@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from fhir_hub.mpi.expand import MAX_CHAINED
+from fhir_hub.mpi.features import INSURANCE_NUMBER, NATIONAL_ID
 from fhir_hub.mpi.service import AUDIT_SUBTYPE, link_id
 from tests.conftest import Server, fhir_client
 from tests.mpi.conftest import patient
@@ -106,12 +108,43 @@ def test_reference_search_is_literal_unless_mpi_is_asked(c: httpx.Client) -> Non
     assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"
 
 
+def test_mpi_in_a_chain_finds_the_person_then_every_record_of_it(c: httpx.Client) -> None:
+    """Site B's copy carries no personal ID (linked by its BHYT card): a plain chain on the ID
+    misses its data, ``subject:mpi.identifier`` does not."""
+    nid, card = cccd(year=1962), f"DN40101{next(_people) + 50_000_000:08d}"
+    a = create(c, patient(name="Lâm Văn Trọng", birth="1962-02-03", cccd=nid, card=card))
+    b = create(c, patient(name="Lam Van Trong", birth="1962-02-03", cccd=None, card="HC4" + card[3:], phone=None))
+    assert sorted(sources(golden_of(c, a))) == sorted([a, b])
+    obs_a, obs_b = {observation(c, a, "a")}, {observation(c, b, "b")}
+    token = f"{NATIONAL_ID}|{nid}"
+    assert ids(get(c, "/Observation", **{"subject:Patient.identifier": token})) == obs_a
+    r = c.get("/Observation", params={"subject:mpi.identifier": token}, headers=STRICT)
+    assert r.status_code == 200, r.text
+    assert ids(r.json()) == obs_a | obs_b
+    assert ids(get(c, "/Observation", **{"patient:mpi.identifier": f"{INSURANCE_NUMBER}|HC4{card[3:]}"})) == obs_a | obs_b
+    assert get(c, "/Observation", **{"subject:mpi.identifier": f"{NATIONAL_ID}|079099000000"}).get("entry") is None
+    for bad in ({"subject:mpi.": token}, {"subject:mpi.nonsense": "x"}, {"code:mpi.identifier": token}):
+        r = c.get("/Observation", params=bad, headers=STRICT)
+        assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome", (bad, r.text)
+
+
+def test_mpi_chain_matching_too_many_patients_is_refused(c: httpx.Client) -> None:
+    entries = [{"resource": {"resourceType": "Patient", "name": [{"family": "Xyzzy", "given": [f"Q{n:03d}"]}]},
+                "request": {"method": "POST", "url": "Patient"}} for n in range(MAX_CHAINED + 1)]
+    r = c.post("/", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert r.status_code == 200, r.text
+    r = c.get("/Observation", params={"subject:mpi.family": "Xyzzy"})
+    assert r.status_code == 400
+    assert f"more than {MAX_CHAINED} Patients" in r.json()["issue"][0]["diagnostics"]
+
+
 def test_mpi_modifier_is_refused_with_reconciliation_off(server: Server) -> None:
     with fhir_client(server) as off:
         for headers in (STRICT, {}):
-            r = off.get("/Observation", params={"subject:mpi": "Patient/x"}, headers=headers)
-            assert r.status_code == 400, r.text
-            assert r.json()["resourceType"] == "OperationOutcome"
+            for name in ("subject:mpi", "subject:mpi.identifier"):
+                r = off.get("/Observation", params={name: "Patient/x"}, headers=headers)
+                assert r.status_code == 400, r.text
+                assert r.json()["resourceType"] == "OperationOutcome"
         # and AuditEvents stay ordinary resources there
         event = {"resourceType": "AuditEvent", "type": {"code": "x"}, "recorded": "2025-01-01T00:00:00Z",
                  "agent": [{"requestor": True, "name": "n"}], "source": {"observer": {"display": "o"}}}
