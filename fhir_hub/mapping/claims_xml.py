@@ -14,7 +14,8 @@ Output: one transaction Bundle per HOSO, made by the declarative specs in
 sha256) and carrying ``CHUKYDONVI`` as its signature.  Every resource is written conditionally
 (:mod:`.functions`, "requests"), so importing the same file again updates instead of
 duplicating; fullUrls and ids derive from facility + MA_LK, so the same input gives the same
-bundle.
+bundle.  Staff named by licence number become one Practitioner each (:mod:`.practitioners`,
+created only when the server has none with that number).
 
 Errors are values: every problem is a :class:`~fhir_hub.mapping.engine.Problem` of its HOSO (or
 of the file, when the envelope itself cannot be read) and an OperationOutcome issue naming the
@@ -55,6 +56,7 @@ from defusedxml import DefusedXmlException
 from fhir_hub.mapping import systems
 from fhir_hub.mapping.engine import NAMESPACE, Problem, Spec, TableSpec, instantiate, load_spec, unmapped
 from fhir_hub.mapping.functions import REQUESTS, BadValue, instant_from_date
+from fhir_hub.mapping.practitioners import link_practitioners
 from fhir_hub.mapping.records import validate_entries
 
 __all__ = ["FileResult", "HosoResult", "map_file"]
@@ -349,15 +351,17 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
     built, mapped_problems = instantiate(spec, tables, facility, ma_lk)
     problems += mapped_problems
     result = HosoResult(index, ma_lk, None, problems, unmapped(spec, tables, built))
-    entries = [{"fullUrl": b.full_url, "resource": b.resource, "request": REQUESTS[b.request_fn](b.resource)}
-               for b in built]
+    entries: list[dict[str, Any]] = [
+        {"fullUrl": b.full_url, "resource": b.resource, "request": REQUESTS[b.request_fn](b.resource)} for b in built]
+    entries += link_practitioners(entries)
+    targets = [str(e["fullUrl"]) for e in entries]
     facility_ref = next((b.full_url for b in built if b.rule == "facility"), None)
     stable = _stable_id(facility, ma_lk)
     binary_url = f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}/Binary')}"
     binary = {"resourceType": "Binary", "id": stable, "contentType": "application/xml",
               "data": base64.b64encode(raw).decode("ascii")}
     entries.append({"fullUrl": binary_url, "resource": binary, "request": REQUESTS["replace_by_id"](binary)})
-    provenance = _provenance(stable, [b.full_url for b in built], binary_url, facility_ref, envelope, recorded,
+    provenance = _provenance(stable, targets, binary_url, facility_ref, envelope, recorded,
                              "QĐ 4210" if spec.format == "qd4210" else "QĐ 130", result.unmapped)
     entries.append({"fullUrl": f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}/Provenance')}",
                     "resource": provenance, "request": REQUESTS["replace_by_id"](provenance)})

@@ -21,6 +21,9 @@ VISIT_NUMBER = f"{_CORE}/sid/VisitNumber"
 MEDICAL_RECORD = f"{_CORE}/sid/MRN"
 #: One claim line (facility, MA_LK, table, STT): lets a re-import update the resource it made.
 CLAIM_LINE = "urn:fhir-hub:qd130:line"
+#: Practising-certificate (licence) number of health workers, CCHN: the VN Core Practitioner
+#: profile's ``cchn`` slice.
+PRACTITIONER_LICENCE = "urn:fhir-hub:sid:cchn"
 #: The social-insurance number (mã số BHXH) of staff who sign papers (MA_TTDV, MA_BS of XML7).
 SOCIAL_INSURANCE = "urn:fhir-hub:sid:bhxh"
 #: Numbers of papers a claim carries: discharge archive number, referral and re-exam papers.

@@ -36,7 +36,9 @@ def test_xml5_entries_are_clinical_impressions_with_their_vital_signs() -> None:
     h = _hoso(0, 1)
     notes = _of(h, "ClinicalImpression")
     assert [n["effectiveDateTime"] for n in notes] == ["2025-03-03T08:00:00+07:00", "2025-03-07T08:00:00+07:00"]
-    assert notes[0]["summary"].startswith("Sốt 39 độ") and notes[0]["assessor"]["identifier"]["value"] == "004567/HNO-CCHN"
+    staff = {e["fullUrl"]: e["resource"] for e in h.bundle["entry"] if e["resource"]["resourceType"] == "Practitioner"}
+    assessor = staff[notes[0]["assessor"]["reference"]]
+    assert notes[0]["summary"].startswith("Sốt 39 độ") and assessor["identifier"][0]["value"] == "004567/HNO-CCHN"
     vitals = [o for o in _of(h, "Observation") if o["category"][0]["coding"][0]["code"] == "vital-signs"
               and o.get("effectiveDateTime") == "2025-03-03T08:00:00+07:00"]
     by_code = {o["code"]["coding"][0]["code"]: o for o in vitals}
@@ -139,3 +141,18 @@ def test_vital_sign_reads_the_labelled_number(text: str, label: str, value: floa
     from fhir_hub.mapping.functions import vital_sign
 
     assert vital_sign(text, label)["valueQuantity"]["value"] == value
+
+
+def test_xml2_lines_are_an_order_and_a_dispense_of_one_medication() -> None:
+    h = _hoso(0, 1)
+    by_url = {e["fullUrl"]: e["resource"] for e in h.bundle["entry"]} if h.bundle else {}
+    dispenses = _of(h, "MedicationDispense")
+    assert len(dispenses) == len(_of(h, "MedicationRequest")) == len(_of(h, "Medication")) > 0
+    first = dispenses[0]
+    order = by_url[first["authorizingPrescription"][0]["reference"]]
+    assert order["resourceType"] == "MedicationRequest"
+    assert first["medicationReference"] == order["medicationReference"]
+    assert by_url[first["medicationReference"]["reference"]]["code"]["coding"][0]["code"] == "40.226"
+    assert first["quantity"] == {"value": 10, "unit": "Lọ"} and first["status"] == "completed"
+    assert first["whenHandedOver"] == "2025-03-03T10:30:00+07:00"  # NGAY_TH_YL
+    assert first["context"] == order["encounter"] and first["subject"] == order["subject"]

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from fhir_hub.cli.main import app
 from fhir_hub.mapping import map_file
 from fhir_hub.mapping.generate import FAULT_KINDS, Fault, generate
-from fhir_hub.mapping.systems import NATIONAL_ID, VISIT_NUMBER
+from fhir_hub.mapping.systems import NATIONAL_ID, PRACTITIONER_LICENCE, VISIT_NUMBER
 from tests.conftest import Server, fhir_client
 from tests.mapping.conftest import RECORDED, sample_files
 
@@ -57,6 +57,20 @@ def test_cli_imports_twice_without_duplicates(fresh_server: Server, tmp_path: Pa
     assert _count(fresh_server, "Composition") == 3
     assert _count(fresh_server, "Appointment") == 2
     assert _count(fresh_server, "Provenance") == 6
+    bundles = [h.bundle for p in sample_files() for h in map_file(p.read_bytes(), p.name, recorded=RECORDED).hosos]
+    entries = [e["resource"] for b in bundles if b is not None for e in b["entry"]]
+    licences = {r["identifier"][0]["value"] for r in entries if r["resourceType"] == "Practitioner"}
+    assert len(licences) > 1 and _count(fresh_server, "Practitioner") == len(licences)  # one per number
+    assert _count(fresh_server, "MedicationDispense") == sum(r["resourceType"] == "MedicationDispense" for r in entries)
+    with fhir_client(fresh_server) as c:
+        found = c.get("ClinicalImpression", params={
+            "assessor:Practitioner.identifier": f"{PRACTITIONER_LICENCE}|004567/HNO-CCHN", "_summary": "count"})
+        assert found.status_code == 200, found.text
+        urls = {e["fullUrl"] for b in bundles if b is not None for e in b["entry"]
+                if e["resource"]["resourceType"] == "Practitioner"
+                and e["resource"]["identifier"][0]["value"] == "004567/HNO-CCHN"}
+        assert found.json()["total"] == sum(r["resourceType"] == "ClinicalImpression" and r["assessor"]["reference"]
+                                            in urls for r in entries) > 1  # the XML5 entries that doctor wrote
 
 
 def test_cli_writes_bundles_and_outcomes(tmp_path: Path) -> None:
