@@ -16,7 +16,9 @@ Output: with ``--format text`` (the default; ``table`` is the same) every issue,
 table; ``--format json`` prints one JSON document (``results``: file, line, resource,
 OperationOutcome; ``summary``); ``--format outcome`` one OperationOutcome per resource checked, a
 line each (ndjson), in input order. Messages are in English, or Vietnamese with ``--lang vi``. A
-progress bar runs on stderr while more than one file is read. Exit code 0 when no issue at or above
+progress bar (bytes, ndjson line by line) runs on stderr while more than one file, or a file of
+4 MB or more, is read. Conditions of an ndjson file are checked against the ICD-10 rules with the
+Patients (by id) of the same file. Exit code 0 when no issue at or above
 ``--fail-on`` (``error``, the default, or ``warning``) was found, 1 when one was, 2 when the command
 could not run (unknown profile, unreadable package, a PATH that does not exist, no file).
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,19 @@ import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 _SHOW = 200
+#: A single file at least this large gets a progress bar too (bytes read, per ndjson line).
+_LARGE = 4 * 1024 * 1024
 
 
 @dataclass
@@ -91,7 +102,26 @@ def _bad_input(message: str, vi: str) -> Any:
     return ProfileIssue("error", "structure", message, (), vi)
 
 
-def _read(path: Path, profile_url: str | None, profile_type: str | None) -> Iterator[_Result]:
+def _ndjson_patients(lines: list[bytes]) -> dict[str, dict[str, Any]]:
+    """The Patients of an ndjson file by ``Patient/id``, for the ICD-10 rules on its Conditions."""
+    found: dict[str, dict[str, Any]] = {}
+    for raw in lines:
+        if b"Patient" not in raw:
+            continue
+        try:
+            res = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue  # reported when the line itself is checked
+        if isinstance(res, dict) and res.get("resourceType") == "Patient" and isinstance(res.get("id"), str):
+            found[f"Patient/{res['id']}"] = res
+    return found
+
+
+def _read(path: Path, profile_url: str | None, profile_type: str | None,
+          advance: Callable[[int], None] = lambda n: None) -> Iterator[_Result]:
+    """The results of one file; ``advance`` is told how many bytes each result covered."""
+    from fhir_hub.validation import icd_rules
+
     name = str(path)
     try:
         data = path.read_bytes()
@@ -100,7 +130,11 @@ def _read(path: Path, profile_url: str | None, profile_type: str | None) -> Iter
                                                    f"không đọc được tệp: {exc.strerror}")])
         return
     if path.suffix == ".ndjson":
-        for n, raw in enumerate(data.splitlines(), 1):
+        lines = data.splitlines()
+        del data
+        patients = _ndjson_patients(lines) if any(b"Condition" in raw for raw in lines) else {}
+        for n, raw in enumerate(lines, 1):
+            advance(len(raw) + 1)
             if not raw.strip():
                 continue
             try:
@@ -108,8 +142,12 @@ def _read(path: Path, profile_url: str | None, profile_type: str | None) -> Iter
             except orjson.JSONDecodeError as exc:
                 yield _Result(name, n, "-", [_bad_input(f"not valid JSON: {exc}", f"không phải JSON hợp lệ: {exc}")])
                 continue
-            yield _Result(name, n, _label(resource, f"line {n}"), _check(resource, profile_url, profile_type))
+            issues = _check(resource, profile_url, profile_type)
+            if patients and isinstance(resource, dict) and resource.get("resourceType") == "Condition":
+                issues.extend(icd_rules.check(resource, patients))
+            yield _Result(name, n, _label(resource, f"line {n}"), issues)
         return
+    advance(len(data))
     try:
         resource = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -172,14 +210,17 @@ def validate(
         err.print("no file to validate")
         raise typer.Exit(2)
     results: list[_Result] = []
-    columns = (TextColumn("[bold]validate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=len(files) < 2) as progress:
-        task = progress.add_task("files", total=len(files), name="")
-        for path in files:
-            progress.update(task, name=path.name)
-            results.extend(_read(path, profile_url, profile_type))
-            progress.advance(task)
+    sizes = [p.stat().st_size if p.is_file() else 0 for p in files]
+    columns = (TextColumn("[bold]validate[/]"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[name]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    large = len(files) > 1 or sum(sizes) >= _LARGE
+    with Progress(*columns, console=err, transient=True, disable=not large) as progress:
+        task = progress.add_task("bytes", total=sum(sizes), name="")
+        for path, size in zip(files, sizes, strict=True):
+            progress.update(task, name=f"{path.name} ({len(results):,} checked)")
+            start = progress.tasks[0].completed
+            results.extend(_read(path, profile_url, profile_type, lambda n: progress.advance(task, n)))
+            progress.update(task, completed=start + size)
     severities: Counter[str] = Counter(i.severity for r in results for i in r.issues)
     resources = sum(r.count for r in results)
     failed = sum(1 for r in results if any(i.severity in ("error", "fatal") for i in r.issues))

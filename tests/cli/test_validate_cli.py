@@ -170,3 +170,17 @@ def test_an_unusable_ig_exits_2(tmp_path: Path) -> None:
     _write(folder / "sd.json", sd)
     result = runner.invoke(app, ["validate", str(path), "--ig", str(folder)])
     assert result.exit_code == 2 and "no snapshot" in " ".join(result.output.split())
+
+
+def test_icd10_rules_on_the_conditions_of_an_ndjson_file(tmp_path: Path) -> None:
+    girl = {**vn_samples.patient(), "id": "p7", "birthDate": "2025-01-01"}
+    del girl["identifier"]  # no personal ID to disagree with the birth date
+    late = {"resourceType": "Condition", "subject": {"reference": "Patient/p7"}, "recordedDate": "2025-03-01",
+            "code": {"coding": [{"system": f"{vn_samples.CORE}/CodeSystem/vn-icd10", "code": "P59.9"}]}}
+    path = tmp_path / "export.ndjson"
+    path.write_bytes(orjson.dumps(late) + b"\n" + orjson.dumps(girl) + b"\n")
+    result = runner.invoke(app, ["validate", str(path), "--format", "json"])
+    first = orjson.loads(result.stdout)["results"][0]
+    icd = [i for i in first["outcome"]["issue"] if i["code"] == "business-rule"]
+    assert [(i["severity"], i["expression"]) for i in icd] == [("warning", ["Condition.code.coding[0]"])]
+    assert "icd10-age-perinatal" in icd[0]["diagnostics"] and "59 days" in icd[0]["diagnostics"]
