@@ -40,13 +40,15 @@ class _Ctx:
     """Per-resource walking state: the resource (``%resource``), the container (``%rootResource``),
     what its references resolve to, and the issues found."""
 
-    __slots__ = ("res", "root", "scope", "out")
+    __slots__ = ("res", "root", "scope", "out", "invariants")
 
-    def __init__(self, res: dict[str, Any], root: dict[str, Any], scope: references.Scope, out: list[Issue]):
+    def __init__(self, res: dict[str, Any], root: dict[str, Any], scope: references.Scope, out: list[Issue],
+                 invariants: bool = True):
         self.res = res
         self.root = root
         self.scope = scope
         self.out = out
+        self.invariants = invariants
 
 
 # (json key) -> (element type, FHIRPath step, element path in its type, step of the path from the resource,
@@ -113,37 +115,64 @@ def _check_target(value: Any, allowed: frozenset[str], path: _Path, ctx: _Ctx) -
             (_render((path, "reference")),), f"Tham chiếu tới {kind} không được phép ở đây; được phép: {shown}"))
 
 
-def _check_extension(value: Any, modifier: bool, place: Place, path: _Path, ctx: _Ctx) -> None:
+def _allowed(d: extensions.Definition, at: _Where) -> bool:
+    """The context check, building the element's full path only when its type path and type do not decide."""
+    if isinstance(at, Place):
+        return extensions.allowed(d, at)
+    ctx = d.context
+    if not ctx or "Element" in ctx or at[2] in ctx or at[3] in ctx:
+        return True
+    return extensions.allowed(d, _place(at))
+
+
+def _check_extension(value: Any, modifier: bool, at: _Where, path: _Path, ctx: _Ctx) -> None:
     url = value.get("url")
     d = extensions.definition(url) if isinstance(url, str) else None
     if d is None:
         return
-    where = _render(path)
-    if not extensions.allowed(d, place):
+    if not _allowed(d, at):
         shown = ", ".join(sorted(d.context))
+        where = _place(at).path
         ctx.out.append(ProfileIssue(
-            "error", "structure", f"Extension {url} is not allowed on {place.path}; its context is: {shown}",
-            (where,), f"Phần mở rộng {url} không được dùng ở {place.path}; ngữ cảnh cho phép: {shown}"))
+            "error", "structure", f"Extension {url} is not allowed on {where}; its context is: {shown}",
+            (_render(path),), f"Phần mở rộng {url} không được dùng ở {where}; ngữ cảnh cho phép: {shown}"))
     if d.modifier != modifier:
         en = ("is a modifier extension: it must be in modifierExtension" if d.modifier
               else "is not a modifier extension: it must be in extension")
         vi = ("là phần mở rộng thay đổi nghĩa: phải nằm trong modifierExtension" if d.modifier
               else "không phải phần mở rộng thay đổi nghĩa: phải nằm trong extension")
-        ctx.out.append(ProfileIssue("error", "structure", f"Extension {url} {en}", (where,), f"Phần mở rộng {url} {vi}"))
-    keys = [k for k in value if k.startswith("value")]
-    if keys and keys[0] not in d.value:
-        shown = ", ".join(sorted(d.value)) or "none (a complex extension)"
-        ctx.out.append(ProfileIssue(
-            "error", "structure", f"Extension {url} cannot hold {keys[0]}; allowed: {shown}", (where,),
-            f"Phần mở rộng {url} không chứa được {keys[0]}; được phép: {shown}"))
+        ctx.out.append(ProfileIssue("error", "structure", f"Extension {url} {en}", (_render(path),),
+                                    f"Phần mở rộng {url} {vi}"))
+    for key in value:
+        if key.startswith("value"):
+            if key not in d.value:
+                shown = ", ".join(sorted(d.value)) or "none (a complex extension)"
+                ctx.out.append(ProfileIssue(
+                    "error", "structure", f"Extension {url} cannot hold {key}; allowed: {shown}", (_render(path),),
+                    f"Phần mở rộng {url} không chứa được {key}; được phép: {shown}"))
+            break
 
 
-def _walk(tname: str, obj: dict[str, Any], path: _Path, place: Place, ctx: _Ctx) -> None:
-    found = rules(tname)
-    if found:
-        _check_rules(found, obj, path, ctx)
-    if len(obj) == 1 and "id" in obj:
-        _check_rules(rules("Element"), obj, path, ctx)
+# Where a node is, for extension contexts, built lazily (most nodes carry no extension):
+# (parent, stem, element path in its type, type, kind), or a Place at a resource's root.
+_Where = Any
+
+
+def _place(where: _Where) -> Place:
+    if isinstance(where, Place):
+        return where
+    parent, stem, epath, t, kind = where
+    return Place(f"{_place(parent).path}.{stem}", epath, t, kind)
+
+
+def _walk(tname: str, obj: dict[str, Any], path: _Path, where: _Where, ctx: _Ctx) -> None:
+    check = ctx.invariants
+    if check:
+        found = rules(tname)
+        if found:
+            _check_rules(found, obj, path, ctx)
+        if len(obj) == 1 and "id" in obj:
+            _check_rules(rules("Element"), obj, path, ctx)
     specs = _specs(tname)
     for key, value in obj.items():
         prim_ext = key[:1] == "_"
@@ -151,29 +180,33 @@ def _walk(tname: str, obj: dict[str, Any], path: _Path, place: Place, ctx: _Ctx)
         if spec is None:
             continue  # unknown elements are the structural pass's
         t, seg, epath, stem, targets, kind = spec
-        items = value if isinstance(value, list) else (value,)
-        many = isinstance(value, list)
-        child_place = Place(f"{place.path}.{stem}", epath, t, kind)
+        if kind == "primitive" and not prim_ext and not check:
+            continue
+        many = type(value) is list
+        items = value if many else (value,)
+        child = (where, stem, epath, t, kind)
         if prim_ext:
             for i, item in enumerate(items):
-                if isinstance(item, dict) and item:
-                    _walk("Element", item, (path, seg, i) if many else (path, seg), child_place, ctx)
+                if type(item) is dict and item:
+                    _walk("Element", item, (path, seg, i) if many else (path, seg), child, ctx)
             continue
-        own = rules(epath) if t != epath else ()
-        for i, item in enumerate(items):
-            where = (path, seg, i) if many else (path, seg)
+        own = rules(epath) if check and t != epath else ()
+        i = 0
+        for item in items:
+            at = (path, seg, i) if many else (path, seg)
+            i += 1
             if own:
-                _check_rules(own, item, where, ctx)
-            if kind == "primitive" or not isinstance(item, dict) or not item:
+                _check_rules(own, item, at, ctx)
+            if kind == "primitive" or type(item) is not dict or not item:
                 continue
             if kind == "resource":
-                _resource(item, where, ctx, contained=key == "contained")
+                _resource(item, at, ctx, contained=key == "contained")
                 continue
-            if key in ("extension", "modifierExtension"):
-                _check_extension(item, key == "modifierExtension", place, where, ctx)
+            if key == "extension" or key == "modifierExtension":
+                _check_extension(item, key == "modifierExtension", where, at, ctx)
             if targets is not None:
-                _check_target(item, targets, where, ctx)
-            _walk(t, item, where, child_place, ctx)
+                _check_target(item, targets, at, ctx)
+            _walk(t, item, at, child, ctx)
 
 
 def _resource(res: dict[str, Any], path: _Path, ctx: _Ctx | None, contained: bool = False,
@@ -186,17 +219,18 @@ def _resource(res: dict[str, Any], path: _Path, ctx: _Ctx | None, contained: boo
     if rtype == "Bundle":
         index = references.bundle_index(res)
     out = ctx.out if ctx is not None else []
-    inner = _Ctx(res, root, references.contained_scope(root, index), out)
+    inner = _Ctx(res, root, references.contained_scope(root, index), out, ctx.invariants if ctx is not None else True)
     _walk(rtype, res, path, Place(rtype, rtype, rtype, "resource"), inner)
 
 
-def validate_rules(resource: Any, root: str | None = None) -> list[Issue]:
+def validate_rules(resource: Any, root: str | None = None, invariants: bool = True) -> list[Issue]:
     """The core-profile issues of ``resource`` beyond the structural ones (see the module docstring),
-    located under ``root`` (default: the resource type)."""
+    located under ``root`` (default: the resource type). Without ``invariants`` only references and
+    extensions are checked: no FHIRPath, cheap enough for every profile validation."""
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         return []
     out: list[Issue] = []
-    ctx = _Ctx(resource, resource, references.EMPTY, out)
+    ctx = _Ctx(resource, resource, references.EMPTY, out, invariants)
     try:
         _resource(resource, root or resource["resourceType"], ctx)
     except RecursionError:

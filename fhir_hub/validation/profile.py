@@ -14,9 +14,12 @@ What a plan checks, on an orjson-parsed dict:
 * ``fixed[x]`` (equal) and ``pattern[x]`` (contains: every property of the pattern is there, every
   item of a pattern array matches some item);
 * choice types narrowed by the profile (``effective[x]`` only dateTime or Period);
-* slicing with ``value``/``pattern`` discriminators on a path (``system``, ``url``,
-  ``coding.system``): the slice's value comes from the fixed/pattern of the element at that path, the
-  slice's own pattern, or for an extension slice the extension's URL; items that match no slice
+* slicing of repeating elements, with ``value``/``pattern`` discriminators on a path (``system``,
+  ``url``, ``coding.system``): the slice's value comes from the fixed/pattern of the element at that
+  path, the slice's own pattern, or for an extension slice the extension's URL; ``exists`` (the
+  element at the path is required, or prohibited, in the slice); ``type`` (a resource's
+  ``resourceType``, a choice element's type: ``value`` finds ``valueQuantity``); ``profile`` (the value
+  at the path meets one of the slice's type profiles, known to this server); items that match no slice
   are fine unless the slicing is ``closed``;
 * bindings, ``required`` (error) and ``extensible`` (warning when no coding is in the ValueSet and
   one uses a system the ValueSet draws on; other systems are what "extensible" allows), on code,
@@ -24,15 +27,16 @@ What a plan checks, on an orjson-parsed dict:
   ValueSets the profiles add, and the enumerable R4 ValueSets shipped with the profiles; a display
   that is not the code's is a warning; a ValueSet that is none of these is not checked;
 * type profiles (an extension slice is checked against the extension's plan, ``Patient.address``
-  against VN Core Address) and reference targets (a relative ``Type/id`` reference of another type);
+  against VN Core Address) and reference target profiles: a literal ``Type/id`` of a type no
+  ``targetProfile`` is for, and a target that resolves (contained, or an entry of the Bundle being
+  validated, :data:`BUNDLE`) of another type or not meeting the target profile of its type;
 * invariants the profile adds (``constraint`` with a non-R4 ``source``): the ones shipped have a
   native implementation in :data:`_NATIVE` (tested against fhirpathpy on the same expressions);
   any other is evaluated by fhirpathpy, compiled once.
 
-Not checked: R4's own invariants (``ele-1`` and ``ext-1`` are covered structurally, the others are
-not evaluated), ``mustSupport``, discriminators of type ``type``, ``profile`` and ``exists``
-(refused when a plan is compiled), ``ordered`` slicing, references resolved to check their target's
-profile, extension contexts.
+Not checked here: R4's own invariants, reference types and extension contexts (:mod:`.core` has them;
+:func:`validate_resource` runs its extension and reference checks), ``mustSupport``, ``ordered``
+slicing, slicing of a single (non-repeating) element, targets that do not travel with the reference.
 
 Every issue is a :class:`ProfileIssue`: severity, issue-type code, the FHIRPath location (indexed,
 ``Patient.identifier[1].value``) and a message in English and Vietnamese; ``to_json`` writes the one
@@ -43,13 +47,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
 from fhir_hub import definitions, profiles, terminology
 from fhir_hub.errors import Issue
-from fhir_hub.validation import structure
+from fhir_hub.validation import references, structure
 
 __all__ = ["ProfileIssue", "UnknownProfile", "plan", "validate", "validate_resource"]
 
@@ -100,6 +105,8 @@ _MESSAGES: dict[str, tuple[str, str]] = {
                   "Chỉ có văn bản, không có mã, cho tập giá trị bắt buộc {vs}"),
     "display": ("Display {display!r} is not the display of {concept} ({expected!r})",
                 "Tên hiển thị {display!r} không phải của mã {concept} ({expected!r})"),
+    "target-profile": ("The referenced {found} does not conform to {profiles}",
+                       "{found} được tham chiếu không tuân theo {profiles}"),
     "target": ("Reference to {found} is not allowed here; allowed: {allowed}",
                "Tham chiếu tới {found} không được phép ở đây; được phép: {allowed}"),
     "invariant": ("Constraint {key} failed: {human}", "Ràng buộc {key} không thỏa: {human}"),
@@ -425,27 +432,75 @@ def _invariant(constraint: dict[str, Any]) -> Callable[[Any, dict[str, Any]], bo
 # --------------------------------------------------------------------------- the plan
 
 
+def _typed_values(obj: Any, steps: tuple[str, ...]) -> list[tuple[Any, str | None]]:
+    """The values at a path with their FHIR type where the JSON says it: a resource's ``resourceType``, or
+    the type suffix of a choice element the last step names (``value`` finds ``valueQuantity``)."""
+    if not steps:
+        return [(obj, obj.get("resourceType") if isinstance(obj, dict) else None)]
+    parents = _values(obj, steps[:-1])
+    last = steps[-1]
+    out: list[tuple[Any, str | None]] = []
+    for parent in parents:
+        if not isinstance(parent, dict):
+            continue
+        for key, v in parent.items():
+            if key == last:
+                items = v if isinstance(v, list) else [v]
+                out.extend((x, x.get("resourceType") if isinstance(x, dict) else None) for x in items)
+            elif key.startswith(last) and key[len(last):][:1].isupper():
+                suffix = key[len(last):]
+                out.append((v, _cap_prims().get(suffix, suffix)))
+    return out
+
+
 class _Slice:
+    """A slice and how an item is recognised as one of it: for each discriminator, the path, its type
+    (``value`` for value and pattern, ``exists``, ``type``, ``profile``) and what it must be."""
+
     __slots__ = ("name", "match", "node")
 
-    def __init__(self, name: str, match: list[tuple[tuple[str, ...], Any]], node: _Node):
+    def __init__(self, name: str, match: list[tuple[tuple[str, ...], str, Any]], node: _Node):
         self.name = name
         self.match = match
         self.node = node
 
-    def matches(self, item: Any) -> bool:
-        for steps, want in self.match:
-            found = _values(item, steps) if steps else [item]
-            if not any(_matches_pattern(v, want) for v in found):
+    def matches(self, item: Any, res: dict[str, Any]) -> bool:
+        for steps, kind, want in self.match:
+            if kind == "value":
+                found = _values(item, steps) if steps else [item]
+                if not any(_matches_pattern(v, want) for v in found):
+                    return False
+            elif kind == "exists":
+                if bool(_values(item, steps) if steps else [item]) != want:
+                    return False
+            elif kind == "type":
+                if not any(t in want for _v, t in _typed_values(item, steps)):
+                    return False
+            elif not any(_conforms(v, want, res) for v in (_values(item, steps) if steps else [item])):
                 return False
         return True
+
+
+def _conforms(value: Any, urls: tuple[str, ...], res: dict[str, Any]) -> bool:
+    """Does ``value`` meet one of the profiles ``urls`` (no error against its plan)."""
+    for url in urls:
+        p = _plan_or_none(url)
+        if p is None or not isinstance(value, dict):
+            continue
+        if value.get("resourceType", p.type) != p.type and definitions.is_resource_type(p.type):
+            continue
+        found: list[Issue] = []
+        p.check_value(value, "x", res, found)
+        if not any(i.severity == "error" for i in found):
+            return True
+    return False
 
 
 class _Node:
     """One element of a plan: where it is in the JSON and what to check on each of its values."""
 
     __slots__ = ("key", "keys", "allowed", "seg", "min", "max", "checks", "children", "slices", "closed",
-                 "invariants", "what", "type_plans", "by_key")
+                 "invariants", "what", "type_plans", "by_key", "targets")
 
     def __init__(self, key: str, what: str):
         self.key = key
@@ -463,10 +518,12 @@ class _Node:
         self.what = what
         self.type_plans: list[str] = []  # profile URLs each value must also conform to
         self.by_key: dict[str, str] | None = None  # a choice: JSON key -> FHIRPath step
+        self.targets: _Targets | None = None  # a Reference's target types and profiles
 
     def empty(self) -> bool:
         return (self.min == 0 and self.max == _BIG and not self.checks and not self.children and not self.slices
-                and not self.invariants and not self.type_plans and self.allowed is None)
+                and not self.invariants and not self.type_plans and self.allowed is None
+                and self.targets is None)
 
     # -- walking
 
@@ -512,7 +569,7 @@ class _Node:
             where = (path, seg, i)
             self.check_value(item, where, res, out)
             for k, sl in enumerate(self.slices):
-                if sl.matches(item):
+                if sl.matches(item, res):
                     counts[k] += 1
                     sl.node.check_value(item, where, res, out)
                     break
@@ -529,6 +586,8 @@ class _Node:
     def check_value(self, value: Any, path: Any, res: dict[str, Any], out: list[Issue]) -> None:
         for check in self.checks:
             check(value, path, out)
+        if self.targets is not None and type(value) is dict:
+            _check_targets(self.targets, value, path, res, out)
         if type(value) is dict:
             for child in self.children:
                 child.check_parent(value, path, res, out)
@@ -637,9 +696,7 @@ def _compile_element(e: dict[str, Any], node: _Node) -> None:
         if t.get("profile"):
             node.type_plans.extend(p for p in t.get("profile", ()) if p.split("|", 1)[0] in profiles.urls())
         if t["code"] == "Reference" and t.get("targetProfile"):
-            targets = frozenset(u.rsplit("/", 1)[-1] for u in t["targetProfile"])
-            if targets <= definitions.resource_types():
-                node.checks.append(_targets(targets))
+            node.targets = _target_profiles(t["targetProfile"]) or node.targets
     for c in e.get("constraint", ()):
         if not _is_r4_source(c.get("source")) and c.get("expression"):
             node.invariants.append((c, _invariant(c)))
@@ -691,17 +748,94 @@ def _pattern(want: Any) -> Callable[[Any, Any, list[Issue]], None]:
     return check
 
 
-def _targets(allowed: frozenset[str]) -> Callable[[Any, Any, list[Issue]], None]:
-    def check(value: Any, path: Any, out: list[Issue]) -> None:
-        ref = value.get("reference") if isinstance(value, dict) else None
-        if not isinstance(ref, str) or ref.startswith(("urn:", "#")):
-            return
-        parts = ref.split("/")
-        kind = parts[-4] if len(parts) >= 4 and parts[-2] == "_history" else (parts[-2] if len(parts) >= 2 else "")
-        if kind and kind not in allowed:
-            _issue(out, "error", "invalid", (path, "reference"), "target", found=kind,
-                   allowed=", ".join(sorted(allowed)))
-    return check
+class _Targets:
+    """What a Reference may point at: resource types, and for some types the profiles (other than the
+    type's core one) a resolvable target must meet."""
+
+    __slots__ = ("types", "profiles")
+
+    def __init__(self, types: frozenset[str], profiles: dict[str, tuple[str, ...]]):
+        self.types = types
+        self.profiles = profiles  # type -> profile URLs; a type absent here needs no more than its core
+
+
+def _target_profiles(urls: list[str]) -> _Targets | None:
+    types: set[str] = set()
+    needs: dict[str, list[str]] = {}
+    core: set[str] = set()
+    for url in urls:
+        url = url.split("|", 1)[0]
+        if url.startswith(_R4_SD) and definitions.is_resource_type(url[len(_R4_SD):]):
+            types.add(url[len(_R4_SD):])
+            core.add(url[len(_R4_SD):])
+            continue
+        sd = profiles.structure_definition(url)
+        if sd is None or not definitions.is_resource_type(sd.get("type", "")):
+            return None  # a target profile this server does not know: the targets cannot be judged
+        types.add(sd["type"])
+        needs.setdefault(sd["type"], []).append(url)
+    return _Targets(frozenset(types), {t: tuple(u) for t, u in needs.items() if t not in core})
+
+
+#: The entries of the Bundle being validated, by fullUrl and Type/id, for references to resolve in.
+BUNDLE: ContextVar[dict[str, dict[str, Any]]] = ContextVar("BUNDLE", default={})  # noqa: B039 (never mutated)
+
+
+def _check_targets(targets: _Targets, value: dict[str, Any], path: Any, res: dict[str, Any],
+                   out: list[Issue]) -> None:
+    """The literal type of the reference, and, when it resolves (contained, or in the same Bundle), the
+    target's type and profile."""
+    ref = value.get("reference")
+    if not isinstance(ref, str):
+        return
+    where = (path, "reference")
+    allowed = ", ".join(sorted(targets.types))
+    kind = references.literal_type(ref)
+    if kind is not None and definitions.is_resource_type(kind) and kind not in targets.types:
+        _issue(out, "error", "invalid", where, "target", found=kind, allowed=allowed)
+        return
+    target = references.resolve(ref, references.contained_scope(res, BUNDLE.get()))
+    if target is None:
+        return
+    rtype = target.get("resourceType")
+    if rtype not in targets.types:
+        _issue(out, "error", "invalid", where, "target", found=rtype, allowed=allowed)
+        return
+    wanted = targets.profiles.get(str(rtype))
+    if wanted and not _conforms(target, wanted, target):
+        _issue(out, "error", "invalid", where, "target-profile", found=rtype, profiles=", ".join(wanted))
+
+
+def _discriminator(sd_elements: dict[str, dict[str, Any]], slice_el: dict[str, Any],
+                   d: dict[str, Any]) -> tuple[tuple[str, ...], str, Any]:
+    """What a slice's items look like at the discriminator ``d``'s path: (path steps, kind, value)."""
+    path = d["path"]
+    steps = tuple(path.split(".")) if path != "$this" else ()
+    kind = d["type"]
+    if kind in ("value", "pattern"):
+        return steps, "value", _discriminator_value(sd_elements, slice_el, path)
+    target = slice_el if path == "$this" else _child(sd_elements, slice_el["id"], path)
+    if target is None:
+        raise ValueError(f"{slice_el['id']}: no element for discriminator {path!r}")
+    if kind == "exists":
+        if target.get("min", 0) >= 1:
+            return steps, "exists", True
+        if target.get("max") == "0":
+            return steps, "exists", False
+        raise ValueError(f"{slice_el['id']}: exists discriminator {path!r} is neither required nor prohibited")
+    if kind == "type":
+        return steps, "type", frozenset(_type_code(t) for t in target.get("type", ()))
+    if kind == "profile":
+        urls = tuple(u.split("|", 1)[0] for t in target.get("type", ()) for u in t.get("profile", ()))
+        if not urls:
+            raise ValueError(f"{slice_el['id']}: profile discriminator {path!r} names no profile")
+        return steps, "profile", urls
+    raise ValueError(f"{slice_el['id']}: discriminator type {kind!r} is not supported")
+
+
+def _child(sd_elements: dict[str, dict[str, Any]], sid: str, path: str) -> dict[str, Any] | None:
+    """The element at ``path`` under ``sid``; a choice is found under its ``[x]`` name too."""
+    return sd_elements.get(f"{sid}.{path}") or sd_elements.get(f"{sid}.{path}[x]")
 
 
 def _discriminator_value(sd_elements: dict[str, dict[str, Any]], slice_el: dict[str, Any],
@@ -756,9 +890,7 @@ def _build(sd: dict[str, Any]) -> Plan:
         if slice_name:
             sliced_id = f"{parent_id}.{name}"
             sliced = by_id[sliced_id]
-            match = [(tuple(d["path"].split(".")) if d["path"] != "$this" else (),
-                      _discriminator_value(by_id, e, d["path"]))
-                     for d in sliced["slicing"]["discriminator"] if _supported(d, sliced_id)]
+            match = [_discriminator(by_id, e, d) for d in sliced["slicing"]["discriminator"]]
             nodes[sliced_id].slices.insert(0, _Slice(slice_name, match, node))
             continue
         if "slicing" in e:
@@ -767,12 +899,6 @@ def _build(sd: dict[str, Any]) -> Plan:
             continue
         nodes[parent_id].children.insert(0, node)
     return Plan(sd["url"], sd["type"], root)
-
-
-def _supported(d: dict[str, Any], where: str) -> bool:
-    if d["type"] not in ("value", "pattern"):
-        raise ValueError(f"{where}: discriminator type {d['type']!r} is not supported")
-    return True
 
 
 @cache
@@ -817,7 +943,8 @@ def claimed(resource: dict[str, Any]) -> list[str]:
 
 
 def validate_resource(resource: Any, urls: list[str] | None = None, structural: bool = True) -> list[Issue]:
-    """Structural issues, then the issues against each profile: ``urls`` when given, else the shipped
+    """Structural issues and the core reference and extension checks (:mod:`.core`, without its FHIRPath
+    invariants; Bundle entries included), then the issues against each profile: ``urls`` when given, else the shipped
     profiles the resource claims in ``meta.profile`` (a claim of an unknown profile is a warning), else
     :func:`fhir_hub.profiles.default_profiles`. Bundles are not descended into here; see the CLI."""
     out: list[Issue] = list(structure.validate(resource)) if structural else []
@@ -832,8 +959,18 @@ def validate_resource(resource: Any, urls: list[str] | None = None, structural: 
                        "unknown-profile", profile=u)
         if not claims:
             urls = profiles.default_profiles(resource)
+    found: list[Issue] = []
     for u in urls:
-        out.extend(validate(resource, u))
+        found.extend(validate(resource, u))
+    if structural:
+        from fhir_hub.validation import core  # core builds on this module's issues
+
+        # one fault, one issue: what a profile reports at or under a place (an extension's value type, a
+        # reference's target) is not repeated from the core checks
+        said = [e for i in found for e in i.expression]
+        out.extend(i for i in core.validate_rules(resource, invariants=False)
+                   if not any(e == i.expression[0] or e.startswith(i.expression[0] + ".") for e in said))
+    out.extend(found)
     return out
 
 
@@ -853,12 +990,23 @@ def validate_tree(resource: Any, urls: list[str] | None = None, defaults: bool =
         urls = []
     out = validate_resource(resource, urls)
     if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
-        for i, entry in enumerate(resource.get("entry") or ()):
-            inner = entry.get("resource") if isinstance(entry, dict) else None
-            if not isinstance(inner, dict) or not isinstance(inner.get("resourceType"), str):
-                continue  # the structural pass has reported it
-            wanted: list[str] | None = None if defaults or claimed(inner) else []
-            found = validate_resource(inner, wanted, structural=False)
-            rtype = inner["resourceType"]
-            out.extend(reroot(x, rtype, f"Bundle.entry[{i}].resource") for x in found)
+        token = BUNDLE.set(references.bundle_index(resource))
+        try:
+            out.extend(_validate_entries(resource, defaults))
+        finally:
+            BUNDLE.reset(token)
+    return out
+
+
+def _validate_entries(resource: dict[str, Any], defaults: bool) -> list[Issue]:
+    """Each entry of a Bundle against its profiles (the Bundle's index set, for references to resolve)."""
+    out: list[Issue] = []
+    for i, entry in enumerate(resource.get("entry") or ()):
+        inner = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(inner, dict) or not isinstance(inner.get("resourceType"), str):
+            continue  # the structural pass has reported it
+        wanted: list[str] | None = None if defaults or claimed(inner) else []
+        found = validate_resource(inner, wanted, structural=False)
+        rtype = inner["resourceType"]
+        out.extend(reroot(x, rtype, f"Bundle.entry[{i}].resource") for x in found)
     return out

@@ -42,7 +42,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
 _DELETE = object()
 
 #: name -> (sample, change); each golden file holds the OperationOutcome, in English and in Vietnamese.
-CASES: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None] | None]] = {
+CASES: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], object] | None]] = {
     "patient-valid": (s.patient, None),
     "patient-no-name-text": (s.patient, _set("name.0.text", _DELETE)),
     "patient-cccd-11-digits": (s.patient, _set("identifier.0.value", "00119001234")),
