@@ -189,7 +189,7 @@ def age_range(condition: dict[str, Any], patient: dict[str, Any] | None, unit: s
 def _age_text(low: int, high: int, unit: str) -> tuple[str, str]:
     en_unit, vi_unit = ("days", "ngày") if unit == "days" else ("years", "tuổi")
     if low == high:
-        return f"{low} {en_unit}", f"{low} {vi_unit}"
+        return f"{low} {en_unit[:-1] if low == 1 else en_unit}", f"{low} {vi_unit}"
     return f"{low}–{high} {en_unit}", f"{low}–{high} {vi_unit}"
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from fhir_hub import terminology
+from fhir_hub.rest.validate import outcome
 from fhir_hub.validation import icd_rules
 
 ICD = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-icd10"
@@ -144,3 +148,25 @@ def test_a_bundle_resolves_patients_by_full_url_and_id_and_falls_back_to_known()
     assert "the patient is male" in found[0].diagnostics
     assert icd_rules.outside_subjects(_condition("N40")) == ["Patient/p1"]
     assert icd_rules.check(_condition("N40"), {"Patient/p1": _patient()})[0].severity == "error"
+
+
+def test_golden_outcome_of_every_rule() -> None:
+    """One Condition breaking each rule, the outcome in English and Vietnamese (tests/golden/icd-rules)."""
+    people = [_patient("male", "1990-04-12", "man"), _patient("female", "1950-06-01", "old"),
+              _patient("female", "2024-01-01", "baby"), _patient("female", "2014-05-01", "girl")]
+    cases = [("O80", "man"), ("N83.2", "man"), ("N40", "old"), ("P59.9", "baby"), ("R95.9", "baby"),
+             ("G30.0", "old"), ("G30.1", "girl"), ("O80", "girl")]
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": p} for p in people]
+              + [{"resource": _condition(code, "2025-08-01", f"Patient/{pid}")} for code, pid in cases]}
+    issues = icd_rules.check(bundle)
+    rules = [i.diagnostics.split(" ")[2] for i in issues]
+    assert rules == ["icd10-sex-pregnancy", "icd10-sex-female-genital", "icd10-sex-male-genital",
+                     "icd10-age-perinatal", "icd10-age-sids", "icd10-age-alzheimer-early",
+                     "icd10-age-alzheimer-late", "icd10-age-maternity"], rules
+    doc = {"en": outcome(issues, "en"), "vi": outcome(issues, "vi")}
+    path = Path(__file__).resolve().parents[1] / "golden" / "icd-rules" / "every-rule.json"
+    if os.environ.get("FHIR_HUB_UPDATE_GOLDEN") or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    assert doc == orjson.loads(path.read_bytes()), f"differs from {path}"
