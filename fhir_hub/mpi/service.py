@@ -183,21 +183,26 @@ def _same(stored: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     return {**stored, "meta": meta} == new
 
 
-def write_golden(tx: Tx, golden: Golden) -> None:
-    """Write (or delete, when it has no source left) the golden record ``golden`` describes."""
-    current = _body(tx, "Patient", golden.id)
+def write_golden(tx: Tx, golden: Golden, known: dict[str, dict[str, Any]] | None = None,
+                 fresh: bool = False) -> None:
+    """Write (or delete, when it has no source left) the golden record ``golden`` describes.
+
+    ``known`` holds source bodies the caller has at hand (the Patient just written): reading
+    back what the unit just wrote would make the SQLite writer send its buffered rows first.
+    ``fresh`` says ``golden.id`` was just made, so there is nothing stored to compare with."""
+    current = None if fresh else _body(tx, "Patient", golden.id)
     if not golden.sources and golden.replaced_by is None:
         if current is not None:
             tx.delete("Patient", golden.id)
         return
     sources = []
     for sid in dict.fromkeys(golden.sources):
-        body = _body(tx, "Patient", sid)
+        body = known[sid] if known is not None and sid in known else _body(tx, "Patient", sid)
         if body is not None:
             sources.append((sid, body))
     new = compose(golden.id, sources, golden.merged, golden.replaced_by)
     if not _same(current, new):
-        tx.put("Patient", golden.id, new, "PUT" if current is not None else "POST")
+        tx.put("Patient", golden.id, new, "PUT" if current is not None else "POST", fresh=fresh)
 
 
 def golden_of(tx: Tx, gid: str) -> Golden:
@@ -412,7 +417,7 @@ class Reconciler:
             return  # the hub's own records (written by this module, or by a steward by hand)
         record = link_record(tx, sid)
         if record is None:
-            before = _before(tx, sid)
+            before = _before(tx, sid, resource)
             if before is not None and is_golden(before):
                 raise _golden_written(sid)
             self._place(tx, sid, resource)
@@ -432,16 +437,16 @@ class Reconciler:
         decision = match(extract(resource), TxCandidates(tx), lambda g: _features(tx, g), self.config)
         if decision.outcome is Outcome.AUTO_LINK and decision.candidate is not None:
             golden = golden_of(tx, decision.candidate)
-            write_golden(tx, Golden(golden.id, (*golden.sources, sid), golden.merged))
+            write_golden(tx, Golden(golden.id, (*golden.sources, sid), golden.merged), {sid: resource})
             _auto_link(tx, sid, golden.id, decision)
             return
-        _new_person(tx, sid, new_id(), decision)
+        _new_person(tx, sid, new_id(), decision, body=resource)
 
     @staticmethod
     def _changed(tx: Tx, sid: str, resource: dict[str, Any]) -> bool:
         """Whether what matching compares differs from the version before (a re-sent copy, or
         an edit of what no rule reads, keeps its link without another search)."""
-        before = _before(tx, sid)
+        before = _before(tx, sid, resource)
         return before is None or extract(before) != extract(resource)
 
     def _rematch(self, tx: Tx, sid: str, resource: dict[str, Any], gid: str) -> None:
@@ -474,7 +479,7 @@ class Reconciler:
             decision = stay if stay.outcome is Outcome.REVIEW or elsewhere.outcome is not Outcome.REVIEW else elsewhere
             _new_person(tx, sid, target, decision, previous=gid,
                         reasons=(*why, f"no longer matches Patient/{gid}: {stay.outcome} by {stay.rule}, "
-                                 f"score {stay.score:.2f}"), written=True)
+                                 f"score {stay.score:.2f}"))
 
     def on_delete(self, tx: Tx, sid: str) -> None:
         """A deleted source leaves its golden record, which is recomputed from the others, or
@@ -522,12 +527,17 @@ class Reconciler:
         self._rematch(tx, sid, resource, golden.id)
 
 
-def _before(tx: Tx, sid: str) -> dict[str, Any] | None:
-    """The version of ``Patient/sid`` before the one this unit just wrote, if it had content."""
-    cur = tx.current("Patient", sid)
-    if cur is None or cur.vid <= 1:
+def _before(tx: Tx, sid: str, written: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The version of ``Patient/sid`` before the one this unit just wrote (``written``, whose
+    ``meta.versionId`` the store set; else the tombstone is read), if it had content."""
+    if written is not None:
+        vid = int((written.get("meta") or {}).get("versionId") or 0)
+    else:
+        cur = tx.current("Patient", sid)
+        vid = 0 if cur is None else cur.vid
+    if vid <= 1:  # a create: no version before it, and no read of what the unit just wrote
         return None
-    v = tx.vread("Patient", sid, cur.vid - 1)
+    v = tx.vread("Patient", sid, vid - 1)
     if v is None or v.body is None:
         return None
     loaded: dict[str, Any] = orjson.loads(v.body)
@@ -572,11 +582,12 @@ def _open_review(tx: Tx, sid: str, decision: Decision, reasons: Sequence[str] = 
 
 
 def _new_person(tx: Tx, sid: str, new: str, decision: Decision, previous: str | None = None,
-                reasons: Sequence[str] = (), written: bool = False) -> None:
-    """``sid`` as the first source of golden record ``new`` (already written when ``written``),
-    with a review of the decision's candidate when the rules were not sure."""
-    if not written:
-        write_golden(tx, Golden(new, (sid,)))
+                reasons: Sequence[str] = (), body: dict[str, Any] | None = None) -> None:
+    """``sid`` as the first source of golden record ``new`` — written here from ``body`` when
+    given, else already written — with a review of the decision's candidate when the rules were
+    not sure."""
+    if body is not None:
+        write_golden(tx, Golden(new, (sid,)), {sid: body}, fresh=True)
     review = decision.outcome is Outcome.REVIEW and decision.candidate is not None
     _write_link(tx, sid, new, _decision_ext(tx, golden=new, rule=str(decision.rule), outcome=str(decision.outcome),
                                             source="auto", actor=AUTO_ACTOR, decision=decision, previous=previous,
