@@ -184,3 +184,18 @@ def test_icd10_rules_on_the_conditions_of_an_ndjson_file(tmp_path: Path) -> None
     icd = [i for i in first["outcome"]["issue"] if i["code"] == "business-rule"]
     assert [(i["severity"], i["expression"]) for i in icd] == [("warning", ["Condition.code.coding[0]"])]
     assert "icd10-age-perinatal" in icd[0]["diagnostics"] and "59 days" in icd[0]["diagnostics"]
+
+
+def test_the_package_profiles_build_writes_loads_as_an_ig(tmp_path: Path) -> None:
+    from fhir_hub.profiles import build
+
+    package = build.write_package(tmp_path)
+    sds = sum(1 for r in build.read_package(package).values() if r.get("resourceType") == "StructureDefinition")
+    path = _write(tmp_path / "p.json", vn_samples.patient())
+    result = runner.invoke(app, ["validate", str(path), "--ig", str(package)])
+    assert result.exit_code == 0, result.output
+    assert f"{sds} StructureDefinition(s)" in " ".join(result.output.split())
+    broken = vn_samples.patient()
+    del broken["name"][0]["text"]
+    assert runner.invoke(app, ["validate", str(_write(tmp_path / "b.json", broken)), "--ig", str(package)]
+                         ).exit_code == 1
