@@ -21,6 +21,11 @@ Requests run concurrently (``--concurrency``), so the order in which independent
 ndjson lines reach the server is not guaranteed: with resources that reference each other across
 requests, use ``--concurrency 1``.  Transaction bundles (what ``demo-data`` writes) are
 self-contained and load in any order.
+
+With patient reconciliation on in the server (``FHIR_HUB_MPI=on``) every Patient sent is matched
+as any REST write is, whatever the order or concurrency (the server's single writer decides one at
+a time); golden records, link records and AuditEvents are the server's own, so a store with them
+is moved with ``fhir-hub export`` / ``fhir-hub import --db``, not loaded.
 """
 
 from __future__ import annotations

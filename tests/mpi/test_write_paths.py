@@ -1,6 +1,7 @@
 """Every write path goes through matching, end to end over uvicorn and SQLite with reconciliation
 on: a claims import, a bulk load of facility copies (ndjson and transaction bundles), an ndjson
-import below the REST layer (``fhir-hub import --db``, then ``fhir-hub mpi reconcile``), batch
+import below the REST layer (``fhir-hub import --db``, then ``fhir-hub mpi reconcile``; a reconciled
+store moved as it is), batch
 entries and PATCH — each ends with one golden record per person."""
 
 from __future__ import annotations
@@ -243,3 +244,9 @@ def test_ndjson_import_below_the_rest_layer_is_reconciled(tmp_path: Path) -> Non
             one_golden_per_person(c)
     finally:
         srv.stop()
+    # a reconciled store moved with its golden and link records is taken as it is
+    moved = tmp_path / "moved"
+    assert runner.invoke(app, ["export", str(moved), "--db", str(srv.db)]).exit_code == 0
+    result = runner.invoke(app, ["import", str(moved), "--db", str(tmp_path / "copy.db")], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"0 source Patient(s) matched, {2 * len(PEOPLE)} already linked" in " ".join(result.output.split())
