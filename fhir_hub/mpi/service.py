@@ -14,7 +14,13 @@ made) in plain R4 resources, so that everything lives in the store and can be se
 * A **link record** per source: a ``Basic`` (code ``urn:fhir-hub:mpi-link|match``, ``subject`` the
   source, ``identifier`` ``urn:fhir-hub:mpi:golden|<golden id>``) whose ``decision`` extension says
   how the link was made (rule, outcome, score, fields agreed and disagreed, reasons, time, actor,
-  automatic or manual, the previous golden record). Each decision is a new version of it.
+  automatic or manual, the previous golden record). Each decision is a new version of it; when
+  the source is deleted its code becomes ``deleted`` (the golden record it was in is kept, so
+  writing the source again puts it back there).
+* **The life of a source** (:class:`Reconciler`): an update that changes what matching reads is
+  re-evaluated against the person made of the golden record's other sources, and the source moves
+  when it no longer matches (the link naming the golden record it left); a delete recomputes its
+  golden record from the other sources, or retires it (a delete, history kept) with the last one.
 * A **review item** per (source, candidate golden) pair the rules sent to review: a ``Basic``
   with code ``possible-match``; accepting it links, rejecting it sets ``no-match``.
 * An **AuditEvent** per decision (every automatic one on the write path, every steward's one):
@@ -65,7 +71,8 @@ AUTO_ACTOR = "fhir-hub mpi (automatic)"
 
 AUDIT_TAG = {"system": MPI, "code": "audit"}
 #: ``AuditEvent.subtype`` system: the decision (``auto-link``, ``new``, ``review``, ``link``,
-#: ``unlink``, ``reject``, ``merge``, ``unmerge``)
+#: ``unlink``, ``reject``, ``merge``, ``unmerge``; on the write path also ``delete`` and ``restore``
+#: of a source)
 AUDIT_SUBTYPE = f"{MPI}-audit"
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"

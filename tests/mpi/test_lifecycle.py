@@ -172,3 +172,18 @@ def test_golden_records_cannot_be_deleted_by_clients(c: httpx.Client) -> None:
     # nor overwritten by a PUT that is not a golden record
     r = c.put(f"/Patient/{gid}", json={**patient(name="Chu Văn Sơn", cccd=x, card=None), "id": gid})
     assert r.status_code == 409
+
+
+def test_a_stewards_link_stands_when_the_source_is_updated(c: httpx.Client) -> None:
+    x, y = cccd(1984), cccd(1984)
+    put(c, "lc-a7", patient(name="Ninh Văn Tùng", cccd=x, card=None, birth="1984-04-04", phone=None))
+    put(c, "lc-b7", patient(name="Ninh Văn Tùng", cccd=y, card=None, birth="1984-04-04", phone=None))
+    gid = golden_of(c, "lc-a7")["id"]
+    assert golden_of(c, "lc-b7")["id"] != gid  # two IDs: two persons, until a steward says otherwise
+    r = c.post("/Patient/$mpi-link", json=params(source="Patient/lc-b7", golden=f"Patient/{gid}", actor="steward-7"))
+    assert r.status_code == 200, r.text
+    # an update the rules alone would take out of the person (another name, another birth date)
+    put(c, "lc-b7", patient(name="Lò Văn Pẩu", cccd=y, card=None, birth="1984-09-05", phone=None))
+    assert golden_of(c, "lc-b7")["id"] == gid
+    assert (link_state(c, "lc-b7")["linkSource"], link_state(c, "lc-b7")["rule"]) == ("manual", "manual")
+    assert sorted(sources(golden_of(c, "lc-a7"))) == ["lc-a7", "lc-b7"]
