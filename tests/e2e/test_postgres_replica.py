@@ -6,6 +6,8 @@ item 5): a primary and a ``pg_basebackup -R`` standby streaming from it, both on
 * Reads really go to the standby: once it has caught up, a read leaves its query in the standby's
   ``pg_stat_activity``, and with the primary stopped reads and searches are still answered (writes
   get a 503).
+* The same holds with two worker processes and a new connection per request: whichever worker
+  serves the read knows the other's commit (the host's commit mark).
 * A standby that is down costs nothing but itself: reads go to the primary.
 """
 
@@ -15,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -95,6 +98,29 @@ def test_reads_see_own_writes_and_are_served_by_the_standby(
             refused = c.post("/Patient", json=_patient("001090000002"))
             assert refused.status_code == 503 and refused.json()["resourceType"] == "OperationOutcome"
     finally:
+        srv.stop()
+
+
+def test_read_your_writes_holds_across_workers(primary_and_standby: tuple[Cluster, Cluster, str, str]) -> None:
+    """A new connection per request may land on either worker: the commit mark is shared."""
+    _primary, _standby, url, standby_url = primary_and_standby
+    srv = Server(url, free_port(), {}, args=("--read-replica", standby_url, "--workers", "2"))  # type: ignore[arg-type]
+    srv.start()
+    try:
+        _on(standby_url, "SELECT pg_wal_replay_pause()")
+        with httpx.Client(base_url=srv.base, timeout=30, limits=httpx.Limits(max_keepalive_connections=0),
+                          headers={"Content-Type": "application/fhir+json"}) as c:
+            for i in range(12):
+                value = f"00109001{i:04d}"
+                made = c.post("/Patient", json=_patient(value))
+                assert made.status_code == 201, made.text
+                rid = made.json()["id"]
+                assert c.get(f"/Patient/{rid}").status_code == 200, f"write {i} not seen by the next read"
+                found = c.get("/Patient", params={"identifier": f"{NID}|{value}"}).json()
+                assert [e["resource"]["id"] for e in found.get("entry", [])] == [rid]
+        assert not _standby_has(standby_url, rid)  # replay stayed paused: the primary answered
+    finally:
+        _on(standby_url, "SELECT pg_wal_replay_resume()")
         srv.stop()
 
 

@@ -1,21 +1,21 @@
 """Read replicas: reads and searches go to streaming hot standbys, with read-your-writes.
 
-Which reads may a standby serve? One that has replayed every commit the read must see. The store
-keeps the WAL position (LSN) that ends the newest commit *this process* made, and a read goes to a
-standby once the standby's ``pg_last_wal_replay_lsn()`` has reached it; a standby behind it is
-waited for briefly (``wait`` seconds, polling), then the read goes to the primary instead.
+Which reads may a standby serve? One that has replayed every commit the read must see. After each
+commit the writer records the WAL position (LSN) that ends it in the host's commit mark
+(``commit_mark.py``: the newest commit any fhir-hub process on this host made on this database),
+and a read goes to a standby once the standby's ``pg_last_wal_replay_lsn()`` has reached the mark;
+a standby behind it is waited for briefly (``wait`` seconds, polling), then the read goes to the
+primary instead.
 
-Why the newest commit of the process, not of the client: the storage port knows no clients (and
-the REST layer no LSNs), and a process-wide mark is a superset of every client's own, so a client
-always sees its own writes, and nobody sees time run backwards (a read never sees less than one
-before it in the same process). The price of the superset is that right after *any* write of this
-process a read waits for the standby to replay it, which on a LAN is about a millisecond; the
-standby's position is cached and polled at most by one read at a time, so a burst of reads after
-a write costs one poll. Under ``serve --workers N`` the mark is per worker: a client keeps seeing
-its writes while it reuses its HTTP connection (a connection stays with one worker; FHIR clients
-keep connections alive), but a client that opens a new connection per request may land on a
-worker that did not make its write, and that worker could only learn the position by asking the
-primary on every read, which would take back much of what the replicas give.
+Why the newest commit of the host, not of the client: the storage port knows no clients (and the
+REST layer no LSNs), and a host-wide mark is a superset of every client's own, so a client always
+sees its own writes, whichever worker process (``serve --workers N``) its next request lands on,
+and nobody sees time run backwards. The price of the superset is that right after *any* write a
+read waits for the standby to replay it, which on a LAN is about a millisecond; the standby's
+position is cached and polled at most by one read at a time, so a burst of reads after a write
+costs one poll. Asking the primary for its position on every read would cover clients balanced
+across hosts too, but would put a round trip to the primary on every read, which takes back much
+of what the replicas give.
 
 Why wait before falling back: a standby a few milliseconds behind catches up sooner than the read
 would be worth moving to the primary, which is the one server that cannot be scaled out; the
@@ -36,6 +36,8 @@ from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from fhir_hub.storage.postgres.commit_mark import CommitMark
 
 log = logging.getLogger("fhir_hub")
 
@@ -95,15 +97,24 @@ class _NotStandby(Exception):
 class Router:
     """Picks the pool a read runs on (see the module docstring)."""
 
-    def __init__(self, urls: Sequence[str], *, pool_size: int, timeout: float, wait: float):
+    def __init__(self, urls: Sequence[str], *, primary: str, pool_size: int, timeout: float, wait: float):
         self.replicas = [Replica(u, pool_size, timeout) for u in urls]
         self._wait = wait
         self._turn = itertools.cycle(range(len(self.replicas)))
-        #: End of this process's newest commit (``None``: unknown, so only the primary will do).
-        self.committed: int | None = 0
+        self._primary = primary
+        self._mark: CommitMark | None = None
+        #: This process's last commit has no known position: only the primary will do.
+        self._unknown = False
+
+    def committed(self, lsn: int | None) -> None:
+        """A commit ended at ``lsn`` (``None``: it did, but its position could not be read)."""
+        self._unknown = lsn is None
+        if lsn is not None and self._mark is not None:
+            self._mark.raise_to(lsn)
 
     async def open(self, timeout: float) -> None:
         """Open every pool; a standby that does not answer is set aside, not fatal."""
+        self._mark = CommitMark(self._primary)
         for r in self.replicas:
             try:
                 await r.pool.open(wait=True, timeout=timeout)
@@ -113,12 +124,15 @@ class Router:
     async def close(self) -> None:
         for r in self.replicas:
             await r.pool.close()
+        if self._mark is not None:
+            self._mark.close()
+            self._mark = None
 
     async def pick(self) -> Replica | None:
-        """A standby that has replayed this process's newest commit, or ``None`` (the primary)."""
-        need = self.committed
-        if need is None:
+        """A standby that has replayed the host's newest commit, or ``None`` (the primary)."""
+        if self._unknown or self._mark is None:
             return None
+        need = self._mark.read()
         deadline = time.monotonic() + self._wait
         start = next(self._turn)
         for i in range(len(self.replicas)):

@@ -50,7 +50,7 @@ Why this shape:
   while COMMIT was in flight leaves the outcome unknown to the store: it answers 503 (never
   acknowledging), so the write may or may not be present, but never in part.
 * **Read replicas** (``replicas``): reads and searches go to streaming standbys that have
-  replayed this process's newest commit, writes and the reads inside a unit to the primary
+  replayed the newest commit made on this host, writes and the reads inside a unit to the primary
   (``replicas.py`` says why and what read-your-writes means here).
 """
 
@@ -347,7 +347,7 @@ class PostgresStore:
         #: How long a request waits for a connection before it is answered 503.
         self._wait = unavailable_timeout
         #: Where reads go when standbys are configured (``None``: all to the primary).
-        self._router = Router(replicas, pool_size=read_pool_size, timeout=min(1.0, unavailable_timeout),
+        self._router = Router(replicas, primary=url, pool_size=read_pool_size, timeout=min(1.0, unavailable_timeout),
                               wait=replica_wait) if replicas else None
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -622,4 +622,4 @@ class PostgresStore:
             try:
                 row = conn.execute(COMMITTED).fetchone()
             finally:  # unknown (the connection died): reads go to the primary until a commit says
-                self._router.committed = None if row is None else int(row[0])
+                self._router.committed(None if row is None else int(row[0]))
