@@ -21,6 +21,12 @@ Output (orjson, sorted keys, deterministic):
     ``Age``), never on the elements that merely use a type (``ext-1`` is on ``Extension`` only).
     ``severity`` is ``warning`` for a best-practice constraint (they are guidance, not rules).
 
+``r4-bindings.json``
+    ``{element path: [value set URL, [systems], [codes]]}``: the required bindings on CodeableConcept
+    and Coding elements whose value set is enumerable from the definitions (``Condition.clinicalStatus``;
+    ``ucum-units`` and LOINC answer lists are not, and are left out). The ``code`` bindings are already in
+    the element model.
+
 ``r4-extensions.json``
     ``{url: {"context": [element path or type, ...], "value": [JSON keys allowed] | [],
     "modifier": bool}}`` for the core extensions (``value`` empty: a complex extension, no value).
@@ -95,6 +101,33 @@ def build_extensions(defs: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def build_bindings(defs: Path) -> dict[str, list[Any]]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from build_definitions import Terminology
+
+    terms = [r for name in ("valuesets.json", "v3-codesystems.json", "v2-tables.json") for r in load_bundle(defs / name)]
+    terminology = Terminology(terms)
+    out: dict[str, list[Any]] = {}
+    for name in ("profiles-resources.json", "profiles-types.json"):
+        for sd in load_bundle(defs / name):
+            if sd.get("resourceType") != "StructureDefinition" or sd.get("derivation") == "constraint":
+                continue
+            for e in sd["snapshot"]["element"]:
+                b = e.get("binding") or {}
+                codes = [t["code"] for t in e.get("type", ())]
+                if b.get("strength") != "required" or not e["path"].startswith(sd["type"]) or not (
+                        set(codes) & {"CodeableConcept", "Coding"}):
+                    continue
+                url = b["valueSet"].split("|", 1)[0]
+                found = terminology.codes(url)
+                if found is None:
+                    continue
+                vs = terminology.value_sets[url]
+                systems = sorted({i["system"] for i in vs["compose"].get("include", ()) if "system" in i})
+                out[e["path"]] = [url, systems, sorted(found)]
+    return out
+
+
 def write(path: Path, data: Any) -> int:
     blob = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
     path.write_bytes(blob)
@@ -112,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"definitions not found: {defs}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, data in (("r4-invariants.json", build_invariants(defs)), ("r4-extensions.json", build_extensions(defs))):
+    for name, data in (("r4-invariants.json", build_invariants(defs)), ("r4-extensions.json", build_extensions(defs)),
+                       ("r4-bindings.json", build_bindings(defs))):
         print(f"{name:22} {write(args.out / name, data):>9,} bytes")
     return 0
 

@@ -15,14 +15,22 @@ checks it, walking the resource once with the same element model:
 * contained resources, ``Bundle.entry.resource`` and every other resource inside, each as a resource
   of its own (``%resource``), the container being ``%rootResource`` of contained ones.
 
-Not checked here: bindings other than the required ``code`` ones (the structural pass has those);
+* required bindings on CodeableConcept and Coding elements whose value set is enumerable
+  (``Condition.clinicalStatus``; ``data/r4-bindings.json``): a coding of the value set, not text only.
+
+Not checked here: the required ``code`` bindings (the structural pass has those), bindings that are not
+required (extensible ones are guidance for the core resources; the VN profiles' extensible bindings are
+:mod:`.profile`'s), value sets that cannot be enumerated offline (UCUM units, LOINC answer lists),
 ``contextInvariant`` of extensions.
 """
 
 from __future__ import annotations
 
 from functools import cache
+from importlib import resources
 from typing import Any
+
+import orjson
 
 from fhir_hub import definitions
 from fhir_hub.errors import Issue
@@ -51,9 +59,17 @@ class _Ctx:
         self.invariants = invariants
 
 
+# A required binding: value set URL, its code systems, its codes
+_Binding = tuple[str, frozenset[str], frozenset[str]]
 # (json key) -> (element type, FHIRPath step, element path in its type, step of the path from the resource,
-#                 targets or None, kind of the child)
-_Spec = tuple[str, str, str, str, frozenset[str] | None, str]
+#                 targets or None, kind of the child, required binding or None)
+_Spec = tuple[str, str, str, str, frozenset[str] | None, str, _Binding | None]
+
+
+@cache
+def _bindings() -> dict[str, _Binding]:
+    blob = resources.files("fhir_hub.validation").joinpath("data", "r4-bindings.json").read_bytes()
+    return {path: (url, frozenset(systems), frozenset(codes)) for path, (url, systems, codes) in orjson.loads(blob).items()}
 
 
 @cache
@@ -75,7 +91,8 @@ def _specs(tname: str) -> dict[str, _Spec]:
             kind = "backbone"
         else:
             kind = "datatype"
-        out[key] = (t, seg, epath, stem, targets, kind)
+        binding = _bindings().get(epath) if t in ("CodeableConcept", "Coding") else None
+        out[key] = (t, seg, epath, stem, targets, kind, binding)
     return out
 
 
@@ -113,6 +130,22 @@ def _check_target(value: Any, allowed: frozenset[str], path: _Path, ctx: _Ctx) -
         ctx.out.append(ProfileIssue(
             "error", "invalid", f"Reference to {kind} is not allowed here; allowed: {shown}",
             (_render((path, "reference")),), f"Tham chiếu tới {kind} không được phép ở đây; được phép: {shown}"))
+
+
+def _check_binding(value: dict[str, Any], t: str, binding: _Binding, path: _Path, ctx: _Ctx) -> None:
+    """A required binding on a CodeableConcept or Coding: some coding has a code of the value set (in one
+    of its systems, when the coding names one)."""
+    url, systems, codes = binding
+    codings = value.get("coding") if t == "CodeableConcept" else [value]
+    coded = [c for c in codings or () if isinstance(c, dict) and "code" in c]
+    if any(c["code"] in codes and c.get("system", next(iter(systems), None)) in systems for c in coded):
+        return
+    if not coded and "coding" not in value and t == "CodeableConcept" and "text" not in value:
+        return  # only extensions: nothing to judge
+    shown = ", ".join(f"{c.get('system')}|{c['code']}" for c in coded) or "text only"
+    ctx.out.append(ProfileIssue(
+        "error", "code-invalid", f"No code from the required value set {url}: {shown}", (_render(path),),
+        f"Không có mã nào thuộc tập giá trị bắt buộc {url}: {shown}"))
 
 
 def _allowed(d: extensions.Definition, at: _Where) -> bool:
@@ -179,7 +212,7 @@ def _walk(tname: str, obj: dict[str, Any], path: _Path, where: _Where, ctx: _Ctx
         spec = specs.get(key[1:] if prim_ext else key)
         if spec is None:
             continue  # unknown elements are the structural pass's
-        t, seg, epath, stem, targets, kind = spec
+        t, seg, epath, stem, targets, kind, binding = spec
         if kind == "primitive" and not prim_ext and not check:
             continue
         many = type(value) is list
@@ -206,6 +239,8 @@ def _walk(tname: str, obj: dict[str, Any], path: _Path, where: _Where, ctx: _Ctx
                 _check_extension(item, key == "modifierExtension", where, at, ctx)
             if targets is not None:
                 _check_target(item, targets, at, ctx)
+            if binding is not None:
+                _check_binding(item, t, binding, at, ctx)
             _walk(t, item, at, child, ctx)
 
 

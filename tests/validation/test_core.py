@@ -8,6 +8,7 @@ import copy
 import fnmatch
 import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from fhir_hub.errors import Issue
 from fhir_hub.rest.validate import outcome
 from fhir_hub.validation import core, invariants
 from fhir_hub.validation.profile import ProfileIssue
-from tests.validation.test_profile import _DELETE, GOLDEN, _set
-from tests.validation.test_structure import EXAMPLES, _example
+from tests.validation.test_profile import _DELETE, GOLDEN, ROOT, _set
+from tests.validation.test_structure import EXAMPLES, SHARED, _example
 
 ERRATA = orjson.loads((Path(__file__).parent / "data" / "r4-example-errata.json").read_bytes())["errata"]
 
@@ -76,6 +77,8 @@ BROKEN: dict[str, tuple[str, _Change, tuple[str, str]]] = {
     "patient-gender-bad-code": ("Patient-example", _set("gender", "man"), ("code-invalid", "Patient.gender")),
     "observation-status-bad-code": ("Observation-f001", _set("status", "done"),
                                     ("code-invalid", "Observation.status")),
+    "condition-clinical-status-bad-code": ("Condition-example", _set("clinicalStatus.coding.0.code", "cured"),
+                                           ("code-invalid", "Condition.clinicalStatus")),
     "patient-contact-empty": ("Patient-example", _set("contact.0", {"gender": "female"}),
                               ("invariant", "Patient.contact[0]")),
     "observation-quantity-code-no-system": ("Observation-f001", _set("valueQuantity.system", _DELETE),
@@ -213,6 +216,36 @@ def test_every_fhirpath_rule_compiles() -> None:
         for rule in invariants.rules(path):
             if rule.key not in invariants._NATIVE and not invariants._MATCHES.fullmatch(rule.expression):
                 invariants._fhirpath(rule.expression, path.removesuffix("[x]"))
+
+
+# --------------------------------------------------------------------------- required bindings
+
+
+def test_required_binding_on_a_codeable_concept() -> None:
+    cond = _example("Condition-example")
+    assert not [i for i in core.validate_rules(cond) if i.code == "code-invalid"]
+    cond["clinicalStatus"] = {"text": "better"}
+    issues = [i for i in core.validate_rules(cond) if i.code == "code-invalid"]
+    assert [(i.severity, i.expression[0]) for i in issues] == [("error", "Condition.clinicalStatus")]
+    assert "text only" in issues[0].diagnostics
+    cond["clinicalStatus"] = {"coding": [{"system": "http://example.org/other", "code": "active"}]}
+    assert ("error", "code-invalid", "Condition.clinicalStatus") in _keys(core.validate_rules(cond))
+
+
+def test_shipped_rules_equal_a_rebuild() -> None:
+    defs = SHARED / "fhir-r4" / "definitions"
+    if not defs.is_dir():
+        pytest.skip("official FHIR R4 definitions not available")
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import build_r4_rules
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    data = ROOT / "fhir_hub" / "validation" / "data"
+    for name, build in (("r4-invariants.json", build_r4_rules.build_invariants),
+                        ("r4-extensions.json", build_r4_rules.build_extensions),
+                        ("r4-bindings.json", build_r4_rules.build_bindings)):
+        assert orjson.loads((data / name).read_bytes()) == build(defs), name
 
 
 # --------------------------------------------------------------------------- reference targets
