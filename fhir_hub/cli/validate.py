@@ -161,7 +161,7 @@ def _read(path: Path, profile_url: str | None, profile_type: str | None,
 _FAIL_ON = {"error": ("fatal", "error"), "warning": ("fatal", "error", "warning")}
 
 
-def _load_igs(igs: list[Path], err: Console) -> None:
+def _load_igs(igs: list[Path], err: Console, done: list[Any]) -> None:
     from fhir_hub.validation import ig
 
     for path in igs:
@@ -170,6 +170,7 @@ def _load_igs(igs: list[Path], err: Console) -> None:
         except ig.IgError as exc:
             err.print(escape(str(exc)))
             raise typer.Exit(2) from None
+        done.append(loaded)
         err.print(f"{escape(loaded.source)}: {len(loaded.profiles)} StructureDefinition(s), "
                   f"{len(loaded.value_sets)} ValueSet(s), {len(loaded.code_systems)} CodeSystem(s) loaded",
                   highlight=False)
@@ -186,6 +187,18 @@ def validate(
                                 "found: error or warning."),
 ) -> None:
     """Validate FHIR resources against R4 and the VN Core profiles (exit 1 when an error is found)."""
+    from fhir_hub.validation import ig
+
+    loaded: list[Any] = []
+    try:
+        _validate(paths, profile_url, igs, lang, fmt, fail_on, loaded)
+    finally:
+        for one in reversed(loaded):
+            ig.unload(one)
+
+
+def _validate(paths: list[Path], profile_url: str | None, igs: list[Path], lang: str, fmt: str, fail_on: str,
+              loaded: list[Any]) -> None:
     from fhir_hub import profiles
     from fhir_hub.rest.validate import outcome
 
@@ -197,7 +210,7 @@ def validate(
     if missing:
         err.print(f"no such file or folder: {escape(', '.join(map(str, missing)))}")
         raise typer.Exit(2)
-    _load_igs(igs, err)
+    _load_igs(igs, err, loaded)
     profile_type = None
     if profile_url:
         sd = profiles.structure_definition(profile_url)

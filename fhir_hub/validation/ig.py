@@ -9,7 +9,7 @@ extension and type profiles find them), ValueSets and CodeSystems to the termino
 bindings to them are checked). A resource with the URL of a shipped one replaces it.
 
 The shipped registries have no public way to add to them, so this module adds to their loaded
-indexes; it must run before the first validation (a compiled plan is kept per URL). A
+indexes (and clears the compiled profile plans); :func:`unload` takes it all back out. A
 StructureDefinition without a snapshot gets one from its differential when its base is known (shipped,
 or loaded before it from the same package), else the package is refused.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IgError", "Loaded", "load"]
+__all__ = ["IgError", "Loaded", "load", "unload"]
 
 
 class IgError(ValueError):
@@ -36,6 +36,12 @@ class Loaded:
     profiles: list[str] = field(default_factory=list)
     value_sets: list[str] = field(default_factory=list)
     code_systems: list[str] = field(default_factory=list)
+    #: ``(index, url, what was there before or None)``, for :func:`unload`, newest last.
+    undo: list[tuple[dict[str, Any], str, Any]] = field(default_factory=list)
+
+    def put(self, index: dict[str, Any], url: str, value: Any) -> None:
+        self.undo.append((index, url, index.get(url)))
+        index[url] = value
 
 
 class _NoTypes:
@@ -57,7 +63,7 @@ def _flatten(concepts: list[Any], parent: str | None, out: list[dict[str, Any]])
         _flatten(c.get("concept") or [], c["code"], out)
 
 
-def _add_code_system(cs: dict[str, Any]) -> None:
+def _add_code_system(cs: dict[str, Any], loaded: Loaded) -> None:
     from fhir_hub.terminology import catalogue
 
     concepts: list[dict[str, Any]] = []
@@ -69,13 +75,16 @@ def _add_code_system(cs: dict[str, Any]) -> None:
                 children.setdefault(p["valueCode"], []).append(c["code"])
     index = catalogue.CodeSystemIndex({**cs, "concept": concepts}, {c["code"]: c for c in concepts},
                                       {k: tuple(v) for k, v in children.items()})
-    catalogue.catalogue().code_systems[cs["url"]] = index
+    loaded.put(catalogue.catalogue().code_systems, cs["url"], index)
 
 
 def _with_snapshot(sd: dict[str, Any], name: str) -> dict[str, Any]:
     from fhir_hub import profiles
     from fhir_hub.profiles.snapshot import SnapshotError, snapshot
 
+    missing = [k for k in ("type", "kind") if not isinstance(sd.get(k), str)]
+    if missing:
+        raise IgError(f"{name}: StructureDefinition {sd['url']} has no {' or '.join(missing)}")
     if (sd.get("snapshot") or {}).get("element"):
         return sd
     base = profiles.structure_definition(str(sd.get("baseDefinition", "")))
@@ -94,6 +103,7 @@ def load(path: Path) -> Loaded:
     from fhir_hub import profiles
     from fhir_hub.profiles.build import read_package
     from fhir_hub.terminology import catalogue
+    from fhir_hub.validation import profile
 
     if not path.exists():
         raise IgError(f"{path}: no such file or folder")
@@ -102,24 +112,43 @@ def load(path: Path) -> Loaded:
     except (OSError, ValueError, tarfile.TarError) as exc:  # orjson's decode error is a ValueError
         raise IgError(f"{path}: cannot read the package: {exc}") from None
     loaded = Loaded(str(path))
-    sds = profiles._load()[0]  # the shipped index (see the module docstring)
-    found = [(name, r) for name, r in sorted(members.items())
-             if isinstance(r, dict) and isinstance(r.get("url"), str)
-             and r.get("resourceType") in ("StructureDefinition", "ValueSet", "CodeSystem")]
-    # bases first: a profile may derive from another of the same package
-    pending = [(n, r) for n, r in found if r["resourceType"] == "StructureDefinition"]
-    while pending:
-        ready = [(n, r) for n, r in pending if (r.get("snapshot") or {}).get("element")
-                 or profiles.structure_definition(str(r.get("baseDefinition", ""))) is not None]
-        for name, sd in ready or pending[:1]:  # nothing ready: the first one reports why
-            sds[sd["url"]] = _with_snapshot(sd, name)
-            loaded.profiles.append(sd["url"])
-        pending = [(n, r) for n, r in pending if r["url"] not in loaded.profiles]
-    for _name, res in found:
-        if res["resourceType"] == "ValueSet":
-            catalogue.catalogue().value_sets[res["url"]] = res
-            loaded.value_sets.append(res["url"])
-        elif res["resourceType"] == "CodeSystem":
-            _add_code_system(res)
-            loaded.code_systems.append(res["url"])
+    try:
+        sds = profiles._load()[0]  # the shipped index (see the module docstring)
+        found = [(name, r) for name, r in sorted(members.items())
+                 if isinstance(r, dict) and isinstance(r.get("url"), str)
+                 and r.get("resourceType") in ("StructureDefinition", "ValueSet", "CodeSystem")]
+        # bases first: a profile may derive from another of the same package
+        pending = [(n, r) for n, r in found if r["resourceType"] == "StructureDefinition"]
+        while pending:
+            ready = [(n, r) for n, r in pending if (r.get("snapshot") or {}).get("element")
+                     or profiles.structure_definition(str(r.get("baseDefinition", ""))) is not None]
+            for name, sd in ready or pending[:1]:  # nothing ready: the first one reports why
+                loaded.put(sds, sd["url"], _with_snapshot(sd, name))
+                loaded.profiles.append(sd["url"])
+            pending = [(n, r) for n, r in pending if r["url"] not in loaded.profiles]
+        for _name, res in found:
+            if res["resourceType"] == "ValueSet":
+                loaded.put(catalogue.catalogue().value_sets, res["url"], res)
+                loaded.value_sets.append(res["url"])
+            elif res["resourceType"] == "CodeSystem":
+                _add_code_system(res, loaded)
+                loaded.code_systems.append(res["url"])
+    except BaseException:
+        unload(loaded)  # nothing half-loaded stays
+        raise
+    profile.plan.cache_clear()  # a package may replace a shipped profile compiled before
     return loaded
+
+
+def unload(loaded: Loaded) -> None:
+    """Put the registries back as they were before :func:`load` (the CLI does on exit, so a process
+    that runs it in-process, such as a test, keeps the shipped registries)."""
+    from fhir_hub.validation import profile
+
+    for index, url, before in reversed(loaded.undo):
+        if before is None:
+            index.pop(url, None)
+        else:
+            index[url] = before
+    loaded.undo.clear()
+    profile.plan.cache_clear()

@@ -156,6 +156,13 @@ def test_ig_folder_and_package_add_profiles_value_sets_and_code_systems(tmp_path
     result = runner.invoke(app, ["validate", str(bad), "--ig", str(package), "--profile", profile])
     assert result.exit_code == 1
     assert "1 StructureDefinition(s), 1 ValueSet(s), 1 CodeSystem(s) loaded" in " ".join(result.output.split())
+    # the run over, the shipped registries are as they were
+    from fhir_hub import profiles, terminology
+
+    assert profiles.structure_definition(profile) is None and profile not in profiles.urls()
+    assert terminology.value_set(f"{_IG}/ValueSet/clinic-marital") is None
+    assert terminology.code_system(f"{_IG}/CodeSystem/clinic-marital") is None
+    assert runner.invoke(app, ["validate", str(bad), "--profile", profile]).exit_code == 2
 
 
 def test_an_unusable_ig_exits_2(tmp_path: Path) -> None:
@@ -170,6 +177,9 @@ def test_an_unusable_ig_exits_2(tmp_path: Path) -> None:
     _write(folder / "sd.json", sd)
     result = runner.invoke(app, ["validate", str(path), "--ig", str(folder)])
     assert result.exit_code == 2 and "no snapshot" in " ".join(result.output.split())
+    _write(folder / "sd.json", {k: v for k, v in _ig_resources()[0].items() if k != "kind"})
+    result = runner.invoke(app, ["validate", str(path), "--ig", str(folder)])
+    assert result.exit_code == 2 and "has no kind" in " ".join(result.output.split())
 
 
 def test_icd10_rules_on_the_conditions_of_an_ndjson_file(tmp_path: Path) -> None:
