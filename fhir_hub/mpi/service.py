@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,6 +270,19 @@ def _features(tx: Tx, gid: str) -> Features:
     return extract(_body(tx, "Patient", gid) or {})
 
 
+def _features_of(tx: Tx) -> Callable[[str], Features]:
+    """Golden records' features for one decision, each read once (the deterministic and the
+    probabilistic pass of :func:`~fhir_hub.mpi.rules.match` may both ask for a candidate)."""
+    seen: dict[str, Features] = {}
+
+    def get(gid: str) -> Features:
+        found = seen.get(gid)
+        if found is None:
+            found = seen[gid] = _features(tx, gid)
+        return found
+    return get
+
+
 # -- records of decisions ---------------------------------------------------------------------
 
 
@@ -441,7 +454,7 @@ class Reconciler:
 
     def _place(self, tx: Tx, sid: str, resource: dict[str, Any]) -> None:
         """A new source: linked to the person the rules find, else a new golden record."""
-        decision = match(extract(resource), TxCandidates(tx), lambda g: _features(tx, g), self.config)
+        decision = match(extract(resource), TxCandidates(tx), _features_of(tx), self.config)
         if decision.outcome is Outcome.AUTO_LINK and decision.candidate is not None:
             golden = golden_of(tx, decision.candidate)
             write_golden(tx, Golden(golden.id, (*golden.sources, sid), golden.merged), {sid: resource})
@@ -471,7 +484,7 @@ class Reconciler:
             if stay.outcome is Outcome.AUTO_LINK:
                 write_golden(tx, golden)
                 return
-        elsewhere = match(incoming, TxCandidates(tx, exclude=(gid,)), lambda g: _features(tx, g), self.config)
+        elsewhere = match(incoming, TxCandidates(tx, exclude=(gid,)), _features_of(tx), self.config)
         why = (f"re-matched after an update of Patient/{sid}",)
         if elsewhere.outcome is Outcome.AUTO_LINK and elsewhere.candidate is not None:
             _move(tx, sid, gid, elsewhere.candidate)
