@@ -1,7 +1,8 @@
 """HL7 v2.x messages → FHIR R4 transaction bundles (one per message).
 
 Supported: ADT^A01 / A04 / A08 (MSH, PID, PV1, PV2, IN1 → Organization, Patient, Encounter,
-Coverage) and ORU^R01 (PID, PV1, OBR, OBX → Patient, Encounter, Observations, one DiagnosticReport
+Coverage), ADT^A40 (merge: PID's Patient, and the prior one of MRG-1 retired by a conditional
+PATCH, :mod:`.merge`) and ORU^R01 (PID, PV1, OBR, OBX → Patient, Encounter, Observations, one DiagnosticReport
 per OBR).  Parsing is python-hl7's (``hl7.parse``); the mapping is the declarative spec in
 ``fhir_hub/mappings/hl7v2`` run by :mod:`.engine`, with the v2 functions of :mod:`.v2_functions`.
 
@@ -28,7 +29,9 @@ from typing import Any
 import hl7
 
 from fhir_hub.mapping.claims_xml import VN_TZ
-from fhir_hub.mapping.engine import Problem, Spec, instantiate, load_spec
+from fhir_hub.mapping.engine import Built, Problem, Spec, instantiate, load_spec
+from fhir_hub.mapping.functions import BadValue
+from fhir_hub.mapping.merge import merge_entry
 from fhir_hub.mapping.records import FileRecords, RecordResult, assemble, validate_entries
 
 __all__ = ["SUPPORTED", "map_messages"]
@@ -38,6 +41,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "ADT^A01": frozenset({"MSH", "EVN", "PID", "PV1", "PV2", "IN1"}),
     "ADT^A04": frozenset({"MSH", "EVN", "PID", "PV1", "PV2", "IN1"}),
     "ADT^A08": frozenset({"MSH", "EVN", "PID", "PV1", "PV2", "IN1"}),
+    "ADT^A40": frozenset({"MSH", "EVN", "PID", "MRG", "PV1"}),
     "ORU^R01": frozenset({"MSH", "PID", "PV1", "PV2", "ORC", "OBR", "OBX"}),
 }
 _SEGMENT_BREAK = re.compile(r"\r\n|\r|\n")
@@ -148,7 +152,7 @@ def _map_message(index: int, lines: list[str], spec: Spec, name: str, sha: str, 
             rec = {**obr, **rec, "$order": str(order), "STT": f"{order}.{rec.get('OBX-1') or n}"}
         if seg == "PV1":
             rec["MSH-9.2"] = msh.get("MSH-9.2", "")
-        if seg in ("PID", "PV1") and seg in tables:
+        if seg in ("PID", "PV1", "MRG") and seg in tables:
             problems.append(Problem("error", "structure", "a second segment of this kind is skipped", seg, None, None,
                                     str(n)))
             continue
@@ -165,9 +169,32 @@ def _map_message(index: int, lines: list[str], spec: Spec, name: str, sha: str, 
     result = RecordResult(index, label, None, problems, _unmapped(spec, tables))
     entries = assemble(built, raw.encode("utf-8"), _CONTENT_TYPE, f"hl7v2/{facility}/{key}/{control}",
                        f"Import of an HL7 v2 {kind} message", name, sha, recorded)
+    if kind == "ADT^A40":
+        merge = _merge(tables, facility, built, problems)
+        if merge is None:
+            return result
+        entries.append(merge)
     if validate_entries(entries, problems):
         result.bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     return result
+
+
+def _merge(tables: Mapping[str, list[dict[str, str]]], facility: str, built: list[Built],
+           problems: list[Problem]) -> dict[str, Any] | None:
+    """ADT^A40's PATCH of the prior record (MRG-1); None, with a fatal problem, when there is none
+    to find it by: a merge that cannot be done is not imported half."""
+    prior = (tables.get("MRG") or [{}])[0].get("MRG-1", "")
+    survivor = next((b.resource for b in built if b.rule == "patient"), None)
+    if not prior or survivor is None:
+        problems.append(Problem("fatal", "required", "ADT^A40 without MRG-1 (the prior patient's identifiers) or "
+                                "a Patient from PID: not imported", "MRG", "MRG-1"))
+        return None
+    try:
+        return merge_entry(prior, facility, survivor)
+    except BadValue as exc:
+        problems.append(Problem("fatal", "value", f"MRG-1 or PID-3: {exc.reason}: not imported", "MRG", "MRG-1",
+                                prior))
+        return None
 
 
 def _locate(record: RecordResult | None, p: Problem) -> str:

@@ -130,7 +130,7 @@ def _issues(result: FileResult) -> list[dict[str, Any]]:
 
 def test_broken_base64_is_reported_and_the_other_hoso_imports() -> None:
     good = decoded_tables("GIAMDINHHS_synthetic_01_00999", 2)
-    bad = {**decoded_tables("GIAMDINHHS_synthetic_01_00999", 1), "XML1": "@@not base64@@"}
+    bad: dict[str, bytes | str] = {**decoded_tables("GIAMDINHHS_synthetic_01_00999", 1), "XML1": "@@not base64@@"}
     result = _map(envelope([bad, good]))
     assert result.hosos[0].bundle is None and result.hosos[1].bundle is not None
     issues = _issues(result)
@@ -140,7 +140,7 @@ def test_broken_base64_is_reported_and_the_other_hoso_imports() -> None:
 
 
 def test_broken_base64_in_a_detail_table_loses_that_table_only() -> None:
-    tables = {**decoded_tables("GIAMDINHHS_synthetic_01_00999", 2), "XML2": "PD94bWwg!!"}
+    tables: dict[str, bytes | str] = {**decoded_tables("GIAMDINHHS_synthetic_01_00999", 2), "XML2": "PD94bWwg!!"}
     h = _map(envelope([tables])).hosos[0]
     assert h.bundle is not None
     types = {e["resource"]["resourceType"] for e in h.bundle["entry"]}

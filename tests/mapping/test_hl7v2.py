@@ -1,4 +1,4 @@
-"""HL7 v2 messages → bundles: synthetic ADT^A01/A04/A08 and ORU^R01 against golden bundles, the
+"""HL7 v2 messages → bundles: synthetic ADT^A01/A04/A08/A40 and ORU^R01 against golden bundles, the
 VN profiles, and faulty messages reported per message, segment and field."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from tests.mapping.conftest import RECORDED
 from tests.mapping.test_claims_xml import _check_golden, _golden_form
 
 DATA = Path(__file__).parent / "data" / "hl7v2"
-GOOD = ["adt_a01", "adt_a04", "adt_a08", "oru_r01"]
+GOOD = ["adt_a01", "adt_a04", "adt_a08", "adt_a40", "oru_r01"]
 
 
 def _map(stem: str) -> Any:
@@ -94,3 +94,29 @@ def test_v2_datetime_and_name() -> None:
     assert v2_datetime("20250103143000+0000") == "2025-01-03T14:30:00+00:00"
     assert v2_datetime("1968") == "1968"
     assert v2_name("Lê", "An", "Văn")["text"] == "Lê Văn An"
+
+
+def test_a40_retires_the_prior_record_by_a_conditional_patch() -> None:
+    bundle = _map("adt_a40").records[0].bundle
+    survivor = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    assert survivor["request"]["ifNoneExist"].endswith("national_id|079168003456")
+    patch = next(e for e in bundle["entry"] if e["request"]["method"] == "PATCH")
+    assert patch["request"]["url"] == "Patient?identifier=http://fhir.ehealth.gov.vn/core/sid/patient-internal-id|BN2025009999"
+    ops = [{p["name"]: p for p in op["part"]} for op in patch["resource"]["parameter"]]
+    assert [o["type"]["valueCode"] for o in ops] == ["delete", "add", "delete", "add"]
+    assert ops[0]["path"]["valueString"] == "Patient.active" and ops[1]["value"]["valueBoolean"] is False
+    assert ops[2]["path"]["valueString"].startswith("Patient.link.where(type = 'replaced-by' and ")
+    link = {p["name"]: p for p in ops[3]["value"]["part"]}
+    assert link["other"]["valueReference"] == {"identifier": {
+        "system": "http://fhir.ehealth.gov.vn/core/sid/national_id", "value": "079168003456"}}
+    assert link["type"]["valueCode"] == "replaced-by"
+
+
+def test_a40_without_a_usable_mrg_is_not_imported() -> None:
+    base = (DATA / "adt_a40.hl7").read_bytes().split(b"\r")
+    no_mrg = b"\r".join(seg for seg in base if not seg.startswith(b"MRG"))
+    bad_id = b"\r".join(seg if not seg.startswith(b"MRG") else b"MRG|X123^^^XYZ^ZZ" for seg in base)
+    for data, field in ((no_mrg, "MRG-1"), (bad_id, "MRG-1")):
+        record = map_messages(data, "a40.hl7", recorded=RECORDED).records[0]
+        assert record.bundle is None
+        assert any(p.severity == "fatal" and p.field == field and "not imported" in p.reason for p in record.problems)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from fhir_hub.cli.main import app
 from fhir_hub.mapping import map_file
 from fhir_hub.mapping.generate import FAULT_KINDS, Fault, generate
-from fhir_hub.mapping.systems import NATIONAL_ID, PRACTITIONER_LICENCE, VISIT_NUMBER
+from fhir_hub.mapping.systems import NATIONAL_ID, PATIENT_INTERNAL_ID, PRACTITIONER_LICENCE, VISIT_NUMBER
 from tests.conftest import Server, fhir_client
 from tests.mapping.conftest import RECORDED, sample_files
 
@@ -95,7 +95,7 @@ def test_cli_reports_a_bad_file_and_exits_1(tmp_path: Path) -> None:
 
 def test_cli_import_hl7v2_and_csv_into_the_server(fresh_server: Server) -> None:
     data = Path(__file__).parent / "data"
-    hl7 = sorted(str(p) for p in (data / "hl7v2").glob("*.hl7") if p.stem != "faults")
+    hl7 = sorted(str(p) for p in (data / "hl7v2").glob("*.hl7") if p.stem not in ("faults", "adt_a40"))
     result = runner.invoke(app, ["import", *hl7, "--format", "hl7v2", "--base", fresh_server.base])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["import", str(data / "csv" / "patients.csv"), "--format", "csv", "--spec",
@@ -147,3 +147,30 @@ def test_strict_stops_at_the_first_bad_hoso(fresh_server: Server, tmp_path: Path
     assert result.exit_code == 1
     assert f"--strict: stopped at faulty.xml, HOSO {first}" in " ".join(result.output.split())
     assert _count(fresh_server, "Encounter") == first - 1
+
+
+def test_adt_a40_merges_the_prior_record_into_the_survivor(fresh_server: Server) -> None:
+    prior = {"resourceType": "Patient", "active": True, "name": [{"text": "Nguyễn Thị Mẫu"}],
+             "identifier": [{"system": PATIENT_INTERNAL_ID, "value": "BN2025009999"}]}
+    with fhir_client(fresh_server) as c:
+        assert c.post("Patient", content=orjson.dumps(prior)).status_code == 201
+    a40 = Path(__file__).parent / "data" / "hl7v2" / "adt_a40.hl7"
+    for _ in range(2):  # a repeated merge changes nothing more
+        result = runner.invoke(app, ["import", str(a40), "--format", "hl7v2", "--base", fresh_server.base])
+        assert result.exit_code == 0, result.output
+    with fhir_client(fresh_server) as c:
+        survivor = c.get("Patient", params={"identifier": f"{NATIONAL_ID}|079168003456"}).json()["entry"]
+        old = c.get("Patient", params={"identifier": f"{PATIENT_INTERNAL_ID}|BN2025009999"}).json()["entry"]
+    assert len(survivor) == 1 and len(old) == 1
+    retired = old[0]["resource"]
+    assert retired["active"] is False and retired["name"] == prior["name"]
+    assert retired["link"] == [{"other": {"identifier": {"system": NATIONAL_ID, "value": "079168003456"}},
+                                "type": "replaced-by"}]  # once, though merged twice
+
+
+def test_adt_a40_whose_prior_record_is_unknown_is_refused_whole(fresh_server: Server) -> None:
+    a40 = Path(__file__).parent / "data" / "hl7v2" / "adt_a40.hl7"
+    result = runner.invoke(app, ["import", str(a40), "--format", "hl7v2", "--base", fresh_server.base])
+    assert result.exit_code == 1
+    assert "404" in result.output
+    assert _count(fresh_server, "Patient") == 0  # all or nothing: the survivor was not written either
