@@ -250,3 +250,25 @@ def test_ndjson_import_below_the_rest_layer_is_reconciled(tmp_path: Path) -> Non
     result = runner.invoke(app, ["import", str(moved), "--db", str(tmp_path / "copy.db")], env=env)
     assert result.exit_code == 0, result.output
     assert f"0 source Patient(s) matched, {2 * len(PEOPLE)} already linked" in " ".join(result.output.split())
+
+
+def test_hl7v2_and_csv_imports_twice_keep_one_golden_per_personal_id(hub: Server) -> None:
+    data = Path(__file__).parents[1] / "mapping" / "data"
+    hl7 = sorted(str(p) for p in (data / "hl7v2").glob("*.hl7") if p.stem not in ("faults", "adt_a40"))
+    runs = [["import", *hl7, "--format", "hl7v2"],
+            ["import", str(data / "csv" / "patients.csv"), "--format", "csv", "--spec", "patients"]]
+    counts = []
+    for _ in range(2):
+        for args in runs:
+            result = runner.invoke(app, [*args, "--base", hub.base])
+            assert result.exit_code == 0, result.output
+        with fhir_client(hub) as c:
+            counts.append((count(c, "Patient", _tag=GOLDEN), count(c, "Patient", **{"_tag:not": GOLDEN})))
+            found = c.get("/Patient", params={"_tag:not": GOLDEN, "_count": "500"}).json()
+            ids = {i["value"] for e in found["entry"] for i in e["resource"].get("identifier", [])
+                   if i.get("system") == NATIONAL_ID}
+            assert ids  # the samples carry personal IDs
+            for nid in ids:
+                assert len(goldens(c, NATIONAL_ID, nid)) == 1, nid
+    assert counts[0] == counts[1]  # the second import added no person and no copy
+    assert counts[0][0] <= counts[0][1]
