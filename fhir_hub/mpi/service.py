@@ -433,8 +433,8 @@ class Reconciler:
         if not resource:
             self.on_delete(tx, sid)
             return
-        if is_golden(resource):
-            return  # the hub's own records (written by this module, or by a steward by hand)
+        if is_golden(resource):  # the hub writes its own with tx.put, never through this hook
+            raise _golden_written(sid)
         record = link_record(tx, sid)
         if record is None:
             before = _before(tx, sid, resource)
@@ -565,8 +565,9 @@ def _before(tx: Tx, sid: str, written: dict[str, Any] | None = None) -> dict[str
 
 
 def _golden_written(sid: str) -> FhirError:
-    return FhirError(409, error("conflict", f"Patient/{sid} is a golden record of patient reconciliation: the hub "
-                                "keeps it from its sources (update, delete or unlink those, or use $mpi-merge)"))
+    return FhirError(409, error("conflict", f"Patient/{sid} is a golden record of patient reconciliation (tag "
+                                f"{MPI}|golden): the hub writes it from its sources, clients do not (update, "
+                                "delete or unlink those, or use $mpi-merge)"))
 
 
 def _open_reviews_of(sid: str) -> list[Clause]:

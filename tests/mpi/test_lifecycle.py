@@ -155,7 +155,7 @@ def test_deleting_the_last_source_retires_the_golden_record_until_it_is_written_
     assert golden_of(c, "lc-a5")["id"] == gid
 
 
-def test_golden_records_cannot_be_deleted_by_clients(c: httpx.Client) -> None:
+def test_golden_records_cannot_be_deleted_or_written_by_clients(c: httpx.Client) -> None:
     x = cccd(1970)
     put(c, "lc-a6", patient(name="Chu Văn Sơn", cccd=x, card=None, birth="1970-01-01"))
     put(c, "lc-b6", patient(name="Chu Van Son", cccd=x, card=None, birth="1970-01-01"))
@@ -169,9 +169,18 @@ def test_golden_records_cannot_be_deleted_by_clients(c: httpx.Client) -> None:
     assert r.status_code == 409
     assert c.get("/Patient/lc-a6").status_code == 200  # all or nothing
     assert content(c.get(f"/Patient/{gid}").json())["identifier"][0] == {"system": NATIONAL_ID, "value": x}
-    # nor overwritten by a PUT that is not a golden record
+    # nor overwritten by a PUT that is not a golden record, nor edited, nor forged
+    before = live(c, gid)
     r = c.put(f"/Patient/{gid}", json={**patient(name="Chu Văn Sơn", cccd=x, card=None), "id": gid})
     assert r.status_code == 409
+    r = c.patch(f"/Patient/{gid}", content=b'[{"op": "replace", "path": "/gender", "value": "female"}]',
+                headers={"Content-Type": "application/json-patch+json"})
+    assert r.status_code == 409 and r.json()["resourceType"] == "OperationOutcome"
+    assert live(c, gid) == before
+    forged = {**patient(name="Chu Văn Sơn", cccd=cccd(1970), card=None), "meta": {"tag": [{"system": "urn:fhir-hub:mpi",
+                                                                                      "code": "golden"}]}}
+    r = c.post("/Patient", json=forged)
+    assert r.status_code == 409 and "golden record" in r.json()["issue"][0]["diagnostics"]
 
 
 def test_a_stewards_link_stands_when_the_source_is_updated(c: httpx.Client) -> None:
