@@ -14,11 +14,12 @@ What a plan checks, on an orjson-parsed dict:
 * ``fixed[x]`` (equal) and ``pattern[x]`` (contains: every property of the pattern is there, every
   item of a pattern array matches some item);
 * choice types narrowed by the profile (``effective[x]`` only dateTime or Period);
-* slicing of repeating elements, with ``value``/``pattern`` discriminators on a path (``system``,
+* slicing (of repeating elements, and of the one value of a choice element), with ``value``/``pattern`` discriminators on a path (``system``,
   ``url``, ``coding.system``): the slice's value comes from the fixed/pattern of the element at that
   path, the slice's own pattern, or for an extension slice the extension's URL; ``exists`` (the
   element at the path is required, or prohibited, in the slice); ``type`` (a resource's
-  ``resourceType``, a choice element's type: ``value`` finds ``valueQuantity``); ``profile`` (the value
+  ``resourceType``, a choice element's type: ``value`` finds ``valueQuantity``, and ``$this`` on a sliced
+  ``value[x]`` is the type its JSON key names); ``profile`` (the value
   at the path meets one of the slice's type profiles, known to this server); items that match no slice
   are fine unless the slicing is ``closed``;
 * bindings, ``required`` (error) and ``extensible`` (warning when no coding is in the ValueSet and
@@ -36,7 +37,7 @@ What a plan checks, on an orjson-parsed dict:
 
 Not checked here: R4's own invariants, reference types and extension contexts (:mod:`.core` has them;
 :func:`validate_resource` runs its extension and reference checks), ``mustSupport``, ``ordered``
-slicing, slicing of a single (non-repeating) element, targets that do not travel with the reference.
+slicing, targets that do not travel with the reference.
 
 Every issue is a :class:`ProfileIssue`: severity, issue-type code, the FHIRPath location (indexed,
 ``Patient.identifier[1].value``) and a message in English and Vietnamese; ``to_json`` writes the one
@@ -464,7 +465,8 @@ class _Slice:
         self.match = match
         self.node = node
 
-    def matches(self, item: Any, res: dict[str, Any]) -> bool:
+    def matches(self, item: Any, res: dict[str, Any], item_type: str | None = None) -> bool:
+        """Is ``item`` one of this slice; ``item_type`` is the type a choice element's JSON key says."""
         for steps, kind, want in self.match:
             if kind == "value":
                 found = _values(item, steps) if steps else [item]
@@ -474,7 +476,10 @@ class _Slice:
                 if bool(_values(item, steps) if steps else [item]) != want:
                     return False
             elif kind == "type":
-                if not any(t in want for _v, t in _typed_values(item, steps)):
+                if not steps and item_type is not None:
+                    if item_type not in want:
+                        return False
+                elif not any(t in want for _v, t in _typed_values(item, steps)):
                     return False
             elif not any(_conforms(v, want, res) for v in (_values(item, steps) if steps else [item])):
                 return False
@@ -542,6 +547,10 @@ class _Node:
         if found is None:
             if self.min > 0:
                 _issue(out, "error", "required", (path, self.seg), "min", what=self.what, n=0, min=self.min)
+                return  # the element's own minimum says it; its required slices would say it again
+            for sl in self.slices:
+                if sl.node.min > 0:
+                    _issue(out, "error", "required", (path, self.seg), "min", what=sl.node.what, n=0, min=sl.node.min)
             return
         json_key, seg = found
         value = obj[json_key]
@@ -560,16 +569,22 @@ class _Node:
             else:
                 for i, item in enumerate(value):
                     self.check_value(item, (path, seg, i), res, out)
+        elif self.slices:
+            self.check_sliced([value], path, seg, res, out, single=True)
         else:
             self.check_value(value, (path, seg), res, out)
 
-    def check_sliced(self, items: list[Any], path: Any, seg: str, res: dict[str, Any], out: list[Issue]) -> None:
+    def check_sliced(self, items: list[Any], path: Any, seg: str, res: dict[str, Any], out: list[Issue],
+                     single: bool = False) -> None:
+        """Match each item to its slice, then count the slices. ``single``: the one value of an element
+        that does not repeat (a sliced choice, ``value[x]`` by type), whose type its JSON key says."""
         counts = [0] * len(self.slices)
+        item_type = seg[seg.index(".ofType(") + 8:-1] if single and ".ofType(" in seg else None
         for i, item in enumerate(items):
-            where = (path, seg, i)
+            where = (path, seg) if single else (path, seg, i)
             self.check_value(item, where, res, out)
             for k, sl in enumerate(self.slices):
-                if sl.matches(item, res):
+                if sl.matches(item, res, item_type):
                     counts[k] += 1
                     sl.node.check_value(item, where, res, out)
                     break

@@ -80,6 +80,25 @@ def test_type_discriminator_on_a_choice() -> None:
     assert _run(p, obs) == [("error", "required", "Observation.component")]
 
 
+def test_type_discriminator_on_a_single_choice_value() -> None:
+    p = _plan("Observation", [
+        _el("Observation.value[x]", 0, "1", type=[{"code": "Quantity"}, {"code": "string"}],
+            slicing={"discriminator": [{"type": "type", "path": "$this"}], "rules": "closed"}),
+        _el("Observation.value[x]:valueQuantity", 1, "1", type=[{"code": "Quantity"}]),
+        _el("Observation.value[x]:valueQuantity.code", 1, "1"),
+    ])
+    obs = s.vital_sign()
+    assert _run(p, obs) == []
+    del obs["valueQuantity"]["code"]
+    assert _run(p, obs) == [("error", "required", "Observation.value.ofType(Quantity).code")]
+    del obs["valueQuantity"]
+    obs["valueString"] = "high"
+    assert _run(p, obs) == [("error", "structure", "Observation.value.ofType(string)"),
+                            ("error", "required", "Observation.value.ofType(string)")]
+    del obs["valueString"]
+    assert _run(p, obs) == [("error", "required", "Observation.value")]
+
+
 # --------------------------------------------------------------------------- profile
 
 
