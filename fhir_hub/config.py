@@ -57,6 +57,9 @@ class Settings:
     #: Where ``fhir-hub clients demo`` installs the demo citizen app's npm packages (fhirclient)
     #: and the server (auth on) serves them from; empty: ``~/.cache/fhir-hub/demo``.
     demo_dir: str = ""
+    #: With auth on, ``access``: an AuditEvent (IHE BALP-shaped) per FHIR interaction, written in
+    #: batches (``fhir_hub/auth/audit.py``); ``off``: none.
+    audit: str = "off"
 
     def __post_init__(self) -> None:
         if self.auth not in ("off", "smart"):  # a typo must not leave the server open
