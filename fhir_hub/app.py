@@ -210,7 +210,7 @@ class FhirApp:
     async def shutdown(self) -> None:
         if self._opened:
             if self.auth is not None:
-                self.auth.close()
+                await self.auth.close()
             await self.store.close()
             self._opened = False
 
@@ -267,8 +267,8 @@ class FhirApp:
         except Exception:  # a bug, not bad input: say so without leaking internals
             log.exception("unhandled error on %s %s", method, path)
             response = outcome_response(FhirError(500, error("exception", "internal error; see the server log")))
-        if self.auth is not None and "origin" in headers:
-            response = self.auth.cors(headers, response)
+        if self.auth is not None:  # its AuditEvent, CORS headers
+            response = self.auth.after(self.hub, method, path, scope, headers, response)
         # a new list: handlers may answer with shared, precomputed header lists
         out_headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
         await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
