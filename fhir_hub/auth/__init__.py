@@ -7,6 +7,7 @@
 * ``server.py``: ``.well-known/smart-configuration`` and the ``/auth/*`` endpoints;
 * ``pages.py``: the login and consent pages (Vietnamese, English);
 * ``enforce.py``: the check every FHIR request passes before dispatch;
+* ``audit.py``: an AuditEvent (IHE BALP-shaped) per access, with ``FHIR_HUB_AUDIT=access``;
 * ``cors.py``: CORS for the origins of registered redirect URIs only;
 * ``demo/``: the demo citizen app (static pages on ``fhirclient``), served under ``/auth/demo/``.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_hub.auth import demo
+from fhir_hub.auth.audit import Auditor, access_event, now
 from fhir_hub.auth.cors import Cors
 from fhir_hub.auth.enforce import Enforcer
 from fhir_hub.auth.keys import Keys
@@ -39,6 +41,9 @@ class Auth:
         self._server: AuthServer | None = None
         self._enforcer: Enforcer | None = None
         self._cors: Cors | None = None
+        if settings.audit not in ("off", "access"):  # a typo must not leave accesses unrecorded
+            raise ValueError(f"FHIR_HUB_AUDIT: expected off or access, got {settings.audit!r}")
+        self._auditor: Auditor | None = None
         self._discovery = f"{self.base_path}/.well-known/smart-configuration"
 
     def open(self) -> None:
@@ -52,7 +57,11 @@ class Auth:
             store = self._store
             self._cors = Cors(lambda: [u for c in store.clients() for u in c.redirect_uris])
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Write the buffered AuditEvents (the FHIR store is still open), then close the tables."""
+        if self._auditor is not None:
+            await self._auditor.close()
+            self._auditor = None
         if self._store is not None:
             self._store.close()
             self._store = self._server = self._enforcer = self._cors = None
@@ -74,9 +83,29 @@ class Auth:
         assert self._cors is not None, "Auth.open() first"
         return self._cors.preflight(headers)
 
-    def cors(self, headers: dict[str, str], response: Response) -> Response:
-        """``response`` with CORS headers when the request's ``Origin`` is a registered one."""
-        return response if self._cors is None else self._cors.apply(headers, response)
+    def after(self, hub: Any, method: str, path: str, scope: dict[str, Any], headers: dict[str, str],
+              response: Response) -> Response:
+        """What every answer passes on its way out: its AuditEvent (FHIR interactions, with
+        ``FHIR_HUB_AUDIT=access``) and CORS headers when the request's ``Origin`` is registered."""
+        if self._enforcer is None or self._cors is None:
+            return response
+        if self.settings.audit == "access" and (path == self.base_path or path.startswith(self.base_path + "/")):
+            seg = [s for s in path[len(self.base_path):].split("/") if s]
+            if seg != ["metadata"]:
+                self._audit(hub, method, seg, scope, headers, response.status)
+        return self._cors.apply(headers, response) if "origin" in headers else response
+
+    def _audit(self, hub: Any, method: str, seg: list[str], scope: dict[str, Any], headers: dict[str, str],
+               status: int) -> None:
+        assert self._enforcer is not None
+        if self._auditor is None:
+            self._auditor = Auditor(hub.store)
+        p = self._enforcer.peek(headers)
+        client = scope.get("client")
+        self._auditor.record(access_event(
+            method=method, seg=seg, raw_query=scope.get("query_string", b"").decode("latin-1"), status=status,
+            recorded=now(), client_id=p.client_id if p else None, jti=p.jti if p else None,
+            patient=p.patient if p else None, address=str(client[0]) if client else None))
 
     async def enforce(self, hub: Any, req: Request) -> Request:
         assert self._enforcer is not None, "Auth.open() first"

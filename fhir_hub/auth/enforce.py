@@ -17,7 +17,11 @@ restrict properly under a patient's token. In order:
    restriction; outside it the answer is 404 whether or not the resource exists. A search is
    routed as the compartment search ``Patient/[patient]/Type`` with the restriction's parameters
    added. Types never in a Patient compartment are refused (403).
-4. **Bundles**: each entry is classified and checked the same way; one refused entry refuses
+4. **AuditEvents** are written by the server only (every write of one: 405) and read by
+   stewards only: a system token whose scopes name ``AuditEvent`` itself (``system/*`` does
+   not). Other tokens are refused searches, includes, ``_has`` and ``_type`` that would reach
+   them, ``Patient/[id]/*`` and the system history; their ``$everything`` leaves them out.
+5. **Bundles**: each entry is classified and checked the same way; one refused entry refuses
    the bundle. A search entry gets a system token's query restriction added; under a patient's
    token search entries are refused (the bundle handler has no compartment search), reads by id
    are checked like reads.
@@ -58,6 +62,8 @@ from fhir_hub.storage.port import StoredVersion
 _REALM = 'Bearer realm="fhir-hub"'
 _WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 _TERMINOLOGY = frozenset({"CodeSystem", "ValueSet", "ConceptMap"})
+#: Written by the server only, read by stewards only.
+AUDIT = "AuditEvent"
 #: Verified tokens kept in memory, least recently used dropped first (the signature is checked
 #: once per token, not per request).
 _CACHE_MAX = 10_000
@@ -101,6 +107,24 @@ def forbidden(description: str, *where: str) -> FhirError:
 def hidden(rtype: str, rid: str) -> FhirError:
     """The answer for a resource outside the token's reach: the same as for one that does not exist."""
     return FhirError(404, error("not-found", f"{rtype}/{rid} is not known"))
+
+
+def _steward(p: Principal, perm: str) -> bool:
+    """A steward's token: a system token whose scopes name AuditEvent itself (``system/*`` does not)."""
+    return p.patient is None and any(s.rtype == AUDIT and perm in s.permissions and not s.query
+                                     for s in p.scopes.of("system"))
+
+
+def _reaches_audit(pairs: list[tuple[str, str]]) -> str | None:
+    """A parameter that would bring AuditEvents into an answer: an include from or of them (or a
+    wildcard one), ``_has:AuditEvent``, or ``_type`` naming them."""
+    for name, value in pairs:
+        head = name.split(":")[0]
+        if head in ("_include", "_revinclude") and (value.startswith((f"{AUDIT}:", "*")) or f":{AUDIT}" in value):
+            return name
+        if name.startswith(f"_has:{AUDIT}:") or (head == "_type" and AUDIT in value.split(",")):
+            return name
+    return None
 
 
 def _broad(pairs: list[tuple[str, str]]) -> str | None:
@@ -227,6 +251,14 @@ class Enforcer:
             entry.base = base
         return p
 
+    def peek(self, headers: dict[str, str]) -> Principal | None:
+        """The principal of a bearer token :meth:`principal` accepted before (for the audit), else ``None``."""
+        header = headers.get("authorization")
+        if not header or header[:7].lower() != "bearer ":
+            return None
+        entry = self._cache.get(header[7:].strip())
+        return entry.principal if entry is not None and entry.base is not None else None
+
     # --- the interaction --------------------------------------------------------------------------
 
     async def check(self, hub: Any, req: Request) -> Request:
@@ -264,9 +296,14 @@ class Enforcer:
         found = p.memo.get(key, _UNSET)
         if found is _UNSET:
             found = p.scopes.restrictions(p.context, rtype, perm)
+            if rtype == AUDIT and not _steward(p, perm):
+                found = []
             if len(p.memo) < _MEMO_MAX:
                 p.memo[key] = found
         if found == []:
+            if rtype == AUDIT:
+                raise forbidden(f"AuditEvent resources are for stewards: a system token with a system/AuditEvent "
+                                f"scope that allows {_WORDS[perm]}")
             raise forbidden(f"the token's scopes do not allow {_WORDS[perm]} on {rtype}")
         return found
 
@@ -303,7 +340,7 @@ class Enforcer:
                 return seg, []
             if n == 0 or (n == 1 and seg[0] == "_history") or (seg[:1] == ["Patient"] and seg[-1] == "$everything"):
                 self._wide(p, "this interaction")
-                return seg, []
+                return seg, self._audit_aside(p, seg, pairs)
         elif method == "POST":
             if n == 2 and seg[1][:1] == "$" and seg[0] in _TERMINOLOGY:
                 return seg, []
@@ -331,6 +368,25 @@ class Enforcer:
             return seg, []
         raise forbidden(f"{method} /{'/'.join(seg)} is not an interaction this server authorizes")
 
+    @staticmethod
+    def _no_audit(p: Principal, pairs: list[tuple[str, str]]) -> None:
+        reach = _reaches_audit(pairs)
+        if reach is not None and not _steward(p, "s"):
+            raise forbidden(f"{reach} would reach AuditEvent resources, which are for stewards", reach)
+
+    def _audit_aside(self, p: Principal, seg: list[str], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """What keeps AuditEvents out of a system search, system history or ``$everything`` for a
+        token that is not a steward's: the ``_type`` a search or ``$everything`` must not name them
+        with (``$everything`` without one gets every other type), and no system history."""
+        if _steward(p, "s"):
+            return []
+        if seg == ["_history"]:
+            raise forbidden("the system history holds AuditEvent resources, which are for stewards: ask per type")
+        self._no_audit(p, pairs)
+        if seg and seg[-1] == "$everything" and not any(k == "_type" for k, _ in pairs):
+            return [("_type", ",".join(sorted(definitions.resource_types() - {AUDIT})))]
+        return []
+
     def _summary(self, p: Principal, pid: str) -> None:
         """``Patient/[id]/$summary``: a patient's token reads its own patient's summary only (another
         patient's is 404, as for a missing one) and needs an unrestricted ``patient/*`` read scope,
@@ -344,6 +400,9 @@ class Enforcer:
             raise forbidden("$summary needs an unrestricted patient/*.r (or .rs, .read) scope")
 
     def _write(self, p: Principal, rtype: str, perm: str, conditional: bool) -> None:
+        if rtype == AUDIT:
+            raise FhirError(405, error("not-supported", "AuditEvent resources are written by the server only; "
+                                       "stewards read and search them", AUDIT))
         if self._need(p, rtype, perm) is not None:
             raise forbidden(f"query-restricted {_WORDS[perm]} scopes are not enforced on writes in this version")
         if conditional and self._need(p, rtype, "s") is not None:
@@ -401,6 +460,10 @@ class Enforcer:
         reach = _broad(pairs)
         if reach is not None:
             self._wide(p, f"the search parameter {reach}")
+        self._no_audit(p, pairs)
+        if rtype == "*" and compartment is not None and not _steward(p, "s"):
+            raise forbidden(f"{compartment[0]}/{compartment[1]}/* includes AuditEvent resources, which are for "
+                            "stewards: search the compartment type by type")
         if p.patient is not None:
             if compartment is not None and compartment != ("Patient", p.patient):
                 raise forbidden("a patient's token searches only that patient's compartment")
@@ -435,8 +498,8 @@ class Enforcer:
     # --- bundles ----------------------------------------------------------------------------------
 
     async def _bundle(self, hub: Any, req: Request, p: Principal) -> Request:
-        if p.patient is None and p.scopes.wildcard("system", "cruds"):
-            return req  # every entry is allowed: no need to read the bundle twice
+        if p.patient is None and p.scopes.wildcard("system", "cruds") and AUDIT.encode() not in req.body:
+            return req  # every entry is allowed (none can touch AuditEvents): no need to read the bundle twice
         bundle = parse_json(req.body, "Bundle")
         entries = bundle.get("entry") if isinstance(bundle, dict) else None
         if not isinstance(entries, list):
