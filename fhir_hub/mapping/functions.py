@@ -127,6 +127,34 @@ def birth_time(text: str) -> str:
     return datetime_vn(text)
 
 
+def class_history(admitted: str, start: str = "", end: str = "", kind: str = "") -> list[dict[str, Any]]:
+    """``NGAY_VAO_NOI_TRU`` (when the doctor admitted the patient to inpatient or day-inpatient
+    care, after the visit began at ``NGAY_VAO``) → Encounter.classHistory: ambulatory from the
+    visit's start to the admission, then inpatient (short stay when ``MA_LOAI_KCB`` is 04, day
+    care) to ``NGAY_RA``.  Only the admission time is this field's to check: a bad start or end is
+    left out here (its own element reports it)."""
+    at = datetime_vn(admitted)
+
+    def when(text: str) -> str | None:
+        try:
+            return datetime_vn(text) if text else None
+        except BadValue:
+            return None
+
+    began, left = when(start), when(end)
+    out = []
+    if began is not None and began < at:
+        out.append({"class": {"system": systems.ACT_CODE, "code": "AMB", "display": "ambulatory"},
+                    "period": {"start": began, "end": at}})
+    stay: dict[str, Any] = {"start": at}
+    if left is not None and left >= at:
+        stay["end"] = left
+    admitted_as = ({"system": systems.ACT_CODE, "code": "SS", "display": "short stay"} if kind == "04" else
+                   {"system": systems.ACT_CODE, "code": "IMP", "display": "inpatient encounter"})
+    out.append({"class": admitted_as, "period": stay})
+    return out
+
+
 def instant_from_date(text: str) -> str:
     """``yyyymmdd`` → the instant at 00:00 in Vietnam (Provenance.signature.when from NGAYLAP)."""
     return f"{date_ymd(text)}T00:00:00+07:00"
@@ -429,8 +457,8 @@ def blood_pressure(text: str) -> dict[str, Any]:
 
 
 CONVERTERS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
-    datetime_vn, date_ymd, date_or_datetime, birth_date, birth_time, instant_from_date, decimal, integer,
-    split_list, first_of_list, body_weight, icd10, icd10_list, ethnic_group, visit_type, discharge_type,
+    datetime_vn, date_ymd, date_or_datetime, birth_date, birth_time, instant_from_date, class_history, decimal,
+    integer, split_list, first_of_list, body_weight, icd10, icd10_list, ethnic_group, visit_type, discharge_type,
     treatment_result, bhyt_object, admin_address, lab_value, vn_name, practitioner, practitioners, phone, signer,
     labelled, narrative, labelled_narrative, treatment_result_text, vital_sign, blood_pressure,
 )}

@@ -184,3 +184,17 @@ def test_requests() -> None:
     assert f.create_once_by_identifier(org) == {"method": "POST", "url": "Organization",
                                                 "ifNoneExist": f"identifier={systems.FACILITY_CODE}|00999"}
     assert f.replace_by_id({"resourceType": "Binary", "id": "x"}) == {"method": "PUT", "url": "Binary/x"}
+
+
+def test_class_history_from_the_admission_time() -> None:
+    amb = {"system": systems.ACT_CODE, "code": "AMB", "display": "ambulatory"}
+    imp = {"system": systems.ACT_CODE, "code": "IMP", "display": "inpatient encounter"}
+    assert f.class_history("202503031000", "202503030745", "202503071500") == [
+        {"class": amb, "period": {"start": "2025-03-03T07:45:00+07:00", "end": "2025-03-03T10:00:00+07:00"}},
+        {"class": imp, "period": {"start": "2025-03-03T10:00:00+07:00", "end": "2025-03-07T15:00:00+07:00"}}]
+    # a bad start or end is its own field's problem: left out here, not blamed on NGAY_VAO_NOI_TRU
+    assert f.class_history("202503031000", "2025-03-03", "") == [
+        {"class": imp, "period": {"start": "2025-03-03T10:00:00+07:00"}}]
+    assert f.class_history("202503031000", "", "", "04")[0]["class"]["code"] == "SS"  # day care
+    with pytest.raises(f.BadValue):
+        f.class_history("20250303")
