@@ -961,7 +961,14 @@ def validate_resource(resource: Any, urls: list[str] | None = None, structural: 
     """Structural issues and the core reference and extension checks (:mod:`.core`, without its FHIRPath
     invariants; Bundle entries included), then the issues against each profile: ``urls`` when given, else the shipped
     profiles the resource claims in ``meta.profile`` (a claim of an unknown profile is a warning), else
-    :func:`fhir_hub.profiles.default_profiles`. Bundles are not descended into here; see the CLI."""
+    :func:`fhir_hub.profiles.default_profiles`. Bundle entries are not checked against profiles here; see
+    :func:`validate_tree`."""
+    return _validate(resource, urls, structural, None)
+
+
+def _validate(resource: Any, urls: list[str] | None, structural: bool, entries: bool | None) -> list[Issue]:
+    """:func:`validate_resource`, and with ``entries`` (not None) a Bundle's entries too, each against its
+    profiles (its defaults when ``entries`` is true)."""
     out: list[Issue] = list(structure.validate(resource)) if structural else []
     if not isinstance(resource, dict):
         return out
@@ -977,6 +984,12 @@ def validate_resource(resource: Any, urls: list[str] | None = None, structural: 
     found: list[Issue] = []
     for u in urls:
         found.extend(validate(resource, u))
+    if entries is not None and resource.get("resourceType") == "Bundle":
+        token = BUNDLE.set(references.bundle_index(resource))
+        try:
+            found.extend(_validate_entries(resource, entries))
+        finally:
+            BUNDLE.reset(token)
     if structural:
         from fhir_hub.validation import core  # core builds on this module's issues
 
@@ -1003,14 +1016,7 @@ def validate_tree(resource: Any, urls: list[str] | None = None, defaults: bool =
     ``Bundle.entry[i].resource``. ``urls`` apply to the top resource only."""
     if urls is None and not defaults and isinstance(resource, dict) and not claimed(resource):
         urls = []
-    out = validate_resource(resource, urls)
-    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
-        token = BUNDLE.set(references.bundle_index(resource))
-        try:
-            out.extend(_validate_entries(resource, defaults))
-        finally:
-            BUNDLE.reset(token)
-    return out
+    return _validate(resource, urls, True, defaults)
 
 
 def _validate_entries(resource: dict[str, Any], defaults: bool) -> list[Issue]:

@@ -244,3 +244,10 @@ def test_validate_resource_reports_one_fault_once() -> None:
     errors = [i for i in profile.validate_resource(patient) if i.severity == "error"]
     # the profile's slice says the value type is wrong; the core extension check does not say it again
     assert [i.expression[0] for i in errors] == ["Patient.extension[0].value.ofType(string)"]
+
+
+def test_validate_tree_reports_an_entry_fault_once() -> None:
+    patient = s.patient()
+    patient["extension"][0] = {"url": f"{s.SD}/extension-race", "valueString": "Kinh"}
+    errors = [i for i in profile.validate_tree(_bundle(patient)) if i.severity == "error"]
+    assert [i.expression[0] for i in errors] == ["Bundle.entry[0].resource.extension[0].value.ofType(string)"]
