@@ -23,9 +23,9 @@ What is checked (each problem is an ``Issue`` with severity ``error``):
   ``<div`` (``value``);
 * required bindings whose codes are enumerable, on ``code`` elements (``code-invalid``).
 
-Not checked yet: invariants (``constraint.expression``, e.g. ``ele-1``, ``dom-2``, ``obs-6``),
-profiles in ``meta.profile``, Reference targets, extension definitions, non-required bindings.
-A FHIRPath engine-based invariant pass is expected to run after this one.
+Not checked here: invariants (``constraint.expression``, e.g. ``dom-2``, ``obs-6``), Reference
+targets, extension definitions and the CodeableConcept bindings of the core profile (:mod:`.core`
+checks those), profiles in ``meta.profile`` (:mod:`.profile`), non-required bindings.
 
 Issue expressions are FHIRPath, rooted at the resource type, with an index on every repeating
 element and ``ofType()`` for choice elements, e.g. ``Patient.name[0].given[1]``,
