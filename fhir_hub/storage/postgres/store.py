@@ -373,6 +373,8 @@ class PostgresStore:
         await self._rpool.open(wait=True, timeout=self._timeout)
         if self._router is not None:
             await self._router.open(self._timeout)
+            # what was committed before this store opened (the schema just created, too) counts
+            self._router.committed(await loop.run_in_executor(None, self._primary_position))
         self._writer = threading.Thread(target=self._write_loop, name="fhir-hub-pg-writer", daemon=True)
         self._writer.start()
 
@@ -385,6 +387,12 @@ class PostgresStore:
                     "SELECT relname, reltuples FROM pg_class WHERE relkind = 'r' AND relname = ANY(%s) "
                     "AND relnamespace = current_schema()::regnamespace", (list(_TABLES),)):
                 self._analyzed[name] = max(float(tuples), 0.0)  # -1: never analyzed
+
+    def _primary_position(self) -> int:
+        assert self._wpool is not None
+        with self._wpool.connection() as conn:
+            row = conn.execute(COMMITTED).fetchone()
+        return int(row[0]) if row else 0
 
     async def close(self) -> None:
         if self._writer is not None:
