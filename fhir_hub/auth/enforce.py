@@ -28,9 +28,9 @@ restrict properly under a patient's token. In order:
 
 Refused under patient tokens in this slice (403), because they could return resources outside
 the compartment: ``_include``, ``_revinclude`` (and ``:iterate``), chained parameters, ``_has``,
-system-level search and history, type history, ``$everything``, ``$validate``, ``$reindex`` and
-every write. ``Patient/[id]/$summary`` is open to a patient's token for its own patient with an
-unrestricted ``patient/*`` read scope (another patient's: 404). System tokens need an
+system-level search and history, type history, ``Patient/$everything``, ``$validate``, ``$reindex`` and
+every write. ``Patient/[id]/$summary`` and ``Patient/[id]/$everything`` are open to a patient's
+token for its own patient with an unrestricted ``patient/*`` read scope (another patient's: 404). System tokens need an
 unrestricted ``system/*`` read+search scope for the same features, and write scopes without a
 query restriction.
 """
@@ -336,8 +336,11 @@ class Enforcer:
                     raise forbidden(f"type history needs an unrestricted search scope on {seg[0]}")
                 return seg, []
             if n == 3 and seg[0] == "Patient" and seg[2] == "$summary":
-                self._summary(p, seg[1])
+                self._own(p, seg[1], "$summary")
                 return seg, []
+            if n == 3 and seg[0] == "Patient" and seg[2] == "$everything" and p.patient is not None:
+                self._own(p, seg[1], "$everything")
+                return seg, self._audit_aside(p, seg, pairs)
             if n == 0 or (n == 1 and seg[0] == "_history") or (seg[:1] == ["Patient"] and seg[-1] == "$everything"):
                 self._wide(p, "this interaction")
                 return seg, self._audit_aside(p, seg, pairs)
@@ -346,7 +349,7 @@ class Enforcer:
                 return seg, []
             if n == 1 and seg[0] == "_search":
                 self._wide(p, "system-level search")
-                return seg, []
+                return seg, self._audit_aside(p, seg, pairs)
             if n == 2 and seg[1] == "_search":
                 return self._search(p, method, seg[0], None, pairs)
             if n == 4 and seg[3] == "_search":
@@ -387,17 +390,18 @@ class Enforcer:
             return [("_type", ",".join(sorted(definitions.resource_types() - {AUDIT})))]
         return []
 
-    def _summary(self, p: Principal, pid: str) -> None:
-        """``Patient/[id]/$summary``: a patient's token reads its own patient's summary only (another
-        patient's is 404, as for a missing one) and needs an unrestricted ``patient/*`` read scope,
-        for the document holds every section type (and the Medication resources its medication
-        lines name); a system token needs what ``$everything`` needs."""
+    def _own(self, p: Principal, pid: str, operation: str) -> None:
+        """``Patient/[id]/$summary`` and a patient's ``$everything``: a patient's token reaches its
+        own patient's only (another patient's is 404, as for a missing one) and needs an
+        unrestricted ``patient/*`` read scope, for the answer holds every type of the compartment
+        and what it references (practitioners, organizations, medications...: read with the
+        patient's records, not by themselves); a system token needs what ``$everything`` needs."""
         if p.patient is None:
-            self._wide(p, "$summary")
+            self._wide(p, operation)
         elif pid != p.patient:
             raise hidden("Patient", pid)
         elif not p.scopes.wildcard("patient", "r"):
-            raise forbidden("$summary needs an unrestricted patient/*.r (or .rs, .read) scope")
+            raise forbidden(f"{operation} needs an unrestricted patient/*.r (or .rs, .read) scope")
 
     def _write(self, p: Principal, rtype: str, perm: str, conditional: bool) -> None:
         if rtype == AUDIT:

@@ -1,11 +1,12 @@
 """The security suite's items that ``test_smart_e2e.py`` does not already try, over the same kind of
-real server (auth on, two patients, backend clients): the patient summary of another patient,
-paging links presented with another token, and search values and ``_sort`` crafted as SQL.
+real server (auth on, two patients, backend clients): the patient summary and ``$everything`` of
+another patient, paging links presented with another token, and search values and ``_sort``
+crafted as SQL.
 
 Already tried in ``test_smart_e2e.py`` (each with the status and no protected byte asserted):
 another patient by id, vread and history (``test_another_patients_resource_by_id_is_hidden``); by
 search (``..._by_search_are_not_found``); ``_include``, ``_revinclude``, ``:iterate``, chains,
-``_has``, system/type history, ``$everything`` (``test_what_this_slice_cannot_restrict_is_refused``);
+``_has``, system/type history, ``Patient/$everything`` (``test_what_this_slice_cannot_restrict_is_refused``);
 GETs inside a batch (``test_batch_entries_are_checked_each``); expired, tampered, ``alg=none``,
 wrong-audience, wrong-issuer tokens (``test_bad_tokens_are_401``); a replayed client assertion
 (``test_assertion_refusals``), a revoked token presented again (``test_introspect_and_revoke``);
@@ -82,6 +83,34 @@ def test_another_patients_summary_inside_a_batch(world: World, alice: dict[str, 
         {"request": {"method": "GET", "url": f"Patient/{world.ids['b']}/$summary"}}]}
     r = httpx.post(world.srv.base, content=orjson.dumps(bundle), headers=bearer(alice["access_token"]))
     assert r.status_code == 403
+    _protected(world, r.text)
+
+
+# --- $everything ---------------------------------------------------------------------------------------
+
+
+def test_own_everything_and_not_another_patients(world: World, alice: dict[str, Any]) -> None:  # noqa: F811
+    a = alice["access_token"]
+    own = _get(world, a, f"Patient/{world.ids['a']}/$everything")
+    assert own.status_code == 200, own.text
+    ids = {e["resource"]["id"] for e in own.json()["entry"]}
+    assert ids == {world.ids["a"], world.ids["a-vital"], world.ids["a-lab"]}
+    _protected(world, own.text)
+    other = _get(world, a, f"Patient/{world.ids['b']}/$everything")
+    assert other.status_code == 404
+    _protected(world, other.text)
+    assert _get(world, a, "Patient/$everything").status_code == 403  # every patient's: never
+    narrow = patient_token(world.srv, "001090000001", "patient/Observation.rs")["access_token"]
+    assert _get(world, narrow, f"Patient/{world.ids['a']}/$everything").status_code == 403
+
+
+def test_everything_paging_link_from_another_patient(world: World, alice: dict[str, Any],  # noqa: F811
+                                                     bob: dict[str, Any]) -> None:
+    first = _get(world, bob["access_token"], f"Patient/{world.ids['b']}/$everything", _count="1")
+    nxt = next(link["url"] for link in first.json()["link"] if link["relation"] == "next")
+    assert httpx.get(nxt, headers=bearer(bob["access_token"])).status_code == 200  # the control
+    r = httpx.get(nxt, headers=bearer(alice["access_token"]))
+    assert r.status_code == 404
     _protected(world, r.text)
 
 

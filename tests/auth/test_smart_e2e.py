@@ -317,7 +317,6 @@ def test_another_patients_resources_by_search_are_not_found(world: World, alice:
     ("Observation", {"_include:iterate": "Observation:subject"}),
     ("Observation", {"subject:Patient.name": "Trần"}),
     ("Patient", {"_has:Observation:subject:code": "29463-7"}),
-    ("Patient/{a}/$everything", {}),
     ("Patient/$everything", {}),
     ("", {"_type": "Observation"}),
     ("_history", {}),
