@@ -743,6 +743,9 @@ def explain(tx: Tx, rid: str) -> dict[str, Any]:
     a golden record's sources with theirs."""
     body = _body(tx, "Patient", rid)
     if body is None:
+        gone = link_record(tx, rid)  # a deleted source: where it was, and where it goes back to
+        if gone is not None:
+            return {"source": rid, "link": decision_of(gone), "reviews": []}
         raise FhirError(404, error("not-found", f"Patient/{rid} does not exist"))
     if is_golden(body):
         golden = Golden.of(rid, body)

@@ -133,6 +133,11 @@ def test_deleting_a_source_recomputes_its_golden_record_and_writing_it_again_res
     state = link_state(c, "lc-b4")
     assert (state["state"], state["outcome"], state["golden"]) == ("deleted", "source-deleted", f"Patient/{gid}")
     assert "delete" in audits(c, "lc-b4")
+    explained = c.post("/Patient/$mpi-explain", json=params(patient="Patient/lc-b4"))
+    assert explained.status_code == 200, explained.text
+    link = {p["name"]: p.get("valueString") for p in
+            next(p for p in explained.json()["parameter"] if p["name"] == "link")["part"]}
+    assert (link["state"], link["golden"]) == ("deleted", gid)
     put(c, "lc-b4", b)  # the facility sends it again
     assert live(c, gid) == both
     assert link_state(c, "lc-b4")["state"] == "match"
