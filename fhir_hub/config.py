@@ -60,6 +60,9 @@ class Settings:
     #: With auth on, ``access``: an AuditEvent (IHE BALP-shaped) per FHIR interaction, written in
     #: batches (``fhir_hub/auth/audit.py``); ``off``: none.
     audit: str = "off"
+    #: With auth on, cost units per second each client may spend (a read 1, a search 5...;
+    #: ``fhir_hub/auth/limits.py``), 429 above it; 0: no limit.
+    rate_limit: int = 0
 
     def __post_init__(self) -> None:
         if self.auth not in ("off", "smart"):  # a typo must not leave the server open
