@@ -8,6 +8,7 @@
 * ``pages.py``: the login and consent pages (Vietnamese, English);
 * ``enforce.py``: the check every FHIR request passes before dispatch;
 * ``audit.py``: an AuditEvent (IHE BALP-shaped) per access, with ``FHIR_HUB_AUDIT=access``;
+* ``limits.py``: per-client rate limits weighted by cost (``FHIR_HUB_RATE_LIMIT``);
 * ``cors.py``: CORS for the origins of registered redirect URIs only;
 * ``demo/``: the demo citizen app (static pages on ``fhirclient``), served under ``/auth/demo/``.
 
@@ -23,6 +24,7 @@ from fhir_hub.auth.audit import Auditor, access_event, now
 from fhir_hub.auth.cors import Cors
 from fhir_hub.auth.enforce import Enforcer
 from fhir_hub.auth.keys import Keys
+from fhir_hub.auth.limits import RateLimits
 from fhir_hub.auth.server import AuthServer, auth_base
 from fhir_hub.auth.storage import AuthStore
 from fhir_hub.config import Settings
@@ -53,7 +55,8 @@ class Auth:
             keys = Keys(self._store)
             revoked: set[str] = set()
             self._server = AuthServer(self._store, keys, self.base_path, revoked)
-            self._enforcer = Enforcer(self._store, keys, self.base_path, revoked)
+            limits = RateLimits(self.settings.rate_limit) if self.settings.rate_limit > 0 else None
+            self._enforcer = Enforcer(self._store, keys, self.base_path, revoked, limits)
             store = self._store
             self._cors = Cors(lambda: [u for c in store.clients() for u in c.redirect_uris])
 

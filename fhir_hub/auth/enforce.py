@@ -21,7 +21,9 @@ restrict properly under a patient's token. In order:
    stewards only: a system token whose scopes name ``AuditEvent`` itself (``system/*`` does
    not). Other tokens are refused searches, includes, ``_has`` and ``_type`` that would reach
    them, ``Patient/[id]/*`` and the system history; their ``$everything`` leaves them out.
-5. **Bundles**: each entry is classified and checked the same way; one refused entry refuses
+5. **Rate limits** (``FHIR_HUB_RATE_LIMIT``): after the token, the client's bucket pays the
+   request's cost or the answer is 429 (``auth/limits.py``).
+6. **Bundles**: each entry is classified and checked the same way; one refused entry refuses
    the bundle. A search entry gets a system token's query restriction added; under a patient's
    token search entries are refused (the bundle handler has no compartment search), reads by id
    are checked like reads.
@@ -49,6 +51,7 @@ import orjson
 from fhir_hub import definitions
 from fhir_hub.auth.compartment import admits_version
 from fhir_hub.auth.keys import ACCESS_TYP, InvalidToken, Keys
+from fhir_hub.auth.limits import RateLimits, cost
 from fhir_hub.auth.scopes import ScopeError, Scopes, parse_scopes
 from fhir_hub.auth.server import auth_base
 from fhir_hub.auth.storage import AuthStore
@@ -194,11 +197,14 @@ class _Admit:
 
 
 class Enforcer:
-    def __init__(self, store: AuthStore, keys: Keys, base_path: str, revoked: set[str]):
+    def __init__(self, store: AuthStore, keys: Keys, base_path: str, revoked: set[str],
+                 limits: RateLimits | None = None):
         self.store = store
         self.keys = keys
         self.base_path = base_path
         self.revoked = revoked
+        #: Per-client rate limits (``FHIR_HUB_RATE_LIMIT``), or ``None``.
+        self.limits = limits
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._seq = 0
         self._polled = 0.0
@@ -269,6 +275,8 @@ class Enforcer:
             if len(seg) == 1 and seg[0] == "metadata":
                 return req
             p = self.principal(req)
+            if self.limits is not None:
+                self.limits.take(p.client_id, cost(method, seg, req.query, req.body))
             if len(seg) == 2 and seg[1][:1] not in ("_", "$") and seg[0][:1] != "_":
                 # read by id: decided on the version the read fetches (GuardedRequest), no query here
                 admit = self._admit(hub, req, p, seg[0], seg[1])
@@ -278,6 +286,8 @@ class Enforcer:
                                       admit)
         else:
             p = self.principal(req)
+            if self.limits is not None:
+                self.limits.take(p.client_id, cost(method, seg, req.query, req.body))
         if req.method == "POST" and not seg:
             return await self._bundle(hub, req, p)
         pairs = list(req.query)
