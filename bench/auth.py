@@ -6,6 +6,7 @@ ids) from the same server restarted with ``FHIR_HUB_AUTH`` off and ``smart``:
 * auth off;
 * auth on, a Backend Services token (``system/*.rs``): token check only;
 * auth on, a patient's token (``patient/*.rs``): token check + the compartment membership query;
+* the same with ``FHIR_HUB_AUDIT=access``: an AuditEvent written (in batches) per read;
 * auth off again, to bound the machine's drift during the run.
 
 Prints the req/s of each and their ratio to the mean of the two "off" runs.
@@ -42,11 +43,12 @@ PASSWORD = "bench-password"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
-def serve(db: Path, port: int, log: Path, auth: str, sample: int = 0) -> Proc:
+def serve(db: Path, port: int, log: Path, auth: str, sample: int = 0, audit: str = "off") -> Proc:
     cmd = [sys.executable, "-m", "fhir_hub", "serve", "--host", "127.0.0.1", "--port", str(port), "--db", str(db)]
     if sample:
         cmd += ["--sample", str(sample)]
-    return Proc(f"fhir-hub auth={auth}", cmd, port, log, env=child_env(FHIR_HUB_AUTH=auth)).start(180)
+    return Proc(f"fhir-hub auth={auth}", cmd, port, log,
+                env=child_env(FHIR_HUB_AUTH=auth, FHIR_HUB_AUDIT=audit)).start(180)
 
 
 def cli(db: Path, *args: str) -> None:
@@ -125,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(ids)} Observations of Patient/{patient}; wrk -t{args.threads} -c{args.connections} "
           f"-d{args.duration:g}s, random ids", flush=True)
 
-    def measure(name: str, auth: str, header: dict[str, str] | None = None) -> float:
-        p = serve(db, port, tmp / f"{name}.log", auth)
+    def measure(name: str, auth: str, header: dict[str, str] | None = None, audit: str = "off") -> float:
+        p = serve(db, port, tmp / f"{name}.log", auth, audit=audit)
         try:
             headers = header(p) if callable(header) else (header or {})
             status = httpx.get(f"{fhir}/Observation/{ids[0]}", headers=headers).status_code
@@ -145,10 +147,14 @@ def main(argv: list[str] | None = None) -> int:
                      lambda p: {"Authorization": f"Bearer {backend_token(origin, key, 'bench-emr')}"})  # type: ignore[arg-type]
     patient_rate = measure("auth on, patient token", "smart",
                            lambda p: {"Authorization": f"Bearer {patient_token(origin, fhir, '001090000001')}"})  # type: ignore[arg-type]
+    audited = measure("auth on, patient, audit on", "smart",
+                      lambda p: {"Authorization": f"Bearer {patient_token(origin, fhir, '001090000001')}"},  # type: ignore[arg-type]
+                      audit="access")
     off2 = measure("auth off (again)", "off")
     off = statistics.mean([off1, off2])
     print(f"ratio system token / off:  {system / off:.2f}")
     print(f"ratio patient token / off: {patient_rate / off:.2f}")
+    print(f"ratio patient token with an AuditEvent per read / off: {audited / off:.2f}")
     return 0
 
 
