@@ -72,8 +72,14 @@ def _bindings() -> dict[str, _Binding]:
     return {path: (url, frozenset(systems), frozenset(codes)) for path, (url, systems, codes) in orjson.loads(blob).items()}
 
 
-@cache
+_SPECS: dict[str, dict[str, _Spec]] = {}
+
+
 def _specs(tname: str) -> dict[str, _Spec]:
+    """The walking plan of a type, built on first use (a dict lookup after that: this is per node)."""
+    found = _SPECS.get(tname)
+    if found is not None:
+        return found
     prims = definitions.primitive_types()
     out: dict[str, _Spec] = {}
     for key, el in definitions.type_model(tname).items():
@@ -93,6 +99,7 @@ def _specs(tname: str) -> dict[str, _Spec]:
             kind = "datatype"
         binding = _bindings().get(epath) if t in ("CodeableConcept", "Coding") else None
         out[key] = (t, seg, epath, stem, targets, kind, binding)
+    _SPECS[tname] = out
     return out
 
 
@@ -206,31 +213,34 @@ def _walk(tname: str, obj: dict[str, Any], path: _Path, where: _Where, ctx: _Ctx
             _check_rules(found, obj, path, ctx)
         if len(obj) == 1 and "id" in obj:
             _check_rules(rules("Element"), obj, path, ctx)
-    specs = _specs(tname)
+    specs = _SPECS.get(tname) or _specs(tname)
     for key, value in obj.items():
-        prim_ext = key[:1] == "_"
-        spec = specs.get(key[1:] if prim_ext else key)
+        spec = specs.get(key)
         if spec is None:
+            if key[:1] == "_":
+                _walk_primitive_extensions(specs.get(key[1:]), value, path, where, ctx)
             continue  # unknown elements are the structural pass's
         t, seg, epath, stem, targets, kind, binding = spec
-        if kind == "primitive" and not prim_ext and not check:
-            continue
-        many = type(value) is list
-        items = value if many else (value,)
-        child = (where, stem, epath, t, kind)
-        if prim_ext:
-            for i, item in enumerate(items):
-                if type(item) is dict and item:
-                    _walk("Element", item, (path, seg, i) if many else (path, seg), child, ctx)
+        if kind == "primitive":
+            if check and t != epath:
+                own = rules(epath)
+                if own:
+                    if type(value) is list:
+                        for i, item in enumerate(value):
+                            _check_rules(own, item, (path, seg, i), ctx)
+                    else:
+                        _check_rules(own, value, (path, seg), ctx)
             continue
         own = rules(epath) if check and t != epath else ()
+        child = (where, stem, epath, t, kind)
+        many = type(value) is list
         i = 0
-        for item in items:
+        for item in value if many else (value,):
             at = (path, seg, i) if many else (path, seg)
             i += 1
             if own:
                 _check_rules(own, item, at, ctx)
-            if kind == "primitive" or type(item) is not dict or not item:
+            if type(item) is not dict or not item:
                 continue
             if kind == "resource":
                 _resource(item, at, ctx, contained=key == "contained")
@@ -242,6 +252,20 @@ def _walk(tname: str, obj: dict[str, Any], path: _Path, where: _Where, ctx: _Ctx
             if binding is not None:
                 _check_binding(item, t, binding, at, ctx)
             _walk(t, item, at, child, ctx)
+
+
+def _walk_primitive_extensions(spec: _Spec | None, value: Any, path: _Path, where: _Where, ctx: _Ctx) -> None:
+    """A ``_name`` sibling: the extensions of primitive ``name``, in the primitive's context."""
+    if spec is None:
+        return
+    t, seg, epath, stem, _targets, kind, _binding = spec
+    child = (where, stem, epath, t, kind)
+    if type(value) is list:
+        for i, item in enumerate(value):
+            if type(item) is dict and item:
+                _walk("Element", item, (path, seg, i), child, ctx)
+    elif type(value) is dict and value:
+        _walk("Element", value, (path, seg), child, ctx)
 
 
 def _resource(res: dict[str, Any], path: _Path, ctx: _Ctx | None, contained: bool = False,
