@@ -251,3 +251,11 @@ def test_validate_tree_reports_an_entry_fault_once() -> None:
     patient["extension"][0] = {"url": f"{s.SD}/extension-race", "valueString": "Kinh"}
     errors = [i for i in profile.validate_tree(_bundle(patient)) if i.severity == "error"]
     assert [i.expression[0] for i in errors] == ["Bundle.entry[0].resource.extension[0].value.ofType(string)"]
+
+
+def test_core_invariants_on_request_only() -> None:
+    patient = s.patient()
+    patient["contact"] = [{"gender": "female"}]  # pat-1: a contact needs details
+    plain = {(i.code, i.expression[0]) for i in profile.validate_tree(_bundle(patient))}
+    full = {(i.code, i.expression[0]) for i in profile.validate_tree(_bundle(patient), invariants=True)}
+    assert ("invariant", "Bundle.entry[0].resource.contact[0]") in full - plain
