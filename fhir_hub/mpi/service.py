@@ -504,21 +504,14 @@ class Reconciler:
     def on_delete(self, tx: Tx, sid: str) -> None:
         """A deleted source leaves its golden record, which is recomputed from the others, or
         retired (deleted: its history stays) when it was the last; the link record keeps where it
-        was (state ``deleted``), so writing the Patient again brings both back."""
+        was (state ``deleted``), so writing the Patient again brings both back. Its review items
+        stay, out of the queue while it is deleted (:func:`reviews`)."""
         before = _before(tx, sid)
         if before is not None and is_golden(before):
             raise _golden_written(sid)
         gid = current_golden(tx, sid)
         if gid is None:
             return
-        for rid in tx.find("Basic", _open_reviews_of(sid), 50):  # nothing left to review
-            review = _body(tx, "Basic", rid)
-            if review is not None:
-                review["code"]["coding"][0]["code"] = NO_MATCH
-                review["extension"].append(_decision_ext(tx, golden=str(review["identifier"][0]["value"]),
-                                                         rule="delete", outcome="source-deleted", source="auto",
-                                                         actor=AUTO_ACTOR))
-                _put_record(tx, review)
         golden = golden_of(tx, gid)
         write_golden(tx, Golden(gid, tuple(s for s in golden.sources if s != sid), golden.merged, golden.replaced_by))
         retired = golden.sources == (sid,)
@@ -732,10 +725,28 @@ def unmerge(tx: Tx, from_gid: str, actor: str) -> dict[str, Any]:
 
 
 def reviews(tx: Tx, count: int) -> list[dict[str, Any]]:
-    """Open review items, oldest first (ids of records are not time-ordered: by their time)."""
+    """Open review items, oldest first (ids of records are not time-ordered: by their time).
+
+    An item whose source or candidate golden record is deleted (a source deleted, a golden record
+    retired with its last source) is left out but kept, so it is back when they are."""
     criteria = [Clause("code", "token", (TokenValue(LINK_STATE, POSSIBLE_MATCH),))]
-    items = [b for rid in tx.find("Basic", criteria, count) if (b := _body(tx, "Basic", rid)) is not None]
-    return sorted(items, key=lambda b: str(decision_of(b).get("time", "")))
+    items: list[dict[str, Any]] = []
+    after: str | None = None
+    while len(items) < count:
+        ids = tx.find("Basic", criteria, count, after)
+        for rid in ids:
+            b = _body(tx, "Basic", rid)
+            if b is not None and _live(tx, _ref_id(b.get("subject"))) and _live(tx, str(b["identifier"][0]["value"])):
+                items.append(b)
+        if len(ids) < count:
+            break
+        after = ids[-1]
+    return sorted(items[:count], key=lambda b: str(decision_of(b).get("time", "")))
+
+
+def _live(tx: Tx, pid: str | None) -> bool:
+    v = None if pid is None else tx.current("Patient", pid)
+    return v is not None and v.body is not None
 
 
 def explain(tx: Tx, rid: str) -> dict[str, Any]:

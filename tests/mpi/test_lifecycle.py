@@ -201,3 +201,28 @@ def test_a_stewards_link_stands_when_the_source_is_updated(c: httpx.Client) -> N
     assert golden_of(c, "lc-b7")["id"] == gid
     assert (link_state(c, "lc-b7")["linkSource"], link_state(c, "lc-b7")["rule"]) == ("manual", "manual")
     assert sorted(sources(golden_of(c, "lc-a7"))) == ["lc-a7", "lc-b7"]
+
+
+def queued(c: httpx.Client, sid: str) -> list[str]:
+    """The candidate golden records of ``sid``'s items in the review queue."""
+    entries = c.get("/$mpi-review", params={"_count": "500"}).json().get("entry", [])
+    return [e["resource"]["identifier"][0]["value"] for e in entries
+            if e["resource"]["subject"]["reference"] == f"Patient/{sid}"]
+
+
+def test_a_review_leaves_the_queue_while_its_source_or_candidate_is_deleted_and_comes_back(c: httpx.Client) -> None:
+    x = cccd(1986)
+    parent = patient(name="Giáp Văn Định", cccd=x, card=None, birth="1986-06-06", phone=None)
+    child = patient(name="Giáp Văn Định", cccd=x, card=None, birth="2016-06-06", phone=None)  # the parent's ID
+    put(c, "lc-a8", parent)
+    put(c, "lc-b8", child)
+    gid = golden_of(c, "lc-a8")["id"]
+    assert queued(c, "lc-b8") == [gid]
+    assert c.delete("/Patient/lc-a8").status_code == 200  # the candidate is retired with its source
+    assert queued(c, "lc-b8") == []
+    put(c, "lc-a8", parent)
+    assert queued(c, "lc-b8") == [gid]
+    assert c.delete("/Patient/lc-b8").status_code == 200
+    assert queued(c, "lc-b8") == []
+    put(c, "lc-b8", child)
+    assert queued(c, "lc-b8") == [gid]
