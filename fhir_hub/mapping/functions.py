@@ -178,6 +178,32 @@ def integer(text: str) -> int:
     return int(text)
 
 
+def money(text: str) -> dict[str, Any]:
+    """A QĐ 130 amount (đồng, :func:`decimal`) → Money in VND."""
+    return {"value": decimal(text), "currency": "VND"}
+
+
+def percent(text: str) -> int | float:
+    """A rate written as a percentage (``TYLE_TT_DV`` 50) → the factor (0.5)."""
+    value = decimal(text)
+    if value < 0:
+        raise BadValue(f"{text!r} is a negative percentage")
+    return round(value / 100, 6)
+
+
+def department(text: str) -> dict[str, Any] | Remark:
+    """``MA_KHOA`` (department code, QĐ 5937 annex 5) → a logical Reference to the department by
+    that code; several ``;``-separated codes (a stay across departments) → the first, with a
+    warning (only one fits where this is used)."""
+    codes = split_list(text)
+    if not codes:
+        raise BadValue(f"{text!r} holds no department code")
+    ref = {"identifier": {"system": systems.DEPARTMENT, "value": codes[0]}}
+    if len(codes) > 1:
+        return Remark(ref, f"{len(codes)} department codes where one fits: the first is mapped")
+    return ref
+
+
 def split_list(text: str) -> list[str]:
     """A ``;``-separated list (``MA_BENH_KT``, several cards in ``MA_THE_BHYT``): items stripped,
     empty items dropped (``I10;;E78.5;`` → ``['I10', 'E78.5']``)."""
@@ -458,7 +484,7 @@ def blood_pressure(text: str) -> dict[str, Any]:
 
 CONVERTERS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
     datetime_vn, date_ymd, date_or_datetime, birth_date, birth_time, instant_from_date, class_history, decimal,
-    integer, split_list, first_of_list, body_weight, icd10, icd10_list, ethnic_group, visit_type, discharge_type,
+    integer, money, percent, department, split_list, first_of_list, body_weight, icd10, icd10_list, ethnic_group, visit_type, discharge_type,
     treatment_result, bhyt_object, admin_address, lab_value, vn_name, practitioner, practitioners, phone, signer,
     labelled, narrative, labelled_narrative, treatment_result_text, vital_sign, blood_pressure,
 )}

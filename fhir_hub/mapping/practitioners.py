@@ -38,22 +38,38 @@ def _licence(value: Any) -> str | None:
     return ident.get("value") if coding[0].get("code") == "LN" else None
 
 
-def _walk(node: Any, urls: dict[str, str]) -> None:
-    """Replace, in place, every logical CCHN reference under ``node`` by ``{reference: fullUrl}``,
+#: The elements of the mapped resources that name a person (MedicationRequest/ServiceRequest
+#: ``requester``, ``performer``; ClinicalImpression ``assessor``; DiagnosticReport
+#: ``resultsInterpreter``; Appointment ``participant``), as a Reference or a list of them, or of
+#: elements holding one as ``actor`` (Procedure, ChargeItem performer, Appointment participant).
+#: Only these are looked at: walking whole resources was 15 % of the mapping's time.
+_SLOTS = ("requester", "performer", "assessor", "resultsInterpreter", "participant")
+
+
+def _linked(value: Any, urls: dict[str, str]) -> dict[str, Any] | None:
+    """``{reference: fullUrl}`` of the Practitioner when ``value`` is a logical CCHN reference."""
+    number = _licence(value)
+    if number is None:
+        return None
+    url = urls.get(number)
+    if url is None:
+        url = urls[number] = f"urn:uuid:{uuid5(f'Practitioner/{number}')}"
+    return {"reference": url}
+
+
+def _walk(resource: dict[str, Any], urls: dict[str, str]) -> None:
+    """Replace, in place, every logical CCHN reference of ``resource`` by ``{reference: fullUrl}``,
     adding the numbers met to ``urls`` (number → fullUrl)."""
-    items = node.items() if isinstance(node, dict) else enumerate(node)
-    for key, value in items:
+    for slot in _SLOTS:
+        value = resource.get(slot)
         if isinstance(value, dict):
-            number = _licence(value)
-            if number is not None:
-                url = urls.get(number)
-                if url is None:
-                    url = urls[number] = f"urn:uuid:{uuid5(f'Practitioner/{number}')}"
-                node[key] = {"reference": url}  # type: ignore[index]
-            else:
-                _walk(value, urls)
+            resource[slot] = _linked(value, urls) or value
         elif isinstance(value, list):
-            _walk(value, urls)
+            for n, item in enumerate(value):
+                if isinstance(item, dict) and isinstance(item.get("actor"), dict):
+                    item["actor"] = _linked(item["actor"], urls) or item["actor"]
+                elif isinstance(item, dict):
+                    value[n] = _linked(item, urls) or item
 
 
 def practitioner(number: str) -> dict[str, Any]:

@@ -54,6 +54,10 @@ DMDC_SERVICE = "urn:fhir-hub:vn-dmdc:dvkt"
 DMDC_INDICATOR = "urn:fhir-hub:vn-dmdc:chi-so"
 DMDC_ROUTE = "urn:fhir-hub:vn-dmdc:duong-dung"
 DMDC_GROUP = "urn:fhir-hub:vn-dmdc:nhom"
+DMDC_SUPPLY = "urn:fhir-hub:vn-dmdc:vtyt"
+#: Department codes (MA_KHOA, QĐ 5937 annex 5) and a supply's model code (MA_HIEU_SP).
+DEPARTMENT = "urn:fhir-hub:qd130:ma-khoa"
+PRODUCT_MODEL = "urn:fhir-hub:qd130:ma-hieu-sp"
 DRUG_REGISTRATION = "urn:fhir-hub:vn-dav:so-dang-ky"
 
 RACE_EXT = f"{_CORE}/StructureDefinition/extension-race"

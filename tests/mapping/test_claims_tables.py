@@ -28,7 +28,7 @@ def _of(h: HosoResult, rtype: str) -> list[dict[str, Any]]:
     return [e["resource"] for e in h.bundle["entry"] if e["resource"]["resourceType"] == rtype]
 
 
-def _qd4210_tables() -> dict[str, bytes | str]:
+def _qd4210_tables() -> dict[str, bytes]:
     return {p.stem: p.read_bytes() for p in sorted(QD4210.glob("XML*.xml"))}
 
 
@@ -36,6 +36,7 @@ def test_xml5_entries_are_clinical_impressions_with_their_vital_signs() -> None:
     h = _hoso(0, 1)
     notes = _of(h, "ClinicalImpression")
     assert [n["effectiveDateTime"] for n in notes] == ["2025-03-03T08:00:00+07:00", "2025-03-07T08:00:00+07:00"]
+    assert h.bundle is not None
     staff = {e["fullUrl"]: e["resource"] for e in h.bundle["entry"] if e["resource"]["resourceType"] == "Practitioner"}
     assessor = staff[notes[0]["assessor"]["reference"]]
     assert notes[0]["summary"].startswith("Sốt 39 độ") and assessor["identifier"][0]["value"] == "004567/HNO-CCHN"
@@ -84,8 +85,8 @@ def test_xml14_is_a_proposed_appointment_on_the_re_exam_day() -> None:
 
 
 def test_a_copy_of_an_xml1_field_that_differs_is_a_warning() -> None:
-    tables: dict[str, bytes | str] = dict(decoded_tables("GIAMDINHHS_synthetic_01_00999", 2))
-    tables["XML14"] = bytes(tables["XML14"]).replace("Trần Văn Thử".encode(), "Trần Văn Khác".encode())
+    tables = dict(decoded_tables("GIAMDINHHS_synthetic_01_00999", 2))
+    tables["XML14"] = tables["XML14"].replace("Trần Văn Thử".encode(), "Trần Văn Khác".encode())
     h = map_file(envelope([tables]), "t.xml", recorded=RECORDED).hosos[0]
     assert h.bundle is not None
     assert [(p.severity, p.table, p.field, p.value) for p in h.problems if p.code == "value"] == [
@@ -111,7 +112,7 @@ def test_qd4210_layout_is_detected_and_matches_the_golden_bundle() -> None:
 
 def test_qd4210_unknown_visit_type_is_an_error_naming_the_4210_field() -> None:
     tables = _qd4210_tables()
-    tables["XML1"] = bytes(tables["XML1"]).replace(b"<MA_LOAI_KCB>3<", b"<MA_LOAI_KCB>7<")
+    tables["XML1"] = tables["XML1"].replace(b"<MA_LOAI_KCB>3<", b"<MA_LOAI_KCB>7<")
     h = map_file(envelope([tables], facility="00997"), "t.xml", recorded=RECORDED).hosos[0]
     assert any(p.field == "MA_LOAI_KCB" and p.severity == "error" for p in h.problems)
 
@@ -156,3 +157,29 @@ def test_xml2_lines_are_an_order_and_a_dispense_of_one_medication() -> None:
     assert first["quantity"] == {"value": 10, "unit": "Lọ"} and first["status"] == "completed"
     assert first["whenHandedOver"] == "2025-03-03T10:30:00+07:00"  # NGAY_TH_YL
     assert first["context"] == order["encounter"] and first["subject"] == order["subject"]
+
+
+def test_xml3_lines_are_charges_of_the_service_or_of_the_supply() -> None:
+    h = _hoso(0, 3)
+    charges = {c["identifier"][0]["value"].rsplit("/", 1)[1]: c for c in _of(h, "ChargeItem")
+               if "/XML3/" in c["identifier"][0]["value"]}
+    assert set(charges) == {"1", "2", "3", "4"}  # every line, the supply line too
+    supply = charges["4"]
+    assert supply["identifier"][0]["value"].startswith("charge-supply/")
+    assert supply["code"] == {"coding": [{"system": "urn:fhir-hub:vn-dmdc:vtyt", "code": "N03.05.070"}],
+                              "text": "Bộ dây truyền dịch (giả lập)"}
+    assert supply["quantity"] == {"value": 1, "unit": "Bộ"}
+    assert supply["priceOverride"] == {"value": 9500, "currency": "VND"} and supply["factorOverride"] == 1
+    assert supply["costCenter"] == {"identifier": {"system": "urn:fhir-hub:qd130:ma-khoa", "value": "K05"}}
+    assert supply["occurrenceDateTime"] == "2025-06-01T14:10:00+07:00"
+    assert charges["1"]["code"]["coding"][0]["code"] == "02.1896" and charges["1"]["status"] == "billable"
+
+
+def test_xml2_lines_are_charges_for_their_dispense() -> None:
+    h = _hoso(0, 1)
+    dispenses = {e["fullUrl"] for e in h.bundle["entry"] if e["resource"]["resourceType"] == "MedicationDispense"} \
+        if h.bundle else set()
+    charges = [c for c in _of(h, "ChargeItem") if "/XML2/" in c["identifier"][0]["value"]]
+    assert len(charges) == len(dispenses) and {c["service"][0]["reference"] for c in charges} == dispenses
+    assert charges[0]["priceOverride"] == {"value": 28500, "currency": "VND"}
+    assert charges[0]["note"] == [{"text": "Thông tin thầu: 1234/QĐ-SYT;G1;N4;2024"}]

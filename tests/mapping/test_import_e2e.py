@@ -62,6 +62,7 @@ def test_cli_imports_twice_without_duplicates(fresh_server: Server, tmp_path: Pa
     licences = {r["identifier"][0]["value"] for r in entries if r["resourceType"] == "Practitioner"}
     assert len(licences) > 1 and _count(fresh_server, "Practitioner") == len(licences)  # one per number
     assert _count(fresh_server, "MedicationDispense") == sum(r["resourceType"] == "MedicationDispense" for r in entries)
+    assert _count(fresh_server, "ChargeItem") == sum(r["resourceType"] == "ChargeItem" for r in entries) > 0
     with fhir_client(fresh_server) as c:
         found = c.get("ClinicalImpression", params={
             "assessor:Practitioner.identifier": f"{PRACTITIONER_LICENCE}|004567/HNO-CCHN", "_summary": "count"})
