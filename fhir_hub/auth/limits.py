@@ -66,4 +66,43 @@ class RateLimits:
             self._buckets.popitem(last=False)
 
 
-__all__ = ["RateLimits", "cost"]
+class FailedLogins:
+    """Sign-in guessing: after ``attempts`` wrong passwords for one national id within ``window``
+    seconds, that id cannot sign in (even with the right password) until the oldest of them is
+    ``window`` seconds old. Kept per process, at most :data:`MAX_CLIENTS` ids."""
+
+    def __init__(self, attempts: int = 5, window: float = 900.0, clock: Callable[[], float] = time.monotonic):
+        self.attempts = attempts
+        self.window = window
+        self.clock = clock
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(key, ()) if now - t < self.window]
+        if kept:
+            self._failures[key] = kept
+            self._failures.move_to_end(key)
+        else:
+            self._failures.pop(key, None)
+        return kept
+
+    def locked(self, key: str) -> int:
+        """Seconds until ``key`` may try again (0: it may now)."""
+        now = self.clock()
+        recent = self._recent(key, now)
+        if len(recent) < self.attempts:
+            return 0
+        return max(1, math.ceil(recent[-self.attempts] + self.window - now))
+
+    def failed(self, key: str) -> None:
+        now = self.clock()
+        self._failures[key] = [*self._recent(key, now), now][-self.attempts:]
+        self._failures.move_to_end(key)
+        if len(self._failures) > MAX_CLIENTS:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+__all__ = ["FailedLogins", "RateLimits", "cost"]

@@ -35,6 +35,7 @@ from joserfc.jws import extract_compact
 
 from fhir_hub.auth import pages
 from fhir_hub.auth.keys import ACCESS_TYP, InvalidToken, Keys
+from fhir_hub.auth.limits import FailedLogins
 from fhir_hub.auth.scopes import ScopeError, Scopes, narrow, parse_scope, parse_scopes
 from fhir_hub.auth.storage import AuthStore, Client, digest
 from fhir_hub.rest.wire import Response
@@ -106,6 +107,8 @@ class AuthServer:
         self.base_path = base_path
         #: jtis revoked by this process (the enforcement point reads it; other processes poll the store).
         self.revoked = revoked
+        #: Wrong passwords by national id: guessing one citizen's password is slowed to a crawl.
+        self.failed_logins = FailedLogins()
 
     # --- routing --------------------------------------------------------------------------------
 
@@ -215,9 +218,18 @@ class AuthServer:
             return self._page_error(lang, "this sign-in has expired; start again from the app")
         if form.get("switch"):
             return Response(200, pages.login(lang, form["txn"]), list(_HTML))
-        user = self.store.login(form.get("national_id", "").strip(), form.get("password", ""))
+        national_id = form.get("national_id", "").strip()
+        wait = self.failed_logins.locked(national_id)
+        if wait:
+            minutes = -(-wait // 60)
+            message = (f"Đăng nhập sai quá nhiều lần: thử lại sau {minutes} phút" if lang == "vi" else
+                       f"Too many wrong passwords: try again in {minutes} min")
+            return Response(429, pages.failure(lang, message), [*_HTML, (b"retry-after", str(wait).encode())])
+        user = self.store.login(national_id, form.get("password", ""))
         if user is None:
+            self.failed_logins.failed(national_id)
             return Response(401, pages.login(lang, form["txn"], failed=True), list(_HTML))
+        self.failed_logins.succeeded(national_id)
         now = int(time.time())
         signed = self.keys.sign({**txn, "user": user.national_id, "patient": user.patient, "iat": now,
                                  "exp": now + FORM_TTL}, _CONSENT_TYP)

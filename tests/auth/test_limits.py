@@ -1,5 +1,6 @@
-"""Per-client rate limits weighted by cost: the buckets on a fake clock, then a real server with
-``FHIR_HUB_RATE_LIMIT`` set (429, ``Retry-After``, an OperationOutcome; other clients unaffected)."""
+"""Abuse limits: per-client rate limits weighted by cost and the lock on guessed passwords, on a
+fake clock, then on a real server (``FHIR_HUB_RATE_LIMIT`` set: 429, ``Retry-After``, an
+OperationOutcome, other clients unaffected; five wrong passwords lock that national id)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fhir_hub.auth.limits import RateLimits, cost
+from fhir_hub.auth.limits import FailedLogins, RateLimits, cost
 from fhir_hub.errors import FhirError
-from tests.auth.smart import bearer, make_backend
+from tests.auth.smart import (
+    PASSWORD,
+    REDIRECT,
+    authorize_params,
+    bearer,
+    cli,
+    hidden,
+    make_backend,
+    origin,
+    pkce,
+)
 from tests.conftest import make_server
 
 
@@ -82,5 +93,46 @@ def test_over_the_limit_over_the_server(tmp_path: Path) -> None:
         assert r.json()["resourceType"] == "OperationOutcome" and r.json()["issue"][0]["code"] == "throttled"
         other = calm.token(srv).json()["access_token"]
         assert httpx.get(f"{srv.base}/Patient", headers=bearer(other)).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_failed_logins_lock_an_id_for_the_window() -> None:
+    clock = Clock()
+    logins = FailedLogins(attempts=3, window=60, clock=clock)
+    for _ in range(2):
+        logins.failed("001")
+    assert logins.locked("001") == 0
+    logins.failed("001")
+    assert logins.locked("001") == 60 and logins.locked("002") == 0
+    clock.t += 59.5
+    assert logins.locked("001") == 1
+    clock.t += 1
+    assert logins.locked("001") == 0  # the oldest failure left the window
+    logins.failed("001")
+    logins.succeeded("001")
+    assert logins.locked("001") == 0
+
+
+def test_guessing_a_password_over_the_server(tmp_path: Path) -> None:
+    srv = make_server(tmp_path, auth="smart").start()
+    try:
+        cli(srv.db, "clients", "add", "app", "--redirect-uri", REDIRECT)
+        backend = make_backend(srv.db, tmp_path, "emr", "ES384")
+        access = backend.token(srv).json()["access_token"]
+        pid = httpx.post(f"{srv.base}/Patient", content=b'{"resourceType":"Patient"}', headers=bearer(access)).json()["id"]
+        cli(srv.db, "users", "add", "--national-id", "001090000099", "--patient", pid, "--password", PASSWORD)
+        _, challenge = pkce()
+        page = httpx.get(f"{origin(srv)}/auth/authorize", params=authorize_params(srv, challenge))
+        txn = hidden(page.text, "txn")
+
+        def login(password: str) -> httpx.Response:
+            return httpx.post(f"{origin(srv)}/auth/login", data={"txn": txn, "national_id": "001090000099",
+                                                                 "password": password})
+
+        assert [login(f"guess-{i}").status_code for i in range(5)] == [401] * 5
+        locked = login(PASSWORD)  # the right one, too late
+        assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+        assert "thử lại sau" in locked.text and 'name="txn"' not in locked.text
     finally:
         srv.stop()
