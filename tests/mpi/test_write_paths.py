@@ -6,6 +6,7 @@ entries and PATCH — each ends with one golden record per person."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 
 from fhir_hub.cli.main import app
 from fhir_hub.mapping.systems import INSURANCE_NUMBER, NATIONAL_ID
+from fhir_hub.mpi.service import SERVER_CONFIG, link_id
 from tests.conftest import Server, fhir_client, make_server
 from tests.mapping.conftest import sample_files
 from tests.mpi.conftest import patient
@@ -272,3 +274,30 @@ def test_hl7v2_and_csv_imports_twice_keep_one_golden_per_personal_id(hub: Server
                 assert len(goldens(c, NATIONAL_ID, nid)) == 1, nid
     assert counts[0] == counts[1]  # the second import added no person and no copy
     assert counts[0][0] <= counts[0][1]
+
+
+def test_a_blocking_key_shared_by_more_goldens_than_the_server_compares_is_skipped_and_said(hub: Server) -> None:
+    """205 persons born in 1985 in one commune share the key ``cy:00004|1985``, more than the
+    write path compares (``SERVER_CONFIG.max_block``): a copy without identifiers is still linked by
+    its name keys, and its link record says which key was too common."""
+    assert SERVER_CONFIG.max_block is not None and SERVER_CONFIG.max_block < 205
+    rng = random.Random(6)  # given names of three random syllables: no two alike
+    names = sorted({"".join(rng.choice("bcdghklmnpqrstvx") + rng.choice("aeiouy") for _ in range(3)).title()
+                    for _ in range(400)})[:205]
+    entries = []
+    for i, name in enumerate(names):
+        body = patient(name=f"Trịnh Văn {name}", birth=f"1985-{1 + i % 12:02d}-{1 + i % 28:02d}", cccd=None,
+                       card=None, phone=f"08{i:08d}")
+        del body["identifier"]  # none: only the probabilistic rule
+        entries.append({"resource": {**body, "id": f"crowd-{i}"}, "request": {"method": "PUT", "url": f"Patient/crowd-{i}"}})
+    with fhir_client(hub) as c:
+        r = c.post("/", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        assert r.status_code == 200, r.text
+        assert count(c, "Patient", _tag=GOLDEN) == 205
+        copy = {k: v for k, v in entries[150]["resource"].items() if k not in ("id", "telecom")}
+        copy["name"] = [{"text": f"Trinh Van {fold(names[150])}"}]
+        made = c.post("/Patient", json=copy).json()["id"]
+        linked, crowd = (c.get(f"/Basic/{link_id(sid)}").json() for sid in (made, "crowd-150"))
+        assert linked["identifier"] == crowd["identifier"]  # the same golden record
+        reasons = [p["valueString"] for p in linked["extension"][0]["extension"] if p["url"] == "reason"]
+        assert any(r.startswith("blocking keys too common to use: cy:00004|1985") for r in reasons), reasons
