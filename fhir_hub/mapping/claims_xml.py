@@ -30,8 +30,10 @@ with ``fhir_hub/mappings/qd4210``, whose tables extend the QĐ 130 ones with 421
 A one-record table's original bytes are given to the specs as ``$content`` (NOIDUNGFILE as sent,
 for a DocumentReference of the signed paper); fields that copy XML1's (``echoes``) are checked equal.
 
-Not built yet: XML6, XML9–XML12, XML15 (reported as not mapped and kept in the Binary), costs
-(Claim/ChargeItem).
+Costs: a ChargeItem per drug, service and supply line (code, quantity, unit price, factor,
+department).  Not built yet: XML6, XML9–XML12, XML15 (reported as not mapped and kept in the
+Binary); the amounts and their split between the BHYT fund, the patient and other sources (a
+Claim / ExplanationOfBenefit adjudication), listed as unmapped.
 """
 
 from __future__ import annotations
