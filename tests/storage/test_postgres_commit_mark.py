@@ -42,3 +42,19 @@ def test_the_file_names_the_database_not_the_user() -> None:
     assert mark_path(URL) != mark_path("postgresql://alice@127.0.0.1:6543/otherdb")
     assert mark_path(URL) != mark_path("postgresql://alice@127.0.0.1:6544/markdb")
     assert "secret" not in str(mark_path(URL)) and "alice" not in str(mark_path(URL))
+
+
+def test_a_mark_beyond_the_primary_is_left_from_another_cluster_and_drops() -> None:
+    mark_path(URL).unlink(missing_ok=True)
+    stale = CommitMark(URL)
+    stale.raise_to(9_000_000)  # a cluster that had this host, port and name before
+    fresh = CommitMark(URL)
+    try:
+        fresh.start(lambda: 1200)
+        assert fresh.read() == stale.read() == 1200
+        fresh.start(lambda: 1500)  # behind the primary: raised to it
+        assert stale.read() == 1500
+    finally:
+        stale.close()
+        fresh.close()
+        mark_path(URL).unlink(missing_ok=True)

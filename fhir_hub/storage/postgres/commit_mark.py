@@ -21,6 +21,7 @@ import logging
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
@@ -71,12 +72,28 @@ class CommitMark:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    def start(self, position: Callable[[], int]) -> None:
+        """Begin at the primary's current ``position()``: every commit before it counts. A mark
+        beyond it was left by another cluster that had this host, port and name (a test's, or the
+        one a restore replaced), so it drops to it rather than send every read to the primary.
+        The position is read while the lock is held, so no process's published commit is above it."""
+        if self._fd is None:
+            self._local = position()
+            return
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            self._local = position()
+            if self._stored() != self._local:
+                os.pwrite(self._fd, _FORMAT.pack(self._local), 0)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
     def read(self) -> int:
-        """The newest commit position of any process on this host (at least this process's)."""
+        """The newest commit position any process on this host published (this one's included)."""
         if self._fd is None:
             return self._local
         fcntl.flock(self._fd, fcntl.LOCK_SH)
         try:
-            return max(self._stored(), self._local)
+            return self._stored()
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -31,7 +31,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -105,6 +105,11 @@ class Router:
         self._mark: CommitMark | None = None
         #: This process's last commit has no known position: only the primary will do.
         self._unknown = False
+
+    def start(self, position: Callable[[], int]) -> None:
+        """The primary's current ``position()`` when the store opens: every commit before it counts."""
+        if self._mark is not None:
+            self._mark.start(position)
 
     def committed(self, lsn: int | None) -> None:
         """A commit ended at ``lsn`` (``None``: it did, but its position could not be read)."""

@@ -374,7 +374,7 @@ class PostgresStore:
         if self._router is not None:
             await self._router.open(self._timeout)
             # what was committed before this store opened (the schema just created, too) counts
-            self._router.committed(await loop.run_in_executor(None, self._primary_position))
+            await loop.run_in_executor(None, self._router.start, self._primary_position)
         self._writer = threading.Thread(target=self._write_loop, name="fhir-hub-pg-writer", daemon=True)
         self._writer.start()
 
