@@ -448,7 +448,7 @@ class Reconciler:
         elif state["state"] == MATCH:
             gid = str(record["identifier"][0]["value"])
             if state.get("linkSource") == "manual" or not self._changed(tx, sid, resource):
-                write_golden(tx, golden_of(tx, gid))  # a steward's decision stands; its golden follows
+                write_golden(tx, golden_of(tx, gid), {sid: resource})  # a steward's decision stands
             else:
                 self._rematch(tx, sid, resource, gid)
 
@@ -482,7 +482,7 @@ class Reconciler:
         if others:
             stay = decide(incoming, extract(compose(gid, others)), self.config, gid)
             if stay.outcome is Outcome.AUTO_LINK:
-                write_golden(tx, golden)
+                write_golden(tx, golden, {sid: resource})
                 return
         elsewhere = match(incoming, TxCandidates(tx, exclude=(gid,)), _features_of(tx), self.config)
         why = (f"re-matched after an update of Patient/{sid}",)
@@ -490,7 +490,7 @@ class Reconciler:
             _move(tx, sid, gid, elsewhere.candidate)
             _auto_link(tx, sid, elsewhere.candidate, elsewhere, previous=gid, reasons=why)
         elif stay is None:  # its golden record's only source: the golden follows it
-            write_golden(tx, golden)
+            write_golden(tx, golden, {sid: resource})
             if elsewhere.outcome is Outcome.REVIEW and elsewhere.candidate is not None:
                 _open_review(tx, sid, elsewhere, why)
         else:  # no longer this person: a person of its own, under review with the old one if close
