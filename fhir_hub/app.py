@@ -21,7 +21,7 @@ from fhir_hub.rest import everything, history, mpi, read, reindex, search, termi
 from fhir_hub.rest.capability import capability_statement
 from fhir_hub.rest.references import ReferenceChecker
 from fhir_hub.rest.search_parameters import Follower
-from fhir_hub.rest.summary import handle_summary
+from fhir_hub.rest.summary import handle_summary, handle_summary_by_identifier
 from fhir_hub.rest.templates import handle_template_check
 from fhir_hub.rest.validate import handle_validate
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, check_accept, dumps, outcome_response
@@ -113,6 +113,8 @@ async def _route(hub: Hub, req: Request) -> Response:
             return await everything.handle_everything(hub, req, None)
         if n == 3 and seg[2] == "$summary" and seg[0] == "Patient":
             return await handle_summary(hub, req, seg[1])
+        if n == 2 and seg[1] == "$summary" and seg[0] == "Patient":
+            return await handle_summary_by_identifier(hub, req)
         if n == 3 and seg[2] == "$template-check" and seg[0] == "Encounter":
             return await handle_template_check(hub, req, seg[1])
         if n == 3 and seg[2][0] != "$":
