@@ -348,6 +348,15 @@ class Enforcer:
             if n == 3 and seg[0] == "Patient" and seg[2] == "$summary":
                 self._own(p, seg[1], "$summary")
                 return seg, []
+            if n == 2 and seg == ["Patient", "$summary"]:
+                if p.patient is None:
+                    self._wide(p, "$summary")
+                    return seg, []
+                if any(k == "identifier" for k, _ in pairs):
+                    raise forbidden("a patient's token asks for its own summary: Patient/$summary without an "
+                                    "identifier, or Patient/[id]/$summary", "identifier")
+                self._own(p, p.patient, "$summary")
+                return ["Patient", p.patient, "$summary"], []
             if n == 3 and seg[0] == "Patient" and seg[2] == "$everything" and p.patient is not None:
                 self._own(p, seg[1], "$everything")
                 return seg, self._audit_aside(p, seg, pairs)

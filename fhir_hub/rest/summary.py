@@ -1,4 +1,5 @@
-"""``Patient/[id]/$summary``: the patient summary as an IPS-shaped document Bundle.
+"""``Patient/[id]/$summary`` and ``Patient/$summary?identifier=``: the patient summary as an
+IPS-shaped document Bundle.
 
 A citizen's e-health book shows one page per person: what they suffer from, are allergic to and
 take, then vaccinations, results, vital signs, procedures and visits, and what the Vietnamese
@@ -31,6 +32,7 @@ from fhir_hub import definitions
 from fhir_hub.errors import FhirError, error
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps
 from fhir_hub.rest.write import check_id
+from fhir_hub.search.parse import parse
 from fhir_hub.search.query import Clause, ReferenceValue
 
 LOINC = "http://loinc.org"
@@ -38,7 +40,8 @@ EMPTY_REASON = "http://terminology.hl7.org/CodeSystem/list-empty-reason"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 #: SNOMED CT "Patient referral": the category the QĐ 130 Bảng 13 mapping gives a referral paper.
 REFERRAL = "3457005"
-#: Parameters the operation accepts (IPS's ``identifier`` and ``profile`` are not supported).
+#: Parameters the instance operation accepts (IPS's ``profile`` is not supported; ``identifier``
+#: is the type-level form's).
 _ACCEPTED = frozenset({"_pretty", "_format"})
 _GONE = frozenset({"entered-in-error"})
 
@@ -341,10 +344,34 @@ async def _medications(hub: Any, resources: list[Resource]) -> dict[str, Resourc
 
 
 async def handle_summary(hub: Any, req: Request, pid: str) -> Response:
+    """``Patient/[id]/$summary``."""
     check_id(pid)
     for name, _ in req.query:
         if name not in _ACCEPTED:
             raise FhirError(400, error("not-supported", f"Patient/[id]/$summary takes no parameter {name!r}", name))
+    return await _summary(hub, req, pid)
+
+
+async def handle_summary_by_identifier(hub: Any, req: Request) -> Response:
+    """``Patient/$summary?identifier=system|value``: the summary of the one Patient with that identifier."""
+    asked = [value for name, value in req.query if name == "identifier"]
+    for name, _ in req.query:
+        if name not in _ACCEPTED and name != "identifier":
+            raise FhirError(400, error("not-supported", f"Patient/$summary takes identifier, not {name!r}", name))
+    if len(asked) != 1 or not asked[0]:
+        raise FhirError(400, error("required", "Patient/$summary needs one identifier (system|value) naming the "
+                                   "patient; or ask Patient/[id]/$summary", "identifier"))
+    q = parse(["Patient"], [("identifier", asked[0])], base_url=req.base_url, strict=True)
+    ids = await hub.store.find("Patient", list(q.criteria_for("Patient")), 2)
+    if not ids:
+        raise FhirError(404, error("not-found", f"no Patient has the identifier {asked[0]!r}", "identifier"))
+    if len(ids) > 1:
+        raise FhirError(400, error("multiple-matches", f"several Patients have the identifier {asked[0]!r}; ask "
+                                   "Patient/[id]/$summary", "identifier"))
+    return await _summary(hub, req, ids[0])
+
+
+async def _summary(hub: Any, req: Request, pid: str) -> Response:
     found = await hub.store.read("Patient", pid)
     if found is None or found.body is None:
         raise FhirError(404, error("not-found", f"Patient/{pid} is not known"))
@@ -366,4 +393,4 @@ async def handle_summary(hub: Any, req: Request, pid: str) -> Response:
     return Response(200, dumps(doc, req.param("_pretty") == "true"), [CONTENT_TYPE_HEADER])
 
 
-__all__ = ["SECTIONS", "compose", "handle_summary"]
+__all__ = ["SECTIONS", "compose", "handle_summary", "handle_summary_by_identifier"]

@@ -78,6 +78,16 @@ def test_summary_needs_a_wildcard_read_scope(world: World) -> None:  # noqa: F81
     assert r.status_code == 200 and "Trần" in r.text  # the control: a system/*.cruds token may
 
 
+def test_type_level_summary_is_the_tokens_own(world: World, alice: dict[str, Any]) -> None:  # noqa: F811
+    r = _get(world, alice["access_token"], "Patient/$summary")
+    assert r.status_code == 200, r.text
+    assert r.json()["entry"][0]["resource"]["subject"]["reference"] == f"Patient/{world.ids['a']}"
+    _protected(world, r.text)
+    r = _get(world, alice["access_token"], "Patient/$summary", identifier="urn:x|anything")
+    assert r.status_code == 403
+    _protected(world, r.text)
+
+
 def test_another_patients_summary_inside_a_batch(world: World, alice: dict[str, Any]) -> None:  # noqa: F811
     bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": f"Patient/{world.ids['b']}/$summary"}}]}

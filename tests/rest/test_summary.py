@@ -173,6 +173,24 @@ def test_bad_requests_are_outcomes(server: Server, path: str, status: int, where
         assert r.json()["issue"][0]["expression"] == [where]
 
 
+def test_summary_by_identifier(server: Server) -> None:
+    with fhir_client(server) as c:
+        ident = {"system": "http://example.vn/cccd", "value": "079300000123"}
+        pid = c.post("/Patient", json={"resourceType": "Patient", "identifier": [ident]}).json()["id"]
+        for _ in range(2):
+            c.post("/Patient", json={"resourceType": "Patient", "identifier": [{**ident, "value": "twice"}]})
+        r = c.get("/Patient/$summary", params={"identifier": f"{ident['system']}|{ident['value']}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["entry"][0]["resource"]["subject"]["reference"] == f"Patient/{pid}"
+        for params, status, code in [({"identifier": f"{ident['system']}|nobody"}, 404, "not-found"),
+                                     ({"identifier": f"{ident['system']}|twice"}, 400, "multiple-matches"),
+                                     ({}, 400, "required"),
+                                     ({"identifier": "a|b", "profile": "x"}, 400, "not-supported")]:
+            r = c.get("/Patient/$summary", params=params)
+            assert r.status_code == status, (params, r.text)
+            assert r.json()["issue"][0]["code"] == code
+
+
 @pytest.fixture(scope="module")
 def mpi_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = make_server(Path(tmp_path_factory.mktemp("summary-mpi")), mpi="on").start()
