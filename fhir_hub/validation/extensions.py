@@ -2,7 +2,7 @@
 what value they may hold, and whether they are modifiers.
 
 Why: an extension's definition is what gives it meaning, and R4 says an extension SHALL only be used
-where its ``context`` allows (StructureDefinition.context, 2.14.0.8). The definitions known are the
+where its ``context`` allows (StructureDefinition.context, R4 Extensibility). The definitions known are the
 R4 core extensions (``data/r4-extensions.json``, from ``tools/build_r4_rules.py``) and the shipped VN
 extensions (:mod:`fhir_hub.profiles`). An extension whose URL is neither is not judged here: R4 lets
 anyone define extensions, and a profile that requires one says so itself.

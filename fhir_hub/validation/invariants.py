@@ -12,8 +12,8 @@ every resource meets, or that fhirpathpy cannot evaluate as the spec means them,
 * ``ele-1``, ``ext-1``, ``ref-1``, ``qty-3`` and ``dom-2``..``dom-6``: on (nearly) every resource, so
   run natively for speed;
 * ``txt-1``/``txt-2``: ``htmlChecks()`` is not a FHIRPath function fhirpathpy knows;
-* ``ref-1``: a reference ``#`` alone points to the container resource (R4 2.3.0.3: "a contained
-  resource may reference its container with '#'"), which the expression forgets;
+* ``ref-1``: a reference ``#`` alone points to the container resource (R4 References, contained
+  resources: a contained resource refers to its container by ``#``), which the expression forgets;
 * ``rng-2``: fhirpathpy cannot compare Quantities (``low <= high``);
 * ``ctm-1``: ``resolve()``, which fhirpathpy lacks, answered from the contained resources;
 * ``que-7``: the expression's type name is wrong in R4 (see :func:`_que7`).
