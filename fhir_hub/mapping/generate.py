@@ -13,7 +13,8 @@ level) and 2025 (two level) addresses; one to three diagnoses; drug lines (with 
 registration number and the prescriber's licence number), exam, laboratory, imaging, bed-day and
 supply lines with their costs; lab results (numbers with units, and text), an imaging
 description; clinical-course notes carrying the vital signs QĐ 4750 asks for; a discharge paper
-(XML7) for stays and a re-exam appointment (XML14) for some outpatients.  Tables are written with
+(XML7) for stays, a referral paper (XML13) for some stays that end in a transfer, and a re-exam
+appointment (XML14) for some outpatients.  Tables are written with
 every field of the QĐ 3176 dictionary in its order, the ones a visit does not use empty.
 
 Faults (``faults={kind: count}``), each on its own HOSO, described by a :class:`Fault`:
@@ -62,6 +63,11 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "XML7": tuple("""MA_LK SO_LUU_TRU MA_YTE MA_KHOA_RV NGAY_VAO NGAY_RA MA_DINH_CHI_THAI NGUYENNHAN_DINHCHI
         THOIGIAN_DINHCHI TUOI_THAI CHAN_DOAN_RV PP_DIEUTRI GHI_CHU MA_TTDV MA_BS TEN_BS NGAY_CT MA_CHA MA_ME MA_THE_TAM
         HO_TEN_CHA HO_TEN_ME SO_NGAY_NGHI NGOAITRU_TUNGAY NGOAITRU_DENNGAY DU_PHONG""".split()),
+    "XML13": tuple("""MA_LK SO_HOSO SO_CHUYENTUYEN GIAY_CHUYEN_TUYEN MA_CSKCB MA_CSKCB_DI MA_CSKCB_DEN HO_TEN NGAY_SINH
+        GIOI_TINH MA_QUOCTICH MA_DANTOC MA_NGHE_NGHIEP DIA_CHI MA_THE_BHYT GT_THE_DEN NGAY_VAO NGAY_VAO_NOI_TRU NGAY_RA
+        DAU_HIEU_LS CHAN_DOAN_RV QT_BENHLY TOMTAT_KQ PP_DIEUTRI MA_BENH_CHINH MA_BENH_KT MA_BENH_YHCT TINH_TRANG_CT
+        MA_LOAI_RV MA_LYDO_CT HUONG_DIEU_TRI PHUONGTIEN_VC HOTEN_NGUOI_HT CHUCDANH_NGUOI_HT MA_BAC_SI MA_TTDV
+        DU_PHONG""".split()),
     "XML14": tuple("""MA_LK SO_GIAYHEN_KL MA_CSKCB HO_TEN NGAY_SINH GIOI_TINH DIA_CHI MA_THE_BHYT GT_THE_DEN NGAY_VAO
         NGAY_VAO_NOI_TRU NGAY_RA NGAY_HEN_KL CHAN_DOAN_RV MA_BENH_CHINH MA_BENH_KT MA_BENH_YHCT MA_DOITUONG_KCB
         MA_BAC_SI MA_TTDV NGAY_CT DU_PHONG""".split()),
@@ -74,6 +80,7 @@ _SHAPE: dict[str, tuple[str, tuple[str, ...]]] = {
     "XML4": ("CHITIEU_CHITIET_DICHVUCANLAMSANG", ("DSACH_CHI_TIET_CLS", "CHI_TIET_CLS")),
     "XML5": ("CHITIEU_CHITIET_DIENBIENLAMSANG", ("DSACH_CHI_TIET_DIEN_BIEN_BENH", "CHI_TIET_DIEN_BIEN_BENH")),
     "XML7": ("CHI_TIEU_DU_LIEU_GIAY_RA_VIEN", ()),
+    "XML13": ("CHI_TIEU_GIAYCHUYENTUYEN", ()),
     "XML14": ("CHI_TIEU_GIAYHEN_KHAMLAI", ()),
 }
 FAULT_KINDS = ("base64", "date", "code", "ma_lk", "number")
@@ -220,6 +227,8 @@ def _visit(rng: random.Random, facility: str, n: int, year: int) -> dict[str, li
         "MA_CSKCB": facility, "CAN_NANG": weight, "MA_HSBA": f"BA{year}-{n:06d}",
         "MA_TTDV": f"79{rng.randrange(10**8):08d}",
     }
+    if rng.random() < 0.15:  # referred here by a lower-level facility, with its paper
+        xml1.update(MA_NOI_DI=f"{province}{rng.randrange(100, 999):03d}", GIAY_CHUYEN_TUYEN=f"{rng.randrange(1, 9999)}/CT")
     rate = {"1": 100, "2": 100, "3": 95, "4": 80}[level]
     drugs: list[dict[str, str]] = []
     services: list[dict[str, str]] = []
@@ -306,6 +315,21 @@ def _visit(rng: random.Random, facility: str, n: int, year: int) -> dict[str, li
                            "GHI_CHU": "Tái khám khi có dấu hiệu bất thường", "MA_TTDV": signer,
                            "MA_BS": f"79{rng.randrange(10**8):08d}", "TEN_BS": f"{rng.choice(_FAMILY)} Văn Định",
                            "NGAY_CT": _day(end)}]
+    if kind == "03" and rng.random() < 0.25:  # transferred to a higher level: a referral paper
+        xml1.update(MA_LOAI_RV="2", MA_NOI_DEN=f"{province}{rng.randrange(1, 99):03d}")
+        tables["XML13"] = [{**seq, "SO_HOSO": f"HS{year}-{n:06d}", "SO_CHUYENTUYEN": f"SCT-{year}-{n:04d}",
+                            "GIAY_CHUYEN_TUYEN": f"CT{year}-{n:06d}", "MA_CSKCB": facility,
+                            "MA_CSKCB_DEN": xml1["MA_NOI_DEN"],
+                            **{k: xml1[k] for k in ("HO_TEN", "NGAY_SINH", "GIOI_TINH", "MA_QUOCTICH", "MA_DANTOC",
+                                                    "MA_NGHE_NGHIEP", "DIA_CHI", "MA_THE_BHYT", "GT_THE_DEN",
+                                                    "NGAY_VAO", "NGAY_VAO_NOI_TRU", "NGAY_RA", "CHAN_DOAN_RV",
+                                                    "MA_BENH_CHINH", "MA_BENH_KT", "MA_LOAI_RV", "MA_TTDV")},
+                            "DAU_HIEU_LS": f"{main[2]}, diễn biến nặng", "QT_BENHLY": "Điều trị nội khoa không đỡ",
+                            "TOMTAT_KQ": "Xét nghiệm và chẩn đoán hình ảnh như hồ sơ", "PP_DIEUTRI": xml1["PP_DIEU_TRI"],
+                            "TINH_TRANG_CT": "Tỉnh, sinh hiệu ổn định", "MA_LYDO_CT": rng.choice("123"),
+                            "HUONG_DIEU_TRI": "Đề nghị tuyến trên đánh giá và điều trị tiếp",
+                            "PHUONGTIEN_VC": "Xe cứu thương", "HOTEN_NGUOI_HT": f"{rng.choice(_FAMILY)} Thị Hộ Tống",
+                            "CHUCDANH_NGUOI_HT": "Điều dưỡng", "MA_BAC_SI": doctor}]
     if kind == "02" or (kind == "03" and rng.random() < 0.5):
         again = end + timedelta(days=rng.choice((7, 14, 30)))
         xml1["NGAY_TAI_KHAM"] = _day(again)
