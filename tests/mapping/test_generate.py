@@ -37,11 +37,14 @@ def test_fields_are_those_of_the_dictionary_in_its_order() -> None:
             dictionary.setdefault(row["table"], []).append(row["field"])
     for table, names in FIELDS.items():
         assert list(names) == dictionary[table], table
-    for hoso in _tables(generate(5, seed=1).data):
+    seen = set()
+    for hoso in _tables(generate(40, seed=1).data):
         for table, content in hoso.items():
             root = ET.fromstring(base64.b64decode(content))
-            record = root if table in ("XML1", "XML7", "XML14") else next(iter(root[0]))
+            record = root if table in ("XML1", "XML7", "XML13", "XML14") else next(iter(root[0]))
             assert [c.tag for c in record] == list(FIELDS[table])
+            seen.add(table)
+    assert seen == set(FIELDS)
 
 
 def test_visits_vary() -> None:
@@ -53,6 +56,8 @@ def test_visits_vary() -> None:
     assert {bool(h["XML1"][0]["MAHUYEN_CU_TRU"]) for h in g.hosos} == {True, False}  # pre-2025 and 2025
     assert all(("XML7" in h) == (h["XML1"][0]["MA_LOAI_KCB"] == "03") for h in g.hosos)
     assert any("XML14" in h for h in g.hosos) and any(";" in h["XML1"][0]["MA_BENH_KT"] for h in g.hosos)
+    assert any("XML13" in h and h["XML1"][0]["MA_LOAI_RV"] == "2" for h in g.hosos)  # transfers, with the paper
+    assert any(h["XML1"][0].get("MA_NOI_DI") for h in g.hosos)  # referred here
     assert len(set(g.ma_lks)) == 200
 
 
