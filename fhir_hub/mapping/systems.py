@@ -55,6 +55,8 @@ DMDC_INDICATOR = "urn:fhir-hub:vn-dmdc:chi-so"
 DMDC_ROUTE = "urn:fhir-hub:vn-dmdc:duong-dung"
 DMDC_GROUP = "urn:fhir-hub:vn-dmdc:nhom"
 DMDC_SUPPLY = "urn:fhir-hub:vn-dmdc:vtyt"
+#: Nationality codes of QĐ 130 (MA_QUOCTICH, 3 digits, "000" Viet Nam): no published CodeSystem.
+NATIONALITY = "urn:fhir-hub:qd130:ma-quoctich"
 #: Department codes (MA_KHOA, QĐ 5937 annex 5) and a supply's model code (MA_HIEU_SP).
 DEPARTMENT = "urn:fhir-hub:qd130:ma-khoa"
 PRODUCT_MODEL = "urn:fhir-hub:qd130:ma-hieu-sp"
