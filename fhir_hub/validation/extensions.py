@@ -70,17 +70,32 @@ def _from_sd(sd: dict[str, Any]) -> Definition:
     return Definition(sd["url"], context, value, modifier)
 
 
-@cache
+# url -> (the StructureDefinition it was read from, or None for a core one; the definition)
+_SEEN: dict[str, tuple[dict[str, Any] | None, Definition | None]] = {}
+
+
 def definition(url: str) -> Definition | None:
-    """The definition of the extension ``url`` (``|version`` ignored), or ``None`` when unknown."""
+    """The definition of the extension ``url`` (``|version`` ignored), or ``None`` when unknown. Read once
+    per StructureDefinition: a package loaded for a run (``--ig``) can add or replace one, so the shipped
+    registry is asked each time, which is a dict lookup."""
     url = url.split("|", 1)[0]
     sd = profiles.structure_definition(url)
-    if sd is not None and sd.get("type") == "Extension":
-        return _from_sd(sd)
-    raw = _r4().get(url)
-    if raw is None:
-        return None
-    return Definition(url, frozenset(raw["context"]), frozenset(raw["value"]), bool(raw["modifier"]))
+    if sd is not None and sd.get("type") != "Extension":
+        sd = None
+    seen = _SEEN.get(url)
+    if seen is not None and seen[0] is sd:
+        return seen[1]
+    if sd is not None:
+        found: Definition | None = _from_sd(sd)
+    else:
+        raw = _r4().get(url)
+        found = None if raw is None else Definition(url, frozenset(raw["context"]), frozenset(raw["value"]),
+                                                    bool(raw["modifier"]))
+    if found is None:
+        _SEEN.pop(url, None)  # unknown URLs are not remembered: any client can make up as many as it likes
+    else:
+        _SEEN[url] = (sd, found)
+    return found
 
 
 def allowed(d: Definition, place: Place) -> bool:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from html.parser import HTMLParser
 from importlib import resources
 from typing import Any
@@ -161,7 +161,7 @@ class _Html(HTMLParser):
             self.content = True
 
 
-@cache
+@lru_cache(maxsize=1024)  # narratives repeat across a file's resources; bounded, as the input is anyone's
 def _html(div: str) -> tuple[bool, bool]:
     parser = _Html()
     parser.feed(div)

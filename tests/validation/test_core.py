@@ -318,3 +318,24 @@ def test_unknown_extension_is_not_judged() -> None:
     obs = _example("Observation-heart-rate")
     obs["extension"] = [{"url": "http://example.org/anything", "valueString": "x"}]
     assert not [i for i in core.validate_rules(obs) if i.severity == "error"]
+
+
+def test_extension_definitions_follow_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package loaded for a run (--ig) can add an extension definition; it is seen at once, and
+    forgotten when the package goes."""
+    from fhir_hub import profiles
+    from fhir_hub.validation import extensions
+
+    url = "http://example.org/StructureDefinition/flag"
+    assert extensions.definition(url) is None
+    sd = {"url": url, "type": "Extension", "context": [{"type": "element", "expression": "Patient"}],
+          "snapshot": {"element": [{"id": "Extension"}, {"id": "Extension.value[x]", "max": "1",
+                                                          "type": [{"code": "boolean"}]}]}}
+    real = profiles.structure_definition
+    monkeypatch.setattr(profiles, "structure_definition", lambda u: sd if u == url else real(u))
+    obs = _example("Observation-heart-rate")
+    obs["extension"] = [{"url": url, "valueBoolean": True}]
+    assert ("error", "structure", "Observation.extension[0]") in _keys(core.validate_rules(obs))
+    monkeypatch.setattr(profiles, "structure_definition", real)
+    assert extensions.definition(url) is None
+    assert ("error", "structure", "Observation.extension[0]") not in _keys(core.validate_rules(obs))
