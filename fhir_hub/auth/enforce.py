@@ -16,7 +16,11 @@ restrict properly under a patient's token. In order:
    search uses them; the patient's own Patient resource is in it) together with any v2 query
    restriction; outside it the answer is 404 whether or not the resource exists. A search is
    routed as the compartment search ``Patient/[patient]/Type`` with the restriction's parameters
-   added. Types never in a Patient compartment are refused (403).
+   added. Types never in a Patient compartment are refused (403). ``Patient.link``: with
+   reconciliation on, a token whose patient is a golden record reaches the sources it links
+   (``seealso``) and the golden records merged into it (``replaces``), read at each request, by
+   id as the compartment search does; a source's token reaches that source only. Links made by
+   other systems, with reconciliation off, give no access.
 4. **AuditEvents** are written by the server only (every write of one: 405) and read by
    stewards only: a system token whose scopes name ``AuditEvent`` itself (``system/*`` does
    not). Other tokens are refused searches, includes, ``_has`` and ``_type`` that would reach
@@ -166,20 +170,21 @@ class _Admit:
     it exists, is in the patient's compartment (patient tokens, types other than Patient) and
     matches one of the scopes' query restrictions (if any)."""
 
-    __slots__ = ("criteria", "indexer", "needle", "rtype", "suffix", "target")
+    __slots__ = ("criteria", "indexer", "rtype", "targets")
 
-    def __init__(self, rtype: str, patient: str | None, criteria: list[list[Criterion]] | None, indexer: Any):
+    def __init__(self, rtype: str, patients: tuple[str, ...], criteria: list[list[Criterion]] | None,
+                 indexer: Any):
         self.rtype = rtype
-        self.target = None if patient is None or rtype == "Patient" else f"Patient/{patient}"
-        self.needle = (self.target or "").encode()
-        self.suffix = "/" + (self.target or "")
+        #: ``(target, needle, suffix)`` per Patient id whose compartment counts (none: no compartment check)
+        self.targets = tuple((t, t.encode(), "/" + t) for t in (f"Patient/{p}" for p in patients)) \
+            if rtype != "Patient" else ()
         self.criteria = criteria
         self.indexer = indexer
 
     def __call__(self, v: StoredVersion | None) -> bool:
         if v is None or v.body is None:
             return False  # missing or deleted: one answer, 404
-        if self.target is not None and not admits_version(v, "Patient", self.target, self.needle, self.suffix):
+        if self.targets and not any(admits_version(v, "Patient", *t) for t in self.targets):
             return False
         if self.criteria is None:
             return True
@@ -279,7 +284,9 @@ class Enforcer:
                 self.limits.take(p.client_id, cost(method, seg, req.query, req.body))
             if len(seg) == 2 and seg[1][:1] not in ("_", "$") and seg[0][:1] != "_":
                 # read by id: decided on the version the read fetches (GuardedRequest), no query here
-                admit = self._admit(hub, req, p, seg[0], seg[1])
+                person = () if p.patient is None else (p.patient,) if not hub.settings.mpi else \
+                    await self._person(hub, p)
+                admit = self._admit(hub, req, p, seg[0], seg[1], person)
                 if admit is None:
                     return req
                 return GuardedRequest(method, seg, req.query, req.headers, req.body, req.base_url, req.raw_query,
@@ -435,17 +442,19 @@ class Enforcer:
 
     async def _read(self, hub: Any, req: Request, p: Principal, rtype: str, rid: str) -> None:
         """Check a read of ``rtype/rid`` now, on its current version (history, vread, bundle entries)."""
-        admit = self._admit(hub, req, p, rtype, rid)
+        admit = self._admit(hub, req, p, rtype, rid, await self._person(hub, p))
         if admit is not None and not admit(await hub.store.read(rtype, rid)):
             raise hidden(rtype, rid)
 
-    def _admit(self, hub: Any, req: Request, p: Principal, rtype: str, rid: str) -> Admit | None:
+    def _admit(self, hub: Any, req: Request, p: Principal, rtype: str, rid: str,
+               person: tuple[str, ...]) -> Admit | None:
         """The guard a read of ``rtype/rid`` must pass on the current version (``None``: none needed);
         403 for a type outside the scopes or the patient compartment, 404 for another patient.
 
         Patient tokens are held to the compartment as the compartment search defines it
         (``rest/search.py``): the patient's own Patient resource, and resources whose membership
-        parameters reference it (``auth/compartment.py``, from the stored bytes).
+        parameters reference it (``auth/compartment.py``, from the stored bytes); ``person`` is
+        :meth:`_person` (with reconciliation on, a golden record's sources count as the patient).
         """
         restrictions = self._need(p, rtype, "r")
         patient = p.patient
@@ -453,21 +462,34 @@ class Enforcer:
             if restrictions is None:
                 return None
         elif rtype == "Patient":
-            if rid != patient:
+            if rid not in person:
                 raise hidden(rtype, rid)
         elif not definitions.compartments().get("Patient", {}).get(rtype):
             raise forbidden(f"{rtype} resources are not in a patient's compartment: a patient's token cannot "
                             "read them")
-        key = (rtype, req.base_url)
+        key = (rtype, req.base_url, person)
         admit: Admit | None = p.memo.get(key)
         if admit is None:
             criteria = None
             if restrictions is not None:
                 criteria = [c for r in restrictions if (c := self._compile(req, rtype, r)) is not None]
-            admit = _Admit(rtype, patient, criteria, hub.store.indexer)
+            admit = _Admit(rtype, person if patient is not None else (), criteria, hub.store.indexer)
             if len(p.memo) < _MEMO_MAX:
                 p.memo[key] = admit
         return admit
+
+    @staticmethod
+    async def _person(hub: Any, p: Principal) -> tuple[str, ...]:
+        """The Patient ids a patient's token reaches: its patient, and with reconciliation on, when
+        that is a golden record, the sources it links and the golden records merged into it, read
+        now (an unlink takes effect at the next request), as the compartment search reads them."""
+        if p.patient is None:
+            return ()
+        if not hub.settings.mpi:
+            return (p.patient,)
+        from fhir_hub.mpi import expand  # only with FHIR_HUB_MPI=on
+
+        return tuple(await expand.linked(hub.store, p.patient))
 
     @staticmethod
     def _compile(req: Request, rtype: str, restriction: tuple[tuple[str, str], ...]) -> list[Criterion] | None:
