@@ -21,6 +21,7 @@ import httpx
 import psycopg
 import pytest
 
+from fhir_hub.storage.postgres.commit_mark import mark_path
 from tests.conftest import Server, fhir_client, free_port
 from tests.pgcluster import Cluster, find_bindir
 
@@ -39,6 +40,7 @@ def primary_and_standby() -> Iterator[tuple[Cluster, Cluster, str, str]]:
         standby = primary.start_standby()
         yield primary, standby, url, standby.url("hub")
     finally:
+        mark_path(url).unlink(missing_ok=True)  # the host's commit mark of this throwaway database
         if standby is not None:
             standby.stop()
         primary.stop()
