@@ -13,7 +13,7 @@ level) and 2025 (two level) addresses; one to three diagnoses; drug lines (with 
 registration number and the prescriber's licence number), exam, laboratory, imaging, bed-day and
 supply lines with their costs; lab results (numbers with units, and text), an imaging
 description; clinical-course notes carrying the vital signs QĐ 4750 asks for; a discharge paper
-(XML7) for stays, a referral paper (XML13) for some stays that end in a transfer, and a re-exam
+(XML7) and a medical-record summary (XML8) for stays, a referral paper (XML13) for some stays that end in a transfer, and a re-exam
 appointment (XML14) for some outpatients.  Tables are written with
 every field of the QĐ 3176 dictionary in its order, the ones a visit does not use empty.
 
@@ -63,6 +63,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "XML7": tuple("""MA_LK SO_LUU_TRU MA_YTE MA_KHOA_RV NGAY_VAO NGAY_RA MA_DINH_CHI_THAI NGUYENNHAN_DINHCHI
         THOIGIAN_DINHCHI TUOI_THAI CHAN_DOAN_RV PP_DIEUTRI GHI_CHU MA_TTDV MA_BS TEN_BS NGAY_CT MA_CHA MA_ME MA_THE_TAM
         HO_TEN_CHA HO_TEN_ME SO_NGAY_NGHI NGOAITRU_TUNGAY NGOAITRU_DENNGAY DU_PHONG""".split()),
+    "XML8": tuple("""MA_LK MA_LOAI_KCB HO_TEN_CHA HO_TEN_ME NGUOI_GIAM_HO DON_VI NGAY_VAO NGAY_RA CHAN_DOAN_VAO
+        CHAN_DOAN_RV QT_BENHLY TOMTAT_KQ PP_DIEUTRI NGAY_SINHCON NGAY_CONCHET SO_CONCHET KET_QUA_DTRI GHI_CHU MA_TTDV
+        NGAY_CT MA_THE_TAM DU_PHONG""".split()),
     "XML13": tuple("""MA_LK SO_HOSO SO_CHUYENTUYEN GIAY_CHUYEN_TUYEN MA_CSKCB MA_CSKCB_DI MA_CSKCB_DEN HO_TEN NGAY_SINH
         GIOI_TINH MA_QUOCTICH MA_DANTOC MA_NGHE_NGHIEP DIA_CHI MA_THE_BHYT GT_THE_DEN NGAY_VAO NGAY_VAO_NOI_TRU NGAY_RA
         DAU_HIEU_LS CHAN_DOAN_RV QT_BENHLY TOMTAT_KQ PP_DIEUTRI MA_BENH_CHINH MA_BENH_KT MA_BENH_YHCT TINH_TRANG_CT
@@ -80,6 +83,7 @@ _SHAPE: dict[str, tuple[str, tuple[str, ...]]] = {
     "XML4": ("CHITIEU_CHITIET_DICHVUCANLAMSANG", ("DSACH_CHI_TIET_CLS", "CHI_TIET_CLS")),
     "XML5": ("CHITIEU_CHITIET_DIENBIENLAMSANG", ("DSACH_CHI_TIET_DIEN_BIEN_BENH", "CHI_TIET_DIEN_BIEN_BENH")),
     "XML7": ("CHI_TIEU_DU_LIEU_GIAY_RA_VIEN", ()),
+    "XML8": ("CHI_TIEU_DU_LIEU_TOM_TAT_HO_SO_BENH_AN", ()),
     "XML13": ("CHI_TIEU_GIAYCHUYENTUYEN", ()),
     "XML14": ("CHI_TIEU_GIAYHEN_KHAMLAI", ()),
 }
@@ -314,6 +318,16 @@ def _visit(rng: random.Random, facility: str, n: int, year: int) -> dict[str, li
                            "CHAN_DOAN_RV": xml1["CHAN_DOAN_RV"], "PP_DIEUTRI": xml1["PP_DIEU_TRI"],
                            "GHI_CHU": "Tái khám khi có dấu hiệu bất thường", "MA_TTDV": signer,
                            "MA_BS": f"79{rng.randrange(10**8):08d}", "TEN_BS": f"{rng.choice(_FAMILY)} Văn Định",
+                           "NGAY_CT": _day(end)}]
+    if kind == "03":  # the medical-record summary of a stay
+        child = age < 6
+        tables["XML8"] = [{**seq, **{k: xml1[k] for k in ("MA_LOAI_KCB", "NGAY_VAO", "NGAY_RA", "CHAN_DOAN_VAO",
+                                                          "CHAN_DOAN_RV", "KET_QUA_DTRI")},
+                           "HO_TEN_CHA": f"{name.split()[0]} Văn Cha" if child else "",
+                           "HO_TEN_ME": f"{rng.choice(_FAMILY)} Thị Mẹ" if child else "",
+                           "DON_VI": "" if child or age >= 60 else "Công ty giả lập",
+                           "QT_BENHLY": f"{main[2]} trước vào viện", "TOMTAT_KQ": "Kết quả cận lâm sàng như hồ sơ",
+                           "PP_DIEUTRI": xml1["PP_DIEU_TRI"], "GHI_CHU": "Ổn định, ra viện", "MA_TTDV": signer,
                            "NGAY_CT": _day(end)}]
     if kind == "03" and rng.random() < 0.25:  # transferred to a higher level: a referral paper
         xml1.update(MA_LOAI_RV="2", MA_NOI_DEN=f"{province}{rng.randrange(1, 99):03d}")

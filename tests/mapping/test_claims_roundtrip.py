@@ -4,7 +4,8 @@ kept with the record, on the Provenance).  A value silently dropped fails the te
 
 "Found" is checked against the resources alone (the Binary, which holds everything as sent, and
 base64 attachments are left out): the value itself as a string (whole, inside a longer text when
-it is at least 4 characters, as a narrative paragraph, or after a label ``…: value``), each item
+it is at least 4 characters, as a narrative paragraph or the code opening one, or after a label
+``…: value``), each item
 of a ``;``-list, or the value as the mapping renders it — a ``yyyymmddHHMM`` time or ``yyyymmdd``
 date in FHIR form, a number as a JSON number (a ``TYLE_*`` percentage also as its factor),
 GIOI_TINH as the FHIR gender.  STT is the line key
@@ -57,6 +58,7 @@ class _Resources:
 
     def has(self, text: str) -> bool:
         return (text in self.strings or (len(text) >= 4 and text in self.text) or f">{text}<" in self.text
+                or f"<p>{text} — " in self.text  # a coded section: "2 — Đỡ"
                 or re.search(f": {re.escape(text)}(?:<|\x00)", self.text) is not None)
 
 
