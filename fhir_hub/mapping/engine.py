@@ -788,23 +788,20 @@ def unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]], built: Iter
     out: dict[str, list[str]] = {}
     for kind, records in tables.items():
         tspec = spec.tables[kind]
+        ignored = tspec.ignored
         lost: dict[str, list[str]] = {}
-        filled: dict[str, int] = {}
         for i, rec in enumerate(records):
             used = read.get((kind, i))
             for name, value in rec.items():
-                if not value or name[0] == "$":
-                    continue
-                filled[name] = filled.get(name, 0) + 1
-                if used is not None and (name in used or name in tspec.ignored):
+                if not value or (used is not None and (name in used or name in ignored)) or name[0] == "$":
                     continue
                 origin = tspec.echo_origin(name)
                 if origin is not None and origin[0] in spec.tables and (
                         origin[1] in read.get((origin[0], 0), _NONE) or origin[1] in spec.tables[origin[0]].ignored):
                     continue
                 lost.setdefault(name, []).append(rec.get("STT") or str(i + 1))
-        listed = [name if len(lines) == filled[name] or len(records) == 1 else f"{name} (STT {', '.join(lines)})"
-                  for name, lines in sorted(lost.items())]
+        listed = [name if len(records) == 1 or len(lines) == sum(1 for rec in records if rec.get(name))
+                  else f"{name} (STT {', '.join(lines)})" for name, lines in sorted(lost.items())]
         if listed:
             out[kind] = listed
     return out
