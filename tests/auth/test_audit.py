@@ -60,6 +60,19 @@ def test_event_shape() -> None:
     assert [e["what"]["reference"] for e in anonymous["entity"]] == ["Patient/p2"]  # the patient asked for
 
 
+def test_events_are_valid_r4(server: Server) -> None:
+    events = [access_event(method="GET", seg=["Observation", "o1"], raw_query="a=b", status=200,
+                           recorded="2026-01-02T03:04:05.000Z", client_id="app", jti="j", patient="p1",
+                           address="127.0.0.1"),
+              access_event(method="POST", seg=[], raw_query="", status=401, recorded="2026-01-02T03:04:05.000Z",
+                           client_id=None, jti=None, patient=None, address=None)]
+    for event in events:
+        r = httpx.post(f"{server.base}/AuditEvent/$validate", content=orjson.dumps(event),
+                       headers={"Content-Type": "application/fhir+json"})
+        assert r.status_code == 200, r.text
+        assert [i for i in r.json()["issue"] if i["severity"] in ("fatal", "error", "warning")] == []
+
+
 class Audited:
     def __init__(self, srv: Server, ids: dict[str, str], steward: Any, emr: Any):
         self.srv, self.ids, self.steward, self.emr = srv, ids, steward, emr

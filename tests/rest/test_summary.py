@@ -122,6 +122,16 @@ def test_narrative_is_escaped() -> None:
 # --- over uvicorn -----------------------------------------------------------------------------------
 
 
+def test_the_document_is_valid_r4(server: Server) -> None:
+    resources = [{**r, "id": f"r{i}"} for i, r in enumerate(_record("Patient/p1"))]
+    doc = compose(PATIENT, resources, {"Medication/amlo": MEDICATION}, server.base, "2024-05-01T00:00:00Z",
+                  "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002")
+    with fhir_client(server) as c:
+        r = c.post("/Bundle/$validate", content=orjson.dumps(doc))
+    assert r.status_code == 200, r.text
+    assert [i for i in r.json()["issue"] if i["severity"] in ("fatal", "error", "warning")] == []
+
+
 def _load(c: httpx.Client, patient: dict[str, Any], records: list[dict[str, Any]]) -> str:
     """POST the patient and ``records`` (about ``urn:uuid:p``) in one transaction; the patient's id."""
     text = orjson.dumps(records).decode().replace('"Medication/amlo"', '"urn:uuid:m"')
