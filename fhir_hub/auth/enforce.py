@@ -25,9 +25,12 @@ restrict properly under a patient's token. In order:
    stewards only: a system token whose scopes name ``AuditEvent`` itself (``system/*`` does
    not). Other tokens are refused searches, includes, ``_has`` and ``_type`` that would reach
    them, ``Patient/[id]/*`` and the system history; their ``$everything`` leaves them out.
-5. **Rate limits** (``FHIR_HUB_RATE_LIMIT``): after the token, the client's bucket pays the
+5. **Reconciliation's operations**: ``$match``, ``$mpi-explain`` and ``$mpi-review`` need a
+   system token's unrestricted Patient read and search; ``$mpi-link|unlink|merge|unmerge`` also
+   update, and their ``actor`` is set to ``client <client_id>`` (the AuditEvent's agent).
+6. **Rate limits** (``FHIR_HUB_RATE_LIMIT``): after the token, the client's bucket pays the
    request's cost or the answer is 429 (``auth/limits.py``).
-6. **Bundles**: each entry is classified and checked the same way; one refused entry refuses
+7. **Bundles**: each entry is classified and checked the same way; one refused entry refuses
    the bundle. A search entry gets a system token's query restriction added; under a patient's
    token search entries are refused (the bundle handler has no compartment search), reads by id
    are checked like reads.
@@ -71,6 +74,9 @@ _WORDS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search
 _TERMINOLOGY = frozenset({"CodeSystem", "ValueSet", "ConceptMap"})
 #: Written by the server only, read by stewards only.
 AUDIT = "AuditEvent"
+#: Patient reconciliation's operations (``rest/mpi.py``): reads, then a steward's decisions.
+_MPI_READS = frozenset({"$match", "$mpi-explain"})
+_MPI_OPERATIONS = _MPI_READS | {"$mpi-link", "$mpi-unlink", "$mpi-merge", "$mpi-unmerge"}
 #: Verified tokens kept in memory, least recently used dropped first (the signature is checked
 #: once per token, not per request).
 _CACHE_MAX = 10_000
@@ -297,6 +303,8 @@ class Enforcer:
                 self.limits.take(p.client_id, cost(method, seg, req.query, req.body))
         if req.method == "POST" and not seg:
             return await self._bundle(hub, req, p)
+        if req.method == "POST" and len(seg) == 2 and seg[0] == "Patient" and seg[1] in _MPI_OPERATIONS:
+            return self._mpi(req, p, seg[1])
         pairs = list(req.query)
         if req.method == "POST" and seg and seg[-1] == "_search" and \
                 req.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
@@ -352,6 +360,9 @@ class Enforcer:
                 if self._need(p, seg[0], "s") is not None:
                     raise forbidden(f"type history needs an unrestricted search scope on {seg[0]}")
                 return seg, []
+            if seg == ["$mpi-review"]:
+                self._mpi_access(p, "$mpi-review", "rs")
+                return seg, []
             if n == 3 and seg[0] == "Patient" and seg[2] == "$summary":
                 self._own(p, seg[1], "$summary")
                 return seg, []
@@ -396,6 +407,31 @@ class Enforcer:
             self._write(p, seg[0], "d" if method == "DELETE" else "u", conditional=n == 1)
             return seg, []
         raise forbidden(f"{method} /{'/'.join(seg)} is not an interaction this server authorizes")
+
+    def _mpi_access(self, p: Principal, operation: str, perms: str) -> None:
+        if p.patient is not None:
+            raise forbidden(f"{operation} is not available with a patient's token")
+        for perm in perms:
+            if self._need(p, "Patient", perm) is not None:
+                raise forbidden(f"{operation} needs unrestricted {_WORDS[perm]} scopes on Patient")
+
+    def _mpi(self, req: Request, p: Principal, operation: str) -> Request:
+        """Reconciliation's operations: ``$match`` and ``$mpi-explain`` need unrestricted Patient
+        read and search; a link, unlink, merge or unmerge also update, and its ``actor`` (the
+        name its AuditEvent records) becomes the client's, whatever the body said."""
+        if operation in _MPI_READS:
+            self._mpi_access(p, operation, "rs")
+            return req
+        self._mpi_access(p, operation, "rsu")
+        try:
+            body = orjson.loads(req.body)
+        except orjson.JSONDecodeError:
+            return req  # the operation reports what is wrong with it
+        if not isinstance(body, dict) or not isinstance(body.get("parameter", []), list):
+            return req
+        params = [x for x in body.get("parameter", []) if not (isinstance(x, dict) and x.get("name") == "actor")]
+        body["parameter"] = [*params, {"name": "actor", "valueString": f"client {p.client_id}"}]
+        return replace(req, body=orjson.dumps(body))
 
     @staticmethod
     def _no_audit(p: Principal, pairs: list[tuple[str, str]]) -> None:
