@@ -182,7 +182,7 @@ def _child(el: ET.Element, name: str) -> ET.Element | None:
 def _record(el: ET.Element, table: str, line: str | None, problems: list[Problem]) -> dict[str, str]:
     out: dict[str, str] = {}
     for c in el:
-        name = _local(c.tag)
+        name = c.tag if c.tag[0] != "{" else _local(c.tag)  # tables carry no namespace, as a rule
         if name in out:
             problems.append(Problem("error", "structure", "field appears twice; the first is used", table, name,
                                     _text(c), line))

@@ -205,8 +205,12 @@ class ElementRule:
     _value: Resolver = field(init=False, repr=False, compare=False)
     _template: Resolver | None = field(init=False, repr=False, compare=False)
     _convert: Callable[..., Any] | None = field(init=False, repr=False, compare=False)
+    #: The field whose emptiness makes the rule a no-op (an optional element reading fields):
+    #: checked before calling :func:`_apply`, most fields of a line being empty.
+    _optional: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_optional", self.fields[0] if self.fields and not self.required else None)
         object.__setattr__(self, "_value", _compile(self.value))
         object.__setattr__(self, "_template", None if self.template is None else _compile(self.template))
         object.__setattr__(self, "_convert", None if self.convert is None else CONVERTERS.get(self.convert))
@@ -731,6 +735,8 @@ def instantiate(spec: Spec, tables: Mapping[str, list[dict[str, str]]], facility
         ctx.referrer = built
         why: Problem | None = None
         for el in rule.elements:  # every element is tried, so that every bad field of the record is reported
+            if el._optional is not None and not record.get(el._optional):
+                continue  # what _apply would do: nothing
             before = len(ctx.problems)
             if not _apply(el, built.resource, record, tspec, ctx, built.records[0], stt) and rule.drop_incomplete:
                 if len(ctx.problems) == before and built.full_url not in dropped:
