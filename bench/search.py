@@ -9,6 +9,11 @@ the whole stack.
     python bench/search.py --patients 1400 --encounters 50      # ~1M resources, builds ~/tmp
     python bench/search.py --db /tmp/hub-1m.db --reuse           # query an existing store
     python bench/search.py --patients 50 --encounters 5 --quick  # smoke (tests run this)
+    python bench/search.py --postgres                            # the same on a throwaway PostgreSQL
+
+With ``--postgres`` the store is a database of a PostgreSQL cluster started for the run
+(``tests/pgcluster.py``, initdb defaults: fsync and synchronous commit on) and the results go to
+``search-postgres.json``; compare them with ``search.json`` of a SQLite run on the same machine.
 """
 
 from __future__ import annotations
@@ -156,14 +161,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", type=Path)
     ap.add_argument("--reuse", action="store_true", help="query an existing --db without ingesting")
     ap.add_argument("--quick", action="store_true", help="no result file (smoke runs)")
+    ap.add_argument("--postgres", action="store_true", help="a PostgreSQL store (a cluster started for the run)")
     args = ap.parse_args(argv)
+    cluster = None
     with tempfile.TemporaryDirectory(prefix="fhir-hub-search-") as tmp:
         db = args.db or Path(tmp) / "hub.db"
+        target: Any = db
+        if args.postgres:
+            from tests.pgcluster import Cluster, find_bindir
+
+            bindir = find_bindir()
+            if bindir is None:
+                print("PostgreSQL binaries not found (install Debian's postgresql package)", file=sys.stderr)
+                return 2
+            cluster = Cluster(bindir, durable=True).start()
+            target = cluster.create_database("search")
         port = free_port()
-        proc: Proc = fhir_hub_proc(port, db, Path(tmp) / "server.log").start()
+        proc: Proc | None = None
         try:
+            proc = fhir_hub_proc(port, target, Path(tmp) / "server.log").start()
             result: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "args": vars(args) | {
-                "db": str(args.db) if args.db else None}}
+                "db": str(args.db) if args.db else None}, "backend": "postgresql" if args.postgres else "sqlite"}
             if args.reuse:
                 heavy_nid = (db.parent / (db.name + ".heavy")).read_text().strip()
             else:
@@ -174,11 +192,15 @@ def main(argv: list[str] | None = None) -> int:
             result["queries"] = queries(port, args.queries, heavy_nid)
             result["rss_kb"] = proc.rss_kb()
         finally:
-            proc.stop()
+            if proc is not None:
+                proc.stop()
+            if cluster is not None:
+                cluster.stop()
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "search.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        name = "search-postgres.json" if args.postgres else "search.json"
+        (RESULTS / name).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return 0
 
 
