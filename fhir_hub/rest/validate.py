@@ -302,9 +302,4 @@ def check_claimed(resource: dict[str, Any], where: str | None = None) -> None:
     issues: list[Issue] = []
     for u in urls:
         issues.extend(profile.validate(resource, u))
-    if not any(i.severity in ("error", "fatal") for i in issues):
-        return
-    if where is not None:
-        rtype = str(resource.get("resourceType"))
-        issues = [profile.reroot(i, rtype, where) for i in issues]
-    raise FhirError(422, issues)
+    policy.refuse(resource, issues, where)

@@ -71,7 +71,13 @@ def enforce(resource: dict[str, Any], text: str, where: str | None = None, struc
     profile; ``where`` re-roots the locations (``Bundle.entry[3].resource``)."""
     if not text:
         return
-    found = issues(resource, text, structural)
+    refuse(resource, issues(resource, text, structural), where)
+
+
+def refuse(resource: dict[str, Any], found: list[Issue], where: str | None) -> None:
+    """A write refused: 422 with every issue (warnings included, R4's status for a profile
+    violation) when any is an error; ``where`` re-roots the locations. Shared by the policy and
+    the check of claimed profiles (``rest/validate.py``)."""
     if not any(i.severity in ("error", "fatal") for i in found):
         return
     if where is not None:
