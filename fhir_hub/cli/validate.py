@@ -25,26 +25,19 @@ could not run (unknown profile, unreadable package, a PATH that does not exist, 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _SHOW = 200
 #: A single file at least this large gets a progress bar too (bytes read, per ndjson line).
@@ -118,8 +111,9 @@ def _ndjson_patients(lines: list[bytes]) -> dict[str, dict[str, Any]]:
 
 
 def _read(path: Path, profile_url: str | None, profile_type: str | None,
-          advance: Callable[[int], None] = lambda n: None) -> Iterator[_Result]:
-    """The results of one file; ``advance`` is told how many bytes each result covered."""
+          advance: Callable[[int], None] = lambda n: None, part: tuple[int, int] | None = None) -> Iterator[_Result]:
+    """The results of one file; ``advance`` is told how many bytes each result covered. ``part``
+    (ndjson only): the lines ``[start, stop)`` (0-based) of the file to check, for a worker."""
     from fhir_hub.validation import icd_rules
 
     name = str(path)
@@ -133,7 +127,8 @@ def _read(path: Path, profile_url: str | None, profile_type: str | None,
         lines = data.splitlines()
         del data
         patients = _ndjson_patients(lines) if any(b"Condition" in raw for raw in lines) else {}
-        for n, raw in enumerate(lines, 1):
+        first, stop = part if part is not None else (0, len(lines))
+        for n, raw in enumerate(lines[first:stop], first + 1):
             advance(len(raw) + 1)
             if not raw.strip():
                 continue
@@ -159,9 +154,92 @@ def _read(path: Path, profile_url: str | None, profile_type: str | None,
 
 
 _FAIL_ON = {"error": ("fatal", "error"), "warning": ("fatal", "error", "warning")}
+#: An ndjson file is cut into parts of about this many bytes for the workers (whole lines each).
+_PART = 1 << 20
+#: Files of at most this many bytes in all are checked in this process: starting workers costs more.
+_SMALL = 256 * 1024
+
+#: What a worker checks: (path, lines [start, stop) of an ndjson file or None, bytes it covers).
+_Task = tuple[str, tuple[int, int] | None, int]
 
 
-def _load_igs(igs: list[Path], err: Console, done: list[Any]) -> None:
+def _tasks(files: list[Path], sizes: list[int], parts: int) -> list[_Task]:
+    """The work in input order: a task per file, an ndjson file larger than :data:`_PART` cut into
+    line ranges (about ``parts`` per file at least, so one big file keeps every worker busy)."""
+    out: list[_Task] = []
+    for path, size in zip(files, sizes, strict=True):
+        if path.suffix != ".ndjson" or size <= _PART:
+            out.append((str(path), None, size))
+            continue
+        try:
+            lengths = [len(line) + 1 for line in path.read_bytes().splitlines()]
+        except OSError:
+            out.append((str(path), None, size))  # the worker reports it
+            continue
+        target = max(min(_PART, size // (parts * 4) + 1), 64 * 1024)
+        start = covered = 0
+        for i, n in enumerate(lengths):
+            covered += n
+            if covered >= target or i == len(lengths) - 1:
+                out.append((str(path), (start, i + 1), covered))
+                start, covered = i + 1, 0
+    return out
+
+
+#: The options of the run, set in each worker by :func:`_init_worker` (and in this process when jobs is 1).
+_OPTIONS: dict[str, Any] = {}
+
+
+def _init_worker(profile_url: str | None, profile_type: str | None) -> None:
+    _OPTIONS.update(profile_url=profile_url, profile_type=profile_type)
+
+
+def _work(task: _Task) -> list[_Result]:
+    """The results of one task (in a worker process, or in this one)."""
+    path, part, _size = task
+    return list(_read(Path(path), _OPTIONS["profile_url"], _OPTIONS["profile_type"], part=part))
+
+
+def default_jobs() -> int:
+    """The cores this process may run on (the default of ``--jobs``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _pool(jobs: int, tasks: int, profile_url: str | None, profile_type: str | None) -> Any:
+    """``jobs`` worker processes, started now (forked, so the loaded ``--ig`` packages and the imports
+    are theirs too, and before a progress bar's thread runs), or ``None`` for this process alone."""
+    _init_worker(profile_url, profile_type)
+    import multiprocessing
+
+    if jobs <= 1 or tasks < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(min(jobs, tasks), mp_context=multiprocessing.get_context("fork"),
+                               initializer=_init_worker, initargs=(profile_url, profile_type))
+    pool.submit(int).result()  # with fork, the first task starts every worker
+    return pool
+
+
+def _results(tasks: list[_Task], pool: Any, jobs: int,
+             done: Callable[[_Task, int], None]) -> Iterator[list[_Result]]:
+    """Each task's results, in input order, from the ``pool``'s workers or (``None``) this process;
+    ``done(task, resources checked so far)`` after each."""
+    checked = 0
+    if pool is None:
+        found_all: Iterator[list[_Result]] = map(_work, tasks)
+    else:
+        found_all = pool.map(_work, tasks, chunksize=max(1, min(64, len(tasks) // (jobs * 8))))
+    for task, found in zip(tasks, found_all, strict=True):
+        checked += len(found)
+        done(task, checked)
+        yield found
+
+
+def _load_igs(igs: list[Path], err: Any, done: list[Any]) -> None:
     from fhir_hub.validation import ig
 
     for path in igs:
@@ -185,26 +263,78 @@ def validate(
     fmt: str = typer.Option("text", "--format", help="text (issues and a summary), json or outcome (ndjson)."),
     fail_on: str = typer.Option("error", "--fail-on", help="Exit 1 when an issue of this severity or worse is "
                                 "found: error or warning."),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0, the default: one per core); "
+                             "results stay in input order."),
 ) -> None:
     """Validate FHIR resources against R4 and the VN Core profiles (exit 1 when an error is found)."""
-    from fhir_hub.validation import ig
+    run(paths, profile_url, igs, lang, fmt, fail_on, jobs)
 
+
+def run(paths: list[Path], profile_url: str | None = None, igs: list[Path] | None = None, lang: str = "en",
+        fmt: str = "text", fail_on: str = "error", jobs: int = 0) -> None:
+    """The command, whichever parser read its options (typer, or :func:`fast` at start-up); raises
+    ``typer.Exit`` with the exit code when it is not 0."""
     loaded: list[Any] = []
     try:
-        _validate(paths, profile_url, igs, lang, fmt, fail_on, loaded)
+        _validate(paths, profile_url, igs or [], lang, fmt, fail_on, jobs, loaded)
     finally:
-        for one in reversed(loaded):
-            ig.unload(one)
+        if loaded:
+            from fhir_hub.validation import ig
+
+            for one in reversed(loaded):
+                ig.unload(one)
+
+
+class _NotMine(Exception):
+    """The arguments are not for :func:`fast`: typer parses them (and reports what is wrong)."""
+
+
+def fast(argv: list[str]) -> int | None:
+    """``fhir-hub validate`` without typer's parser: its options through argparse, so a run does not
+    import pydantic and build a TypeAdapter per option (typer's coercion; about 0.2 s of CPU, a third
+    of a small run's start-up). The exit code, or ``None`` when the arguments ask for what typer
+    answers (``--help``, an unknown or malformed option): the caller then hands them to typer, so
+    help and error messages are typer's, and the behaviour the same."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> Any:  # type: ignore[override]
+            raise _NotMine(message)
+
+    if any(a in ("--help", "-h") or (a.startswith("-") and "=" not in a and a not in _FAST_OPTIONS) and a != "--"
+           for a in argv):
+        return None
+    parser = Parser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--profile", dest="profile_url")
+    parser.add_argument("--ig", dest="igs", action="append", type=Path)
+    parser.add_argument("--lang", default="en")
+    parser.add_argument("--format", dest="fmt", default="text")
+    parser.add_argument("--fail-on", dest="fail_on", default="error")
+    parser.add_argument("--jobs", "-j", type=int, default=0)
+    try:
+        args = parser.parse_args(argv)
+    except (_NotMine, argparse.ArgumentError):
+        return None
+    try:
+        run(**vars(args))
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    return 0
+
+
+_FAST_OPTIONS = frozenset({"--profile", "--ig", "--lang", "--format", "--fail-on", "--jobs", "-j"})
 
 
 def _validate(paths: list[Path], profile_url: str | None, igs: list[Path], lang: str, fmt: str, fail_on: str,
-              loaded: list[Any]) -> None:
+              jobs: int, loaded: list[Any]) -> None:
     from fhir_hub import profiles
-    from fhir_hub.rest.validate import outcome
 
-    err = Console(stderr=True)
-    if lang not in ("en", "vi") or fmt not in ("text", "table", "json", "outcome") or fail_on not in _FAIL_ON:
-        err.print("--lang is en or vi; --format is text, json or outcome; --fail-on is error or warning")
+    err = _Err()
+    if lang not in ("en", "vi") or fmt not in ("text", "table", "json", "outcome") or fail_on not in _FAIL_ON \
+            or jobs < 0:
+        err.print("--lang is en or vi; --format is text, json or outcome; --fail-on is error or warning; "
+                  "--jobs is 0 or more")
         raise typer.Exit(2)
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -222,22 +352,79 @@ def _validate(paths: list[Path], profile_url: str | None, igs: list[Path], lang:
     if not files:
         err.print("no file to validate")
         raise typer.Exit(2)
-    results: list[_Result] = []
     sizes = [p.stat().st_size if p.is_file() else 0 for p in files]
+    jobs = jobs or default_jobs()
+    if sum(sizes) <= _SMALL:
+        jobs = 1
+    tasks = _tasks(files, sizes, jobs)
+    results: list[_Result] = []
+    large = len(files) > 1 or sum(sizes) >= _LARGE
+    pool = _pool(jobs, len(tasks), profile_url, profile_type)
+    try:
+        if large and sys.stderr.isatty():
+            _with_progress(_err(), tasks, sum(sizes), pool, jobs, results)
+        else:
+            for found in _results(tasks, pool, jobs, lambda task, n: None):
+                results.extend(found)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    _report(results, len(files), lang, fmt, fail_on)
+
+
+def _err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+class _Err:
+    """stderr's rich Console, made on the first message (rich costs 0.07 s to import; a clean run with
+    ``--format json`` prints none)."""
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        _err().print(*args, **kwargs)
+
+
+def escape(text: str) -> str:
+    """rich's markup escape, imported when a message needs it."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def _with_progress(err: Console, tasks: list[_Task], total: int, pool: Any, jobs: int,
+                   results: list[_Result]) -> None:
+    """Check the tasks with a progress bar (bytes of the tasks done) on stderr."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (TextColumn("[bold]validate[/]"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[name]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    large = len(files) > 1 or sum(sizes) >= _LARGE
-    with Progress(*columns, console=err, transient=True, disable=not large) as progress:
-        task = progress.add_task("bytes", total=sum(sizes), name="")
-        for path, size in zip(files, sizes, strict=True):
-            progress.update(task, name=f"{path.name} ({len(results):,} checked)")
-            start = progress.tasks[0].completed
-            results.extend(_read(path, profile_url, profile_type, lambda n: progress.advance(task, n)))
-            progress.update(task, completed=start + size)
+    with Progress(*columns, console=err, transient=True) as progress:
+        bar = progress.add_task("bytes", total=total, name="")
+
+        def done(task: _Task, checked: int) -> None:
+            progress.update(bar, advance=task[2], name=f"{Path(task[0]).name} ({checked:,} checked)")
+
+        for found in _results(tasks, pool, jobs, done):
+            results.extend(found)
+
+
+def _report(results: list[_Result], files: int, lang: str, fmt: str, fail_on: str) -> None:
+    """Print the results as ``fmt`` asks; ``typer.Exit(1)`` when an issue at or above ``fail_on`` was found."""
+    from fhir_hub.validation.profile import outcome
+
     severities: Counter[str] = Counter(i.severity for r in results for i in r.issues)
     resources = sum(r.count for r in results)
     failed = sum(1 for r in results if any(i.severity in ("error", "fatal") for i in r.issues))
-    summary = {"files": len(files), "resources": resources, "with_errors": failed,
+    summary = {"files": files, "resources": resources, "with_errors": failed,
                **{s: severities[s] for s in ("fatal", "error", "warning", "information")}}
     if fmt == "json":
         doc = {"results": [{"file": r.file, "line": r.line, "resource": r.resource,
@@ -252,6 +439,9 @@ def _validate(paths: list[Path], profile_url: str | None, igs: list[Path], lang:
 
 
 def _print_table(results: list[_Result], summary: dict[str, int], lang: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     shown = 0
     styles = {"fatal": "bold red", "error": "red", "warning": "yellow", "information": "cyan"}

@@ -38,6 +38,8 @@ class Loaded:
     code_systems: list[str] = field(default_factory=list)
     #: ``(index, url, what was there before or None)``, for :func:`unload`, newest last.
     undo: list[tuple[dict[str, Any], str, Any]] = field(default_factory=list)
+    #: the precompiled code lists are set aside while this package's ValueSets and CodeSystems are loaded
+    suspended: bool = False
 
     def put(self, index: dict[str, Any], url: str, value: Any) -> None:
         self.undo.append((index, url, index.get(url)))
@@ -103,7 +105,7 @@ def load(path: Path) -> Loaded:
     from fhir_hub import profiles
     from fhir_hub.profiles.build import read_package
     from fhir_hub.terminology import catalogue
-    from fhir_hub.validation import profile
+    from fhir_hub.validation import codes, profile
 
     if not path.exists():
         raise IgError(f"{path}: no such file or folder")
@@ -133,17 +135,21 @@ def load(path: Path) -> Loaded:
             elif res["resourceType"] == "CodeSystem":
                 _add_code_system(res, loaded)
                 loaded.code_systems.append(res["url"])
+        if loaded.value_sets or loaded.code_systems:  # they may replace a shipped list
+            codes.suspend(1)
+            loaded.suspended = True
     except BaseException:
         unload(loaded)  # nothing half-loaded stays
         raise
     profile.plan.cache_clear()  # a package may replace a shipped profile compiled before
+    profile.forget_codes()
     return loaded
 
 
 def unload(loaded: Loaded) -> None:
     """Put the registries back as they were before :func:`load` (the CLI does on exit, so a process
     that runs it in-process, such as a test, keeps the shipped registries)."""
-    from fhir_hub.validation import profile
+    from fhir_hub.validation import codes, profile
 
     for index, url, before in reversed(loaded.undo):
         if before is None:
@@ -151,4 +157,8 @@ def unload(loaded: Loaded) -> None:
         else:
             index[url] = before
     loaded.undo.clear()
+    if loaded.suspended:
+        codes.suspend(-1)
+        loaded.suspended = False
     profile.plan.cache_clear()
+    profile.forget_codes()

@@ -53,11 +53,11 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
-from fhir_hub import definitions, profiles, terminology
+from fhir_hub import definitions, profiles
 from fhir_hub.errors import Issue
-from fhir_hub.validation import references, structure
+from fhir_hub.validation import codes, references, structure
 
-__all__ = ["ProfileIssue", "UnknownProfile", "plan", "validate", "validate_resource"]
+__all__ = ["ProfileIssue", "UnknownProfile", "outcome", "plan", "validate", "validate_resource"]
 
 TRANSLATION = "http://hl7.org/fhir/StructureDefinition/translation"
 _R4_SD = "http://hl7.org/fhir/StructureDefinition/"
@@ -83,6 +83,15 @@ class ProfileIssue(Issue):
             out["_diagnostics"] = {"extension": [{"url": TRANSLATION, "extension": [
                 {"url": "lang", "valueCode": other_lang}, {"url": "content", "valueString": other}]}]}
         return out
+
+
+def outcome(issues: list[Issue], lang: str = "en") -> dict[str, Any]:
+    """The OperationOutcome of a validation, messages in ``lang`` first (one ``information`` issue when
+    clean): what ``$validate`` answers and the CLI prints, without importing the REST layer."""
+    if not issues:
+        issues = [ProfileIssue("information", "informational", "No issues found", (), "Không có lỗi nào")]
+    return {"resourceType": "OperationOutcome",
+            "issue": [i.to_json(lang) if isinstance(i, ProfileIssue) else i.to_json() for i in issues]}
 
 
 # --------------------------------------------------------------------------- messages
@@ -199,6 +208,11 @@ def _values(obj: Any, steps: tuple[str, ...]) -> list[Any]:
 @lru_cache(maxsize=65536)
 def _vn_member(vs_url: str, system: str | None, code: str) -> tuple[bool, str | None]:
     """Is (system, code) in the VN ValueSet ``vs_url``; the code's display when it is in the list."""
+    bound = codes.value_set(vs_url)
+    if bound is not None and bound.members is not None:
+        return bound.member(system, code)
+    from fhir_hub import terminology
+
     vs = terminology.value_set(vs_url) or profiles.value_set(vs_url)
     if vs is None:
         return False, None
@@ -210,24 +224,51 @@ def _vn_member(vs_url: str, system: str | None, code: str) -> tuple[bool, str | 
 
 
 @lru_cache(maxsize=65536)
-def _display_ok(system: str, code: str, display: str) -> bool:
+def _display_ok(vs_url: str, system: str, code: str, display: str) -> bool:
+    """Is ``display`` a display of the code (a member of ``vs_url``)."""
+    bound = codes.value_set(vs_url)
+    if bound is not None and bound.members is not None:
+        return bound.display_ok(system, code, display)
+    from fhir_hub import terminology
+
     return terminology.validate_code(system, code, display)[0]
 
 
 @cache
 def _vs_systems(vs_url: str) -> frozenset[str]:
+    bound = codes.value_set(vs_url)
+    if bound is not None:
+        return bound.systems
+    from fhir_hub import terminology
+
     vs = terminology.value_set(vs_url) or profiles.value_set(vs_url)
     if vs is not None:
         return frozenset(i["system"] for i in vs.get("compose", {}).get("include", []) if "system" in i)
-    codes = profiles.r4_codes(vs_url)
-    return frozenset(codes or ())
+    found = profiles.r4_codes(vs_url)
+    return frozenset(found or ())
+
+
+def forget_codes() -> None:
+    """Drop what was looked up in the code lists (an ``--ig`` package was loaded or unloaded)."""
+    _vn_member.cache_clear()
+    _display_ok.cache_clear()
+    _vs_systems.cache_clear()
+    _cccd_prefixes.cache_clear()
+
+
+def _vn_value_set(vs_url: str) -> bool:
+    """Is ``vs_url`` a ValueSet of the VN lists (or one the profiles add)."""
+    if codes.value_set(vs_url) is not None:
+        return True
+    from fhir_hub import terminology
+
+    return (terminology.value_set(vs_url) or profiles.value_set(vs_url)) is not None
 
 
 def _binding_checker(vs_url: str, strength: str, type_code: str) -> Callable[[Any, Any, list[Issue]], None] | None:
     """A check of one bound value, or ``None`` when the value set cannot be checked here."""
     r4 = profiles.r4_codes(vs_url)
-    vn = terminology.value_set(vs_url) or profiles.value_set(vs_url)
-    if r4 is None and vn is None:
+    if r4 is None and not _vn_value_set(vs_url):
         return None
     r4_sets = {s: frozenset(c) for s, c in (r4 or {}).items()}
     all_codes = frozenset(c for cs in r4_sets.values() for c in cs)
@@ -269,7 +310,8 @@ def _binding_checker(vs_url: str, strength: str, type_code: str) -> Callable[[An
             if ok:
                 hit = True
                 shown = c.get("display")
-                if display and isinstance(shown, str) and not _display_ok(c.get("system", ""), str(c["code"]), shown):
+                if display and isinstance(shown, str) and not _display_ok(vs_url, c.get("system", ""), str(c["code"]),
+                                                                          shown):
                     _issue(out, "warning", "code-invalid", path, "display", display=shown, concept=c["code"],
                            expected=display)
         if hit:
@@ -311,10 +353,24 @@ def _cccd_sex(item: Any, res: dict[str, Any]) -> bool:
     return all((int(v[3]) % 2 == 0) == (gender == "male") for v in _national_ids(item))
 
 
+_PROVINCES_PRE2025 = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-province-pre2025"
+_BHYT_OBJECTS = "http://fhir.ehealth.gov.vn/core/CodeSystem/vn-bhyt-object-code"
+
+
+def _code_list(url: str) -> frozenset[str] | None:
+    """The codes of a VN CodeSystem (precompiled, else from the catalogue), ``None`` when not loaded."""
+    found = codes.code_list(url)
+    if found is not None:
+        return found
+    from fhir_hub import terminology
+
+    cs = terminology.code_system(url)
+    return frozenset(cs.concepts) if cs is not None else None
+
+
 @cache
 def _cccd_prefixes() -> frozenset[str]:
-    cs = terminology.code_system("http://fhir.ehealth.gov.vn/core/CodeSystem/vn-province-pre2025")
-    return frozenset("0" + code for code in (cs.concepts if cs else ()))
+    return frozenset("0" + code for code in (_code_list(_PROVINCES_PRE2025) or ()))
 
 
 def _cccd_prefix(item: Any, res: dict[str, Any]) -> bool:
@@ -372,8 +428,8 @@ def _bhyt_object(item: Any, res: dict[str, Any]) -> bool:
     card = item.get("subscriberId")
     if not isinstance(card, str):
         return True
-    cs = terminology.code_system("http://fhir.ehealth.gov.vn/core/CodeSystem/vn-bhyt-object-code")
-    return cs is None or card[:2] in cs.concepts
+    found = _code_list(_BHYT_OBJECTS)
+    return found is None or card[:2] in found
 
 
 def _same_generation(item: Any, res: dict[str, Any]) -> bool:
