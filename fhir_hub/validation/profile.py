@@ -189,6 +189,36 @@ def _matches_pattern(value: Any, pattern: Any) -> bool:
     return bool(value == pattern)
 
 
+def _pattern_test(pattern: Any) -> Callable[[Any], bool]:
+    """:func:`_matches_pattern` against this one ``pattern``, compiled: the pattern's structure is
+    walked once here, not for every value (identifier types, codings: a check on most resources)."""
+    if isinstance(pattern, dict):
+        parts = tuple((k, _pattern_test(p)) for k, p in pattern.items())
+
+        def holds_dict(value: Any) -> bool:
+            if not isinstance(value, dict):
+                return False
+            for k, test in parts:
+                if k not in value or not test(value[k]):
+                    return False
+            return True
+
+        return holds_dict
+    if isinstance(pattern, list):
+        tests = tuple(_pattern_test(p) for p in pattern)
+
+        def holds_list(value: Any) -> bool:
+            items = value if isinstance(value, list) else [value]
+            return all(any(test(v) for v in items) for test in tests)
+
+        return holds_list
+
+    def holds(value: Any) -> bool:
+        return bool(value == pattern)
+
+    return holds
+
+
 def _values(obj: Any, steps: tuple[str, ...]) -> list[Any]:
     """The values at a dotted path (lists flattened), as FHIRPath would navigate them."""
     current = [obj]
@@ -561,7 +591,7 @@ class _Node:
     """One element of a plan: where it is in the JSON and what to check on each of its values."""
 
     __slots__ = ("key", "keys", "allowed", "seg", "min", "max", "checks", "children", "slices", "closed",
-                 "invariants", "what", "type_plans", "by_key", "targets")
+                 "invariants", "what", "type_plans", "by_key", "targets", "slice_key", "slice_index")
 
     def __init__(self, key: str, what: str):
         self.key = key
@@ -580,6 +610,30 @@ class _Node:
         self.type_plans: list[str] = []  # profile URLs each value must also conform to
         self.by_key: dict[str, str] | None = None  # a choice: JSON key -> FHIRPath step
         self.targets: _Targets | None = None  # a Reference's target types and profiles
+        #: slices told apart by one string-valued key (``url``, ``system``): that key, and value -> slice
+        self.slice_key: str | None = None
+        self.slice_index: dict[str, int] = {}
+
+    def index_slices(self) -> None:
+        """When every slice has one ``value`` discriminator on the same one-step path with a distinct
+        string (an extension's ``url``, an identifier's ``system``: the common case), find an item's
+        slice by a dictionary lookup instead of trying the slices in turn; :meth:`_Slice.matches`
+        would pick the same slice (a string pattern matches an equal string only)."""
+        self.slice_key, self.slice_index = None, {}
+        if not self.slices:
+            return
+        index: dict[str, int] = {}
+        keys = set()
+        for k, sl in enumerate(self.slices):
+            if len(sl.match) != 1:
+                return
+            steps, kind, want = sl.match[0]
+            if kind != "value" or len(steps) != 1 or type(want) is not str or want in index:
+                return
+            keys.add(steps[0])
+            index[want] = k
+        if len(keys) == 1:
+            self.slice_key, self.slice_index = keys.pop(), index
 
     def empty(self) -> bool:
         return (self.min == 0 and self.max == _BIG and not self.checks and not self.children and not self.slices
@@ -636,9 +690,18 @@ class _Node:
         that does not repeat (a sliced choice, ``value[x]`` by type), whose type its JSON key says."""
         counts = [0] * len(self.slices)
         item_type = seg[seg.index(".ofType(") + 8:-1] if single and ".ofType(" in seg else None
+        key, index = self.slice_key, self.slice_index
         for i, item in enumerate(items):
             where = (path, seg) if single else (path, seg, i)
             self.check_value(item, where, res, out)
+            if key is not None and type(item) is dict and type(item.get(key)) is not list:
+                k = index.get(item.get(key), -1)  # type: ignore[arg-type]
+                if k >= 0:
+                    counts[k] += 1
+                    self.slices[k].node.check_value(item, where, res, out)
+                elif self.closed:
+                    _issue(out, "error", "structure", where, "closed", what=self.what)
+                continue
             for k, sl in enumerate(self.slices):
                 if sl.matches(item, res, item_type):
                     counts[k] += 1
@@ -657,15 +720,15 @@ class _Node:
     def check_value(self, value: Any, path: Any, res: dict[str, Any], out: list[Issue]) -> None:
         for check in self.checks:
             check(value, path, out)
-        if self.targets is not None and type(value) is dict:
-            _check_targets(self.targets, value, path, res, out)
         if type(value) is dict:
+            if self.targets is not None:
+                _check_targets(self.targets, value, path, res, out)
             for child in self.children:
                 child.check_parent(value, path, res, out)
-        for url in self.type_plans:
-            p = _plan_or_none(url)
-            if p is not None and type(value) is dict:
-                p.check_value(value, path, res, out)
+            for url in self.type_plans:
+                p = _plan_or_none(url)
+                if p is not None:
+                    p.check_value(value, path, res, out)
         for constraint, holds in self.invariants:
             try:
                 ok = holds(value, res)
@@ -813,8 +876,10 @@ def _fixed(want: Any) -> Callable[[Any, Any, list[Issue]], None]:
 
 
 def _pattern(want: Any) -> Callable[[Any, Any, list[Issue]], None]:
+    test = _pattern_test(want)
+
     def check(value: Any, path: Any, out: list[Issue]) -> None:
-        if not _matches_pattern(value, want):
+        if not test(value):
             _issue(out, "error", "value", path, "pattern", value=_show(want))
     return check
 
@@ -969,6 +1034,8 @@ def _build(sd: dict[str, Any]) -> Plan:
         if node.empty() or parent_id not in nodes:
             continue
         nodes[parent_id].children.insert(0, node)
+    for node in nodes.values():
+        node.index_slices()
     return Plan(sd["url"], sd["type"], root)
 
 
