@@ -1,19 +1,22 @@
 """Validation throughput: ``fhir-hub validate`` over files (files/s, resources/s), and the validator layers
 in one process (resources/s).
 
-Usage: ``python bench/validate.py [--resources N] [--runs R] [--out FILE] [--no-layers]``
+Usage: ``python bench/validate.py [--resources N] [--runs R] [--jobs J] [--out FILE] [--no-layers]``
 
 **CLI** (the figure issue 4 targets: resources/s per core validating VN Patients and vital-sign
-Observations against their profiles). For each kind — the VN sample Patient against VN Core Patient,
-the VN sample body-weight Observation against VN Core vital signs — N copies (distinct ids) are
-written three ways: one resource per ``.json`` file in a folder, one ``.ndjson`` file, and Bundles
-of 100 entries; then ``python -m fhir_hub validate PATH --profile URL`` runs as a child process
-(stdout discarded), best of R runs, timed with ``time.perf_counter`` from start to exit; the same
-command on one file gives the start-up (imports, terminology and profile loading). The same command
-then runs in this process through typer's runner, warmed up (``in_process``): the time the CLI
-spends on the files themselves, which start-up noise on a busy machine does not swamp. The CLI is
-one process on one core, so resources/s is per core; the kind with the lowest in-process
-resources/s is named as the limiting profile.
+Observations against their profiles, start-up included). For each kind — the VN sample Patient
+against VN Core Patient, the VN sample body-weight Observation against VN Core vital signs — N
+copies (distinct ids) are written four ways: one ``.ndjson`` file (1 × N), files of 10 resources
+(N/10 ndjson files), one resource per ``.json`` file (N × 1), and Bundles of 100 entries. Then
+``python -m fhir_hub validate PATH --profile URL`` runs as a child process (stdout discarded) with
+``--jobs 1`` and with ``--jobs J`` (default: the cores of this machine), each best of R runs: wall
+time (``time.perf_counter``, start to exit) and CPU time (user + system of the child and its
+workers, from ``getrusage(RUSAGE_CHILDREN)``). Reported: files/s and resources/s by wall time
+(total), the same divided by the jobs (per core), and resources per CPU-second (per core, what a
+loaded machine's wall clock hides). The same command on one file gives the start-up (wall and
+CPU: imports, the compiled profile, the code lists it binds). The command then runs in this process
+through typer's runner with ``--jobs 1``, warmed up (``in_process``): the time spent on the files
+themselves. The kind with the lowest per-CPU-second rate names the limiting profile.
 
 **Layers** (in process, best of three after a warm-up): per kind, the structural validator alone
 (``structure.validate``), the profile layer alone (``profile.validate`` against the default VN
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -59,13 +63,19 @@ def _copies(make: Callable[[], dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 
 def _write_layouts(folder: Path, items: list[dict[str, Any]]) -> dict[str, tuple[Path, int]]:
-    """``{layout: (path, files)}``: a folder of single resources, one ndjson file, Bundles of 100."""
+    """``{layout: (path, files)}``: one ndjson file, ndjson files of 10, a folder of single resources,
+    Bundles of 100."""
     singles = folder / "files"
     singles.mkdir()
     for r in items:
         (singles / f"{r['id']}.json").write_bytes(orjson.dumps(r))
     ndjson = folder / "all.ndjson"
     ndjson.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in items))
+    tens = folder / "tens"
+    tens.mkdir()
+    for start in range(0, len(items), 10):
+        (tens / f"part-{start // 10:05d}.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n"
+                                                                     for r in items[start:start + 10]))
     bundles = folder / "bundles"
     bundles.mkdir()
     for start in range(0, len(items), BUNDLE_SIZE):
@@ -74,31 +84,39 @@ def _write_layouts(folder: Path, items: list[dict[str, Any]]) -> dict[str, tuple
         (bundles / f"bundle-{start // BUNDLE_SIZE:05d}.json").write_bytes(orjson.dumps(doc))
     one = folder / "one.json"
     one.write_bytes(orjson.dumps(items[0]))
-    return {"files": (singles, len(items)), "ndjson": (ndjson, 1),
-            "bundles": (bundles, (len(items) + BUNDLE_SIZE - 1) // BUNDLE_SIZE), "one": (one, 1)}
+    return {"1 ndjson": (ndjson, 1), "ndjson of 10": (tens, (len(items) + 9) // 10),
+            "json of 1": (singles, len(items)), "bundles": (bundles, (len(items) + BUNDLE_SIZE - 1) // BUNDLE_SIZE),
+            "one": (one, 1)}
 
 
-def _command(path: Path, profile: str) -> list[str]:
-    return ["validate", str(path), "--profile", profile]
+def _command(path: Path, profile: str, jobs: int = 1) -> list[str]:
+    return ["validate", str(path), "--profile", profile, "--jobs", str(jobs)]
 
 
-def _run_cli(path: Path, profile: str, runs: int) -> float:
-    """Best wall time of ``fhir-hub validate PATH --profile URL`` as a child process, start to exit."""
-    cmd = [sys.executable, "-m", "fhir_hub", *_command(path, profile)]
-    best = float("inf")
+def _children_cpu() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def _run_cli(path: Path, profile: str, runs: int, jobs: int = 1) -> tuple[float, float]:
+    """Best wall time and best CPU time (the child and its workers) of ``fhir-hub validate PATH
+    --profile URL --jobs J`` as a child process, start to exit."""
+    cmd = [sys.executable, "-m", "fhir_hub", *_command(path, profile, jobs)]
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(runs):
+        cpu = _children_cpu()
         t = time.perf_counter()
         done = subprocess.run(cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         elapsed = time.perf_counter() - t
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} exited with {done.returncode}: {done.stderr.decode()[-2000:]}")
-        best = min(best, elapsed)
-    return best
+        best, best_cpu = min(best, elapsed), min(best_cpu, _children_cpu() - cpu)
+    return best, best_cpu
 
 
 def _run_in_process(path: Path, profile: str, runs: int) -> float:
-    """Best wall time of the same command's code (typer's runner, this process, warmed up): what the
-    CLI spends on the files once its imports and registries are loaded."""
+    """Best wall time of the same command's code (typer's runner, this process, ``--jobs 1``, warmed
+    up): what the CLI spends on the files once its imports and registries are loaded."""
     from typer.testing import CliRunner
 
     from fhir_hub.cli.main import app
@@ -115,7 +133,21 @@ def _run_in_process(path: Path, profile: str, runs: int) -> float:
     return best
 
 
-def cli(n: int, runs: int) -> dict[str, Any]:
+def _effective_jobs(path: Path, jobs: int) -> int:
+    """The processes ``--jobs J`` gives on ``path``: the CLI checks small inputs in one process."""
+    from fhir_hub.cli.validate import _SMALL
+
+    size = sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else path.stat().st_size
+    return 1 if size <= _SMALL else jobs
+
+
+def _row(files: int, n: int, jobs: int, wall: float, cpu: float) -> dict[str, Any]:
+    return {"jobs": jobs, "files": files, "resources": n, "process_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "files_per_s": round(files / wall, 1), "resources_per_s": round(n / wall),
+            "resources_per_s_per_core": round(n / wall / jobs), "resources_per_cpu_s": round(n / cpu)}
+
+
+def cli(n: int, runs: int, jobs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fhir-hub-bench-validate-") as tmp:
         for kind, (make, profile) in KINDS.items():
@@ -123,17 +155,18 @@ def cli(n: int, runs: int) -> dict[str, Any]:
             folder.mkdir()
             layouts = _write_layouts(folder, _copies(make, n))
             one = layouts.pop("one")[0]
-            startup = _run_cli(one, profile, runs)
-            _run_in_process(one, profile, 1)  # warm-up: imports, terminology, the compiled profile
+            startup, startup_cpu = _run_cli(one, profile, runs)
+            _run_in_process(one, profile, 1)  # warm-up: imports, the compiled profile, its code lists
             rows: dict[str, Any] = {}
             for layout, (path, files) in layouts.items():
-                total = _run_cli(path, profile, runs)
+                found = [_row(files, n, _effective_jobs(path, j), *_run_cli(path, profile, runs, j))
+                         for j in dict.fromkeys((1, jobs))]
                 inner = _run_in_process(path, profile, runs)
-                rows[layout] = {"files": files, "resources": n, "process_s": round(total, 3),
-                                "files_per_s": round(files / total, 1), "resources_per_s": round(n / total),
-                                "in_process_s": round(inner, 3), "in_process_files_per_s": round(files / inner, 1),
+                rows[layout] = {"runs": found, "in_process_s": round(inner, 3),
+                                "in_process_files_per_s": round(files / inner, 1),
                                 "in_process_resources_per_s": round(n / inner)}
-            out[kind] = {"profile": profile, "startup_s": round(startup, 3), "layouts": rows}
+            out[kind] = {"profile": profile, "startup_s": round(startup, 3), "startup_cpu_s": round(startup_cpu, 3),
+                         "layouts": rows}
     return out
 
 
@@ -185,26 +218,31 @@ def layers(n: int) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
+    from fhir_hub.cli.validate import default_jobs
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--resources", type=int, default=5000, help="resources of each kind")
+    parser.add_argument("--resources", type=int, default=10000, help="resources of each kind")
     parser.add_argument("--runs", type=int, default=3, help="CLI runs per figure (the best is kept)")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="--jobs of the multi-core runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "validate.json")
     parser.add_argument("--no-layers", action="store_true", help="only the CLI figures")
     args = parser.parse_args()
     result: dict[str, Any] = {"meta": {"resources": args.resources, "runs": args.runs, "bundle_size": BUNDLE_SIZE,
-                                       "loadavg_start": loadavg()}}
-    result["cli"] = cli(args.resources, args.runs)
-    print(f"fhir-hub validate, {args.resources} resources of each kind, best of {args.runs} (one process, one core)")
-    print(f"{'kind':24} {'layout':8} {'files':>6} {'process s':>10} {'files/s':>9} {'res/s':>8}   "
-          f"{'in-process s':>12} {'files/s':>9} {'res/s':>8}")
+                                       "jobs": args.jobs, "cores": default_jobs(), "loadavg_start": loadavg()}}
+    result["cli"] = cli(args.resources, args.runs, args.jobs)
+    print(f"fhir-hub validate, {args.resources} resources of each kind, best of {args.runs}; wall and CPU time")
+    print(f"{'kind':24} {'layout':12} {'files':>6} {'jobs':>4} {'wall s':>7} {'files/s':>9} {'res/s':>8} "
+          f"{'res/s/core':>10} {'CPU s':>6} {'res/CPU-s':>9}   {'in-process res/s':>16}")
     for kind, row in result["cli"].items():
         for layout, f in row["layouts"].items():
-            print(f"{kind:24} {layout:8} {f['files']:6} {f['process_s']:10.2f} {f['files_per_s']:9,.1f} "
-                  f"{f['resources_per_s']:8,}   {f['in_process_s']:12.2f} {f['in_process_files_per_s']:9,.1f} "
-                  f"{f['in_process_resources_per_s']:8,}")
-        print(f"{'':24} start-up (one file) {row['startup_s']:.2f} s; profile {row['profile']}")
-    limit = min(result["cli"], key=lambda k: min(f["in_process_resources_per_s"]
-                                                 for f in result["cli"][k]["layouts"].values()))
+            for r in f["runs"]:
+                print(f"{kind:24} {layout:12} {r['files']:6} {r['jobs']:4} {r['process_s']:7.2f} "
+                      f"{r['files_per_s']:9,.1f} {r['resources_per_s']:8,} {r['resources_per_s_per_core']:10,} "
+                      f"{r['cpu_s']:6.2f} {r['resources_per_cpu_s']:9,}   {f['in_process_resources_per_s']:16,}")
+        print(f"{'':24} start-up (one file) {row['startup_s']:.2f} s wall, {row['startup_cpu_s']:.2f} s CPU; "
+              f"profile {row['profile']}")
+    limit = min(result["cli"], key=lambda k: min(r["resources_per_cpu_s"] for f in result["cli"][k]["layouts"].values()
+                                                 for r in f["runs"]))
     result["limiting_profile"] = result["cli"][limit]["profile"]
     print(f"limiting profile: {result['limiting_profile']} ({limit})")
     if not args.no_layers:
