@@ -65,8 +65,11 @@ __all__ = ["FileResult", "HosoResult", "map_file"]
 
 VN_TZ = timezone(timedelta(hours=7))
 _BOM = b"\xef\xbb\xbf"
-_HOSO_BYTES = re.compile(rb"<HOSO(?:\s[^>]*)?>.*?</HOSO\s*>", re.DOTALL)
-_SIGNATURE_BYTES = re.compile(rb"<CHUKYDONVI(?:\s[^>]*)?>(.*?)</CHUKYDONVI\s*>", re.DOTALL)
+#: A HOSO's bytes as sent: what ``<HOSO…>.*?</HOSO\s*>`` (DOTALL) matches, written as runs of
+#: ``[^<]*`` between ``<``s that do not close it, which the regex engine scans in a tight loop
+#: (the lazy ``.*?`` tried the end tag at every byte: 0.3 s of the 18 MB bench file, now 0.02 s).
+_HOSO_BYTES = re.compile(rb"<HOSO(?:\s[^>]*)?>[^<]*(?:<(?!/HOSO\s*>)[^<]*)*</HOSO\s*>")
+_SIGNATURE_BYTES = re.compile(rb"<CHUKYDONVI(?:\s[^>]*)?>([^<]*(?:<(?!/CHUKYDONVI\s*>)[^<]*)*)</CHUKYDONVI\s*>")
 _WS = re.compile(rb"\s+")
 _ENCODING = re.compile(r"""\s*<\?xml[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
 #: Root elements of the QĐ 4210 list tables (no CHITIEU_* wrapper): they tell the layout.
@@ -191,6 +194,16 @@ def _record(el: ET.Element, table: str, line: str | None, problems: list[Problem
     return out
 
 
+def _plain_record(el: ET.Element) -> dict[str, str] | None:
+    """The record :func:`_record` makes, in one comprehension, when it has nothing to report or
+    rename: no field twice, no namespace (the rule for tables); ``None`` otherwise.  A table has
+    tens of thousands of fields, and a Python call per field was 5 % of the mapping."""
+    out = {c.tag: (c.text or "").strip() for c in el}
+    if len(out) != len(el) or "{" in "".join(out):
+        return None
+    return out
+
+
 def _records(root: ET.Element, spec: TableSpec, content: str, problems: list[Problem]
              ) -> list[dict[str, str]] | None:
     name = _local(root.tag)
@@ -203,8 +216,10 @@ def _records(root: ET.Element, spec: TableSpec, content: str, problems: list[Pro
         nodes = [c for n in nodes for c in n if _local(c.tag) == step]
     out: list[dict[str, str]] = []
     for n in nodes:
-        stt = _text(_child(n, "STT")) or None
-        out.append(_record(n, spec.table, stt, problems))
+        rec = _plain_record(n)
+        if rec is None:
+            rec = _record(n, spec.table, _text(_child(n, "STT")) or None, problems)
+        out.append(rec)
     if not spec.records and out:  # a one-record table (a paper): its bytes as sent, for a DocumentReference
         out[0]["$content"] = _WS.sub(b"", content.encode("ascii", "replace")).decode("ascii")
     return out
@@ -367,7 +382,9 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
                              "QĐ 4210" if spec.format == "qd4210" else "QĐ 130", result.unmapped)
     entries.append({"fullUrl": f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}/Provenance')}",
                     "resource": provenance, "request": REQUESTS["replace_by_id"](provenance)})
-    if validate_entries(entries, problems, "HOSO"):
+    # the Binary is made here from base64 of bytes, with a fixed shape: valid by construction (its
+    # check, base64 of the whole HOSO, was a tenth of the validation's time)
+    if validate_entries(entries[:-2] + entries[-1:], problems, "HOSO"):
         result.bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     return result
 
@@ -456,27 +473,40 @@ def map_file(data: bytes, name: str = "GIAMDINHHS.xml", recorded: str | None = N
     """Map one envelope.  ``recorded`` is Provenance.recorded (default: now, in Vietnam); pass it
     to get byte-identical output for the same input.  ``spec`` forces one layout; by default each
     HOSO is read as QĐ 130 or QĐ 4210, whichever it is."""
-    with _gc_paused():
-        return _map_file(data, name, recorded, spec)
-
-
-def _map_file(data: bytes, name: str, recorded: str | None, spec: Spec | None) -> FileResult:
-    recorded = recorded or datetime.now(VN_TZ).replace(microsecond=0).isoformat()
     result = FileResult(name)
+    for _ in stream_file(result, data, recorded, spec):
+        pass
+    return result
+
+
+def stream_file(result: FileResult, data: bytes, recorded: str | None = None, spec: Spec | None = None
+                ) -> Iterator[HosoResult]:
+    """:func:`map_file` one HOSO at a time: each HOSO's result is appended to ``result.hosos``
+    and yielded as soon as it is mapped, so an importer can post a visit while the next is
+    mapped (the server no longer waits for the whole file).  The envelope's own problems are in
+    ``result.problems`` before the first HOSO is yielded; the output is :func:`map_file`'s.  The
+    collector stays paused until the iterator ends or is closed."""
+    with _gc_paused():
+        yield from _map_file(result, data, recorded, spec)
+
+
+def _map_file(result: FileResult, data: bytes, recorded: str | None, spec: Spec | None) -> Iterator[HosoResult]:
+    recorded = recorded or datetime.now(VN_TZ).replace(microsecond=0).isoformat()
+    name = result.name
     env = _Envelope(name, hashlib.sha256(data).hexdigest())
     try:
         root = _parse(data)
     except DefusedXmlException as exc:
         result.problems.append(Problem("fatal", "security", f"the file uses a forbidden XML construct "
                                        f"({type(exc).__name__}: DTDs and entities are refused): nothing imported"))
-        return result
+        return
     except ET.ParseError as exc:
         result.problems.append(Problem("fatal", "structure", f"not well-formed XML ({exc}): nothing imported"))
-        return result
+        return
     if _local(root.tag) != "GIAMDINHHS":
         result.problems.append(Problem("fatal", "structure", f"root element is <{_local(root.tag)}>, not "
                                        "<GIAMDINHHS>: nothing imported"))
-        return result
+        return
     info = _child(root, "THONGTINDONVI")
     env.facility = result.facility = _text(_child(info, "MACSKCB")) if info is not None else ""
     head = _child(root, "THONGTINHOSO")
@@ -501,8 +531,9 @@ def _map_file(data: bytes, name: str, recorded: str | None, spec: Spec | None) -
     for i, hoso in enumerate(hosos, 1):
         raw = slices[i - 1] if len(slices) == len(hosos) else ET.tostring(hoso, encoding="utf-8")
         try:
-            result.hosos.append(_map_hoso(i, hoso, raw, env, spec, recorded))
+            done = _map_hoso(i, hoso, raw, env, spec, recorded)
         except Exception as exc:  # noqa: BLE001 - one HOSO's bug must not lose the others
-            result.hosos.append(HosoResult(i, None, None, [Problem("fatal", "exception", f"mapping failed: "
-                                                                   f"{type(exc).__name__}: {exc}")]))
-    return result
+            done = HosoResult(i, None, None, [Problem("fatal", "exception", f"mapping failed: "
+                                                      f"{type(exc).__name__}: {exc}")])
+        result.hosos.append(done)
+        yield done

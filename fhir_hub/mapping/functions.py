@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -69,6 +70,7 @@ def _hhmm(text: str, hh: str, mm: str) -> tuple[int, int]:
 # -- dates and times -------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)  # a visit repeats its times on many lines; errors are not cached (re-raised each time)
 def datetime_vn(text: str) -> str:
     """``yyyymmddHHMM`` (local Vietnamese time) → FHIR dateTime ``YYYY-MM-DDTHH:MM:00+07:00``.
 
