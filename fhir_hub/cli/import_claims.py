@@ -3,9 +3,11 @@
 Each ``GIAMDINHHS`` file becomes one transaction Bundle per HOSO (:mod:`fhir_hub.mapping`).
 With ``--out DIR`` the bundles are written as ``<file stem>.hoso<N>.json`` plus one
 ``<file stem>.outcome.json`` (the OperationOutcome listing every problem of the file); with
-``--base URL`` each bundle is POSTed to a running server.  Either way a table summarises HOSO
-mapped, resources by type and problems by severity; the problems themselves are printed after
-it.  The exit code is 1 when any HOSO could not be mapped or posted.  ``--strict`` stops at the
+``--base URL`` each bundle is POSTed to a running server.  The errors (a record or file that
+failed, a bundle the server refused, with its OperationOutcome's diagnostics) are printed first,
+up to :data:`_SHOW_ERRORS`, then the warnings, up to :data:`_SHOW`: so many warnings cannot hide
+one refusal.  A table at the end summarises HOSO mapped, posted and refused, resources by type,
+and counts both errors and warnings.  The exit code is 1 when any HOSO could not be mapped or posted.  ``--strict`` stops at the
 first record (HOSO, message, row bundle) or file with an error: what came before it is written or
 posted (each record is its own transaction), it and what follows are not, exit code 1.
 
@@ -17,7 +19,7 @@ legacy format (:mod:`fhir_hub.mapping.hl7v2`: one bundle per message; :mod:`.csv
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ from rich.table import Table
 
 _HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json",
             "Prefer": "return=minimal"}
-_SHOW = 50
+_SHOW = 50  # warnings printed (the rest are counted in the table and kept in the .outcome.json)
+_SHOW_ERRORS = 500  # errors printed: a separate budget, printed before any warning
 
 
 def import_claims(
@@ -78,19 +81,32 @@ def _bad(problems: list[Any]) -> bool:
     return any(p.severity in ("error", "fatal") for p in problems)
 
 
-def _mapper(fmt: str, spec: str | None) -> Callable[[bytes, str], Any]:
+def _mapper(fmt: str, spec: str | None) -> Callable[[bytes, str], tuple[Any, Iterator[Any]]]:
+    """(file result, its records as they are mapped): claims HOSO are streamed
+    (:func:`~fhir_hub.mapping.claims_xml.stream_file`), so the first bundles are posted while the
+    rest of the file is mapped; the file result is complete once the records are exhausted."""
     if fmt == "hl7v2":
         from fhir_hub.mapping.hl7v2 import map_messages
 
-        return lambda data, name: map_messages(data, name)
+        return _whole(lambda data, name: map_messages(data, name))
     if fmt == "csv":
         from fhir_hub.mapping.csv_import import map_csv
 
         assert spec is not None
-        return lambda data, name: map_csv(data, name, spec)
-    from fhir_hub.mapping import map_file
+        return _whole(lambda data, name: map_csv(data, name, spec))
+    from fhir_hub.mapping.claims_xml import FileResult, stream_file
 
-    return lambda data, name: map_file(data, name)
+    def claims(data: bytes, name: str) -> tuple[Any, Iterator[Any]]:
+        result = FileResult(name)
+        return result, stream_file(result, data)
+    return claims
+
+
+def _whole(mapper: Callable[[bytes, str], Any]) -> Callable[[bytes, str], tuple[Any, Iterator[Any]]]:
+    def whole(data: bytes, name: str) -> tuple[Any, Iterator[Any]]:
+        result = mapper(data, name)
+        return result, iter(list(result.records))
+    return whole
 
 
 def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: str | None, timeout: float,
@@ -105,16 +121,22 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
     console = Console()
     types: Counter[str] = Counter()
     severities: Counter[str] = Counter()
-    lines: list[str] = []
+    errors: list[str] = []  # appended to by the posting threads too (list.append is atomic)
+    warnings: list[str] = []
     records = mapped = posted = failed = unmapped = 0
+    refused = 0  # bundles the server did not take (an answer >= 300 or no answer)
     stopped: str | None = None  # with --strict: the first record or file with an error
     client = httpx.Client(timeout=timeout, headers=_HEADERS) if base is not None else None
     # HL7 v2 messages are events in order (an A08 updates what an A01 made): posted one at a time
-    poster = _Poster(client, base, 1 if fmt == "hl7v2" else concurrency, lines) if client and base else None
+    poster = _Poster(client, base, 1 if fmt == "hl7v2" else concurrency, errors) if client and base else None
     columns = (TextColumn(f"[bold]import {fmt}[/]"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[name]}"), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        # no live bar when stderr is not a terminal (a bench, a cron job): its refresh thread
+        # took the GIL ten times a second from the mapping and the posting threads
+        stderr = Console(stderr=True)
+        with Progress(*columns, console=stderr, transient=True, refresh_per_second=2,
+                      disable=not stderr.is_terminal) as progress:
             task = progress.add_task("files", total=len(files), name="")
             for path in files:
                 progress.update(task, name=path.name)
@@ -122,27 +144,22 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
                     data = path.read_bytes()
                 except OSError as exc:
                     failed += 1
-                    lines.append(f"{path}: cannot read: {exc.strerror}")
+                    errors.append(f"[error] {path}: cannot read: {exc.strerror}")
                     progress.advance(task)
                     if strict:
                         stopped = path.name
                         break
                     continue
-                result = mapper(data, path.name)
-                outcome = result.outcome()
-                for issue in outcome["issue"]:
-                    if issue["code"] != "informational":
-                        severities[issue["severity"]] += 1
-                        lines.append(f"[{issue['severity']}] {issue['diagnostics']}")
-                if result.problems and not result.records:
-                    failed += 1
-                if strict and _bad(result.problems):
-                    stopped = path.name
-                for r in result.records if stopped is None else ():
+                result, stream = mapper(data, path.name)
+                for r in stream:
+                    if stopped is None and strict and _bad(result.problems):
+                        stopped = path.name
+                    if stopped is not None:
+                        continue  # mapped for the report, neither written nor posted
                     if strict and _bad(r.problems):
                         stopped = f"{path.name}, {r.where}"
                         failed += 1
-                        break
+                        continue
                     records += 1
                     unmapped += sum(len(v) for v in r.unmapped.values())
                     if r.bundle is None:
@@ -155,6 +172,16 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
                             orjson.dumps(r.bundle, option=orjson.OPT_INDENT_2))
                     elif poster is not None:
                         poster.submit(r.bundle, f"{path.name}, {r.where}")
+                if stopped is None and strict and _bad(result.problems):
+                    stopped = path.name
+                if result.problems and not result.records:
+                    failed += 1
+                outcome = result.outcome()
+                for issue in outcome["issue"]:
+                    if issue["code"] != "informational":
+                        severities[issue["severity"]] += 1
+                        (errors if issue["severity"] in ("error", "fatal") else warnings).append(
+                            f"[{issue['severity']}] {issue['diagnostics']}")
                 if poster is not None:
                     poster.drain()  # a file's bundles are all answered before the next file's
                 if out is not None:
@@ -165,9 +192,14 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
     finally:
         if poster is not None:
             poster.close()
-            posted, failed = posted + poster.posted, failed + poster.failed
+            posted, failed, refused = posted + poster.posted, failed + poster.failed, poster.failed
         if client is not None:
             client.close()
+    if stopped is not None:
+        console.print(escape(f"--strict: stopped at {stopped} (it has an error): the {unit} before it were "
+                             f"{'posted' if base else 'written'}, it and the rest were not"), highlight=False)
+    _print_lines(console, errors, _SHOW_ERRORS, "errors")
+    _print_lines(console, warnings, _SHOW, "warnings (see the .outcome.json files with --out)")
     table = Table(title=f"fhir-hub import ({fmt})", title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -176,23 +208,28 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
     table.add_row(f"{unit} mapped", str(mapped))
     if base is not None:
         table.add_row(f"{unit} posted", str(posted))
+        table.add_row(f"{unit} refused by the server", f"[red]{refused}[/]" if refused else "0")
     table.add_row(f"{unit} or files failed", f"[red]{failed}[/]" if failed else "0")
     for rtype, n in sorted(types.items()):
         table.add_row(f"  {rtype}", str(n))
     for severity in ("fatal", "error", "warning", "information"):
         if severities[severity]:
             table.add_row(f"{severity} issues", str(severities[severity]))
+    table.add_row("errors (listed above)", f"[red]{len(errors)}[/]" if errors else "0")
+    table.add_row("warnings (listed above)", str(len(warnings)))
     table.add_row("unmapped fields (kept in the Binary)", str(unmapped))
     console.print(table)
-    if stopped is not None:
-        console.print(escape(f"--strict: stopped at {stopped} (it has an error): the {unit} before it were "
-                             f"{'posted' if base else 'written'}, it and the rest were not"), highlight=False)
-    for line in lines[:_SHOW]:
-        console.print(escape(line), highlight=False)
-    if len(lines) > _SHOW:
-        console.print(f"… and {len(lines) - _SHOW} more (see the .outcome.json files with --out)")
     if failed:
         raise typer.Exit(1)
+
+
+def _print_lines(console: Console, lines: list[str], limit: int, what: str) -> None:
+    """The first ``limit`` of ``lines``, then how many more: errors and warnings each have their
+    own budget, so a long list of one kind never pushes the other out of sight."""
+    for line in lines[:limit]:
+        console.print(escape(line), highlight=False)
+    if len(lines) > limit:
+        console.print(escape(f"… and {len(lines) - limit} more {what}"), highlight=False)
 
 
 class _Poster:
