@@ -12,6 +12,11 @@ The Conditions of a Bundle are checked against the ICD-10 sex and age rules
 CodeSystems of a folder or a FHIR NPM package (:mod:`fhir_hub.validation.ig`), e.g. the package
 ``fhir-hub profiles build`` writes, so ``--profile`` and claims may name them.
 
+``--jobs N`` (default 0: one per core) checks the files in N worker processes (forked, so the
+``--ig`` packages loaded are theirs too); an ndjson file larger than 1 MB is cut into ranges of whole
+lines, so one big file keeps every worker busy; results are printed in input order, as one process
+prints them. Input of 256 kB or less is checked in this process (starting workers costs more).
+
 Output: with ``--format text`` (the default; ``table`` is the same) every issue, then a summary
 table; ``--format json`` prints one JSON document (``results``: file, line, resource,
 OperationOutcome; ``summary``); ``--format outcome`` one OperationOutcome per resource checked, a
