@@ -1,17 +1,25 @@
 """Read-by-id throughput with SMART authorization on and off, on one store in one run (issue 9).
 
 One SQLite file with generated patients; wrk reads one patient's Observations by id (random
-ids) from the same server restarted with ``FHIR_HUB_AUTH`` off and ``smart``:
+ids). Three servers run side by side on copies of the same data: ``FHIR_HUB_AUTH`` off,
+``smart``, and ``smart`` with ``FHIR_HUB_AUDIT=access`` (its own copy of the file, which its
+AuditEvents grow). Each round measures, one after the other:
 
 * auth off;
 * auth on, a Backend Services token (``system/*.rs``): token check only;
-* auth on, a patient's token (``patient/*.rs``): token check + the compartment membership query;
-* the same with ``FHIR_HUB_AUDIT=access``: an AuditEvent written (in batches) per read;
-* auth off again, to bound the machine's drift during the run.
+* auth on, a patient's token (``patient/*.rs``): token check + the compartment decision;
+* the same with ``FHIR_HUB_AUDIT=access``: an AuditEvent written (in batches) per read.
 
-Prints the req/s of each and their ratio to the mean of the two "off" runs.
+Rounds alternate the passes so the machine's drift hits them alike; each ratio is taken within a
+round (on / off of that round) and the median over rounds is printed. Beside req/s, the server's
+CPU time per request (user + system of every thread of the server process, from /proc, over the
+wrk run and one settling second after it, when buffered AuditEvents are written): on a machine
+shared with other work req/s moves with the neighbours' load, CPU per request much less, so the
+CPU ratio (off µs / on µs: the throughput the same CPU would give) is the steadier figure.
+``--profile DIR`` records the first round's passes with py-spy (speedscope) and prints their
+top frames.
 
-    python bench/auth.py [--duration 8] [--connections 16] [--patients 20]
+    python bench/auth.py [--rounds 3] [--duration 5] [--connections 16] [--patients 20] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -19,8 +27,10 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import os
 import re
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,7 +46,16 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import ROOT, Proc, child_env, free_port, random_get_script, wrk  # noqa: E402
+from bench.harness import (  # noqa: E402
+    ROOT,
+    Proc,
+    PySpy,
+    child_env,
+    free_port,
+    random_get_script,
+    summarize_speedscope,
+    wrk,
+)
 
 REDIRECT = "https://bench.example/cb"
 PASSWORD = "bench-password"
@@ -49,6 +68,12 @@ def serve(db: Path, port: int, log: Path, auth: str, sample: int = 0, audit: str
         cmd += ["--sample", str(sample)]
     return Proc(f"fhir-hub auth={auth}", cmd, port, log,
                 env=child_env(FHIR_HUB_AUTH=auth, FHIR_HUB_AUDIT=audit)).start(180)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of every thread of process ``pid`` so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cli(db: Path, *args: str) -> None:
@@ -96,22 +121,22 @@ def patient_token(origin: str, fhir: str, national_id: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=float, default=8)
-    ap.add_argument("--warmup", type=float, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5)
+    ap.add_argument("--warmup", type=float, default=1)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--patients", type=int, default=20)
+    ap.add_argument("--profile", type=Path, default=None, help="record the first round with py-spy into this directory")
     args = ap.parse_args(argv)
     from joserfc.jwk import ECKey
 
     tmp = Path(tempfile.mkdtemp(prefix="fhirhub-bench-auth-"))
     db = tmp / "hub.db"
     port = free_port()
-    origin = f"http://127.0.0.1:{port}"
-    fhir = f"{origin}/fhir"
-
-    proc = serve(db, port, tmp / "off.log", "off", sample=args.patients)
+    proc = serve(db, port, tmp / "seed.log", "off", sample=args.patients)
     try:
+        fhir = f"http://127.0.0.1:{port}/fhir"
         patient = httpx.get(f"{fhir}/Patient", params={"_count": 1}).json()["entry"][0]["resource"]["id"]
         found = httpx.get(f"{fhir}/Observation", params={"subject": f"Patient/{patient}", "_count": 1000}).json()
     finally:
@@ -124,37 +149,72 @@ def main(argv: list[str] | None = None) -> int:
     cli(db, "clients", "add", "bench-emr", "--jwks", str(tmp / "jwks.json"), "--scope", "system/*.rs")
     cli(db, "clients", "add", "bench-app", "--redirect-uri", REDIRECT)
     cli(db, "users", "add", "--national-id", "001090000001", "--patient", patient, "--password", PASSWORD)
-    print(f"{len(ids)} Observations of Patient/{patient}; wrk -t{args.threads} -c{args.connections} "
-          f"-d{args.duration:g}s, random ids", flush=True)
+    audit_db = tmp / "hub-audit.db"
+    shutil.copyfile(db, audit_db)  # the server was stopped: the file is whole (no -wal left)
+    print(f"{len(ids)} Observations of Patient/{patient}; {args.rounds} rounds of wrk -t{args.threads} "
+          f"-c{args.connections} -d{args.duration:g}s, random ids", flush=True)
 
-    def measure(name: str, auth: str, header: dict[str, str] | None = None, audit: str = "off") -> float:
-        p = serve(db, port, tmp / f"{name}.log", auth, audit=audit)
-        try:
-            headers = header(p) if callable(header) else (header or {})
-            status = httpx.get(f"{fhir}/Observation/{ids[0]}", headers=headers).status_code
-            assert status == 200, f"{name}: {status}"
-            script = random_get_script(tmp / f"{name}.lua", ids_file, "/fhir/Observation/", headers=headers)
-            wrk(origin, script, args.warmup, args.connections, args.threads)
-            res = wrk(origin, script, args.duration, args.connections, args.threads)
-        finally:
-            p.stop()
-        rate = float(res["req_s"] or 0.0)
-        print(f"  {name:<28} {rate:>9.0f} req/s", flush=True)
-        return rate
-
-    off1 = measure("auth off", "off")
-    system = measure("auth on, system token", "smart",
-                     lambda p: {"Authorization": f"Bearer {backend_token(origin, key, 'bench-emr')}"})  # type: ignore[arg-type]
-    patient_rate = measure("auth on, patient token", "smart",
-                           lambda p: {"Authorization": f"Bearer {patient_token(origin, fhir, '001090000001')}"})  # type: ignore[arg-type]
-    audited = measure("auth on, patient, audit on", "smart",
-                      lambda p: {"Authorization": f"Bearer {patient_token(origin, fhir, '001090000001')}"},  # type: ignore[arg-type]
-                      audit="access")
-    off2 = measure("auth off (again)", "off")
-    off = statistics.mean([off1, off2])
-    print(f"ratio system token / off:  {system / off:.2f}")
-    print(f"ratio patient token / off: {patient_rate / off:.2f}")
-    print(f"ratio patient token with an AuditEvent per read / off: {audited / off:.2f}")
+    servers: dict[str, tuple[Proc, str]] = {}
+    try:
+        for name, file, auth, audit in (("off", db, "off", "off"), ("smart", db, "smart", "off"),
+                                        ("audit", audit_db, "smart", "access")):
+            p_port = free_port()
+            servers[name] = (serve(file, p_port, tmp / f"{name}.log", auth, audit=audit), f"http://127.0.0.1:{p_port}")
+        smart, audited = servers["smart"][1], servers["audit"][1]
+        passes = [
+            ("auth off", "off", {}),
+            ("auth on, system token", "smart",
+             {"Authorization": f"Bearer {backend_token(smart, key, 'bench-emr')}"}),
+            ("auth on, patient token", "smart",
+             {"Authorization": f"Bearer {patient_token(smart, f'{smart}/fhir', '001090000001')}"}),
+            ("auth on, patient, audit on", "audit",
+             {"Authorization": f"Bearer {patient_token(audited, f'{audited}/fhir', '001090000001')}"}),
+        ]
+        rates: dict[str, list[float]] = {name: [] for name, _, _ in passes}
+        cpus: dict[str, list[float]] = {name: [] for name, _, _ in passes}
+        for rnd in range(args.rounds):
+            print(f"round {rnd + 1}", flush=True)
+            for name, server, headers in passes:
+                proc, origin = servers[server]
+                status = httpx.get(f"{origin}/fhir/Observation/{ids[0]}", headers=headers).status_code
+                assert status == 200, f"{name}: {status}"
+                script = random_get_script(tmp / f"{server}-{len(headers)}.lua", ids_file, "/fhir/Observation/",
+                                           headers=headers)
+                wrk(origin, script, args.warmup, args.connections, args.threads)
+                time.sleep(1.0)  # the warm-up's buffered AuditEvents are written before the count starts
+                spy = None
+                if args.profile is not None and rnd == 0:
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    spy = PySpy(proc.pid, args.profile / f"{re.sub(r'[^a-z]+', '-', name)}.speedscope.json")
+                    spy.__enter__()
+                before = cpu_seconds(proc.pid)
+                res = wrk(origin, script, args.duration, args.connections, args.threads)
+                time.sleep(1.0)  # and this run's, inside the count
+                used = cpu_seconds(proc.pid) - before
+                if spy is not None:
+                    spy.__exit__(None, None, None)
+                assert not res["non_2xx_3xx"], f"{name}: {res['non_2xx_3xx']} answers were not 2xx/3xx"
+                requests = int(res["requests"] or 0)
+                rates[name].append(float(res["req_s"] or 0.0))
+                cpus[name].append(used / requests * 1e6 if requests else float("nan"))
+                print(f"  {name:<28} {rates[name][-1]:>9.0f} req/s  {cpus[name][-1]:>7.1f} µs CPU/request (server)",
+                      flush=True)
+                if spy is not None:
+                    if spy.error:
+                        print(f"    {spy.error}")
+                    else:
+                        top = summarize_speedscope(spy.out, top=12)
+                        print("    self:", "; ".join(f"{x['frame']} {x['pct']}%" for x in top["self"]))
+    finally:
+        for proc, _ in servers.values():
+            proc.stop()
+    print("median over rounds of the ratio to auth off in the same round (req/s; CPU: off µs / on µs):")
+    for name, _, _ in passes[1:]:
+        rate_ratios = [on / off for on, off in zip(rates[name], rates["auth off"], strict=True)]
+        cpu_ratios = [off / on for on, off in zip(cpus[name], cpus["auth off"], strict=True)]
+        print(f"  {name[9:]:<20} req/s {statistics.median(rate_ratios):.2f} "
+              f"({' '.join(f'{r:.2f}' for r in rate_ratios)})   CPU {statistics.median(cpu_ratios):.2f} "
+              f"({' '.join(f'{r:.2f}' for r in cpu_ratios)})")
     return 0
 
 
