@@ -111,8 +111,10 @@ class Auth:
             patient=p.patient if p else None, address=str(client[0]) if client else None))
 
     async def enforce(self, hub: Any, req: Request) -> Request:
-        assert self._enforcer is not None, "Auth.open() first"
-        return await self._enforcer.check(hub, req)
+        enforcer = self._enforcer
+        assert enforcer is not None, "Auth.open() first"
+        quick = enforcer.quick(req)  # a read by id decided before: no coroutine of its own
+        return quick if quick is not None else await enforcer.check(hub, req)
 
     def security(self, fhir_base: str) -> dict[str, Any]:
         """The CapabilityStatement's ``rest.security`` (SMART App Launch, conformance)."""

@@ -37,8 +37,10 @@ restrict properly under a patient's token. In order:
 
 Refused under patient tokens in this slice (403), because they could return resources outside
 the compartment: ``_include``, ``_revinclude`` (and ``:iterate``), chained parameters, ``_has``,
-system-level search and history, type history, ``Patient/$everything``, ``$validate``, ``$reindex`` and
-every write. ``Patient/[id]/$summary`` and ``Patient/[id]/$everything`` are open to a patient's
+system-level search and history, type history, ``Patient/$everything``, type-level ``$validate``,
+``$reindex`` and every write. Instance ``$validate`` (it writes nothing) is open to a patient's token
+with read access to the instance, without ``mode`` (see :meth:`Enforcer._validate`), and to system
+tokens with an unrestricted ``system/*`` read scope. ``Patient/[id]/$summary`` and ``Patient/[id]/$everything`` are open to a patient's
 token for its own patient with an unrestricted ``patient/*`` read scope (another patient's: 404). System tokens need an
 unrestricted ``system/*`` read+search scope for the same features, and write scopes without a
 query restriction.
@@ -150,13 +152,16 @@ def _broad(pairs: list[tuple[str, str]]) -> str | None:
 
 
 class _Entry:
-    """A cached verified token: its principal, and the last base URL its ``aud`` and ``iss`` passed for."""
+    """A cached verified token: its principal, the last base URL its ``aud`` and ``iss`` passed for,
+    and the read guards :meth:`Enforcer.check` decided for that base, by type (:meth:`Enforcer.quick`)."""
 
-    __slots__ = ("base", "principal")
+    __slots__ = ("base", "principal", "reads")
 
     def __init__(self, principal: Principal):
         self.principal = principal
         self.base: str | None = None
+        #: By resource type: the guard of a read by id (``None``: none needed), for ``base``.
+        self.reads: dict[str, Admit | None] = {}
 
 
 Admit = Callable[[StoredVersion | None], bool]
@@ -176,7 +181,7 @@ class _Admit:
     it exists, is in the patient's compartment (patient tokens, types other than Patient) and
     matches one of the scopes' query restrictions (if any)."""
 
-    __slots__ = ("criteria", "indexer", "rtype", "targets")
+    __slots__ = ("criteria", "indexer", "one", "rtype", "targets")
 
     def __init__(self, rtype: str, patients: tuple[str, ...], criteria: list[list[Criterion]] | None,
                  indexer: Any):
@@ -184,13 +189,19 @@ class _Admit:
         #: ``(target, needle, suffix)`` per Patient id whose compartment counts (none: no compartment check)
         self.targets = tuple((t, t.encode(), "/" + t) for t in (f"Patient/{p}" for p in patients)) \
             if rtype != "Patient" else ()
+        #: The one target when there is one (the usual case: no generator per read)
+        self.one = self.targets[0] if len(self.targets) == 1 else None
         self.criteria = criteria
         self.indexer = indexer
 
     def __call__(self, v: StoredVersion | None) -> bool:
         if v is None or v.body is None:
             return False  # missing or deleted: one answer, 404
-        if self.targets and not any(admits_version(v, "Patient", *t) for t in self.targets):
+        one = self.one
+        if one is not None:
+            if not admits_version(v, "Patient", one[0], one[1], one[2]):
+                return False
+        elif self.targets and not any(admits_version(v, "Patient", *t) for t in self.targets):
             return False
         if self.criteria is None:
             return True
@@ -230,6 +241,11 @@ class Enforcer:
             self.revoked.update(jtis)
 
     def principal(self, req: Request) -> Principal:
+        return self._entry(req).principal
+
+    def _entry(self, req: Request) -> _Entry:
+        """The cache entry of the request's access token, verified (signature once, then expiry,
+        revocation, ``aud`` and ``iss`` at each request); else 401."""
         header = req.headers.get("authorization")
         if not header or header[:7].lower() != "bearer ":
             raise unauthorized(None)
@@ -266,7 +282,8 @@ class Enforcer:
             if p.iss != auth_base(base, self.base_path):
                 raise unauthorized("the token was issued by another authorization server (iss)")
             entry.base = base
-        return p
+            entry.reads = {}
+        return entry
 
     def peek(self, headers: dict[str, str]) -> Principal | None:
         """The principal of a bearer token :meth:`principal` accepted before (for the audit), else ``None``."""
@@ -278,6 +295,41 @@ class Enforcer:
 
     # --- the interaction --------------------------------------------------------------------------
 
+    def quick(self, req: Request) -> Request | None:
+        """A read by id (``GET``/``HEAD Type/id``) under a token already verified for this base and
+        whose read guard of that type :meth:`check` already made: the request to dispatch, decided
+        as :meth:`check` decides it but with no coroutine, scope lookup or guard building of its
+        own. ``None``: anything else, or a token now expired or revoked (:meth:`check` refuses it).
+        Expiry, revocation (as seen by :meth:`_poll_revocations`) and the rate limit are checked
+        here at every request, as there."""
+        seg = req.segments
+        if len(seg) != 2 or (req.method != "GET" and req.method != "HEAD"):
+            return None
+        first = seg[1][:1]
+        if first == "_" or first == "$":
+            return None
+        header = req.headers.get("authorization")
+        if header is None or header[:7] != "Bearer ":
+            return None
+        token = header[7:]
+        entry = self._cache.get(token)
+        if entry is None or entry.base != req.base_url:
+            return None
+        admit = entry.reads.get(seg[0], _UNSET)
+        if admit is _UNSET:
+            return None
+        now = time.time()
+        self._poll_revocations(now)
+        p = entry.principal
+        if p.exp <= now or p.jti in self.revoked:
+            return None
+        self._cache.move_to_end(token)
+        if self.limits is not None:
+            self.limits.take(p.client_id, cost(req.method, seg, req.query, req.body))
+        if admit is None:
+            return req
+        return GuardedRequest(req.method, seg, req.query, req.headers, req.body, req.base_url, req.raw_query, admit)
+
     async def check(self, hub: Any, req: Request) -> Request:
         """The request to dispatch (possibly narrowed to the patient's compartment), or a FhirError."""
         seg = req.segments
@@ -285,7 +337,8 @@ class Enforcer:
         if method == "GET" or method == "HEAD":
             if len(seg) == 1 and seg[0] == "metadata":
                 return req
-            p = self.principal(req)
+            entry = self._entry(req)
+            p = entry.principal
             if self.limits is not None:
                 self.limits.take(p.client_id, cost(method, seg, req.query, req.body))
             if len(seg) == 2 and seg[1][:1] not in ("_", "$") and seg[0][:1] != "_":
@@ -293,6 +346,11 @@ class Enforcer:
                 person = () if p.patient is None else (p.patient,) if not hub.settings.mpi else \
                     await self._person(hub, p)
                 admit = self._admit(hub, req, p, seg[0], seg[1], person)
+                if not hub.settings.mpi and (p.patient is None or seg[0] != "Patient") and \
+                        len(entry.reads) < _MEMO_MAX:
+                    # the same for every id of the type (a patient's own Patient depends on the id;
+                    # with reconciliation on, the reach is read at each request): quick() reuses it
+                    entry.reads[seg[0]] = admit
                 if admit is None:
                     return req
                 return GuardedRequest(method, seg, req.query, req.headers, req.body, req.base_url, req.raw_query,
@@ -396,6 +454,9 @@ class Enforcer:
                     raise forbidden("$validate is not available with a patient's token in this version")
                 self._need(p, seg[0], "r")
                 return seg, []
+            if n == 3 and seg[2] == "$validate" and seg[1][:1] not in ("_", "$"):
+                await self._validate(hub, req, p, seg[0], seg[1])
+                return seg, []
             if (n == 1 and seg[0] == "$reindex") or (n == 2 and seg[1] == "$reindex"):
                 if p.patient is not None or not p.scopes.wildcard("system", "u"):
                     raise forbidden("$reindex needs an unrestricted system/*.u scope")
@@ -475,6 +536,34 @@ class Enforcer:
             raise forbidden(f"a conditional {_WORDS[perm]} needs an unrestricted search scope on {rtype}")
         if p.patient is not None:
             raise forbidden("writes with a patient's token are not available in this version of the server")
+
+    async def _validate(self, hub: Any, req: Request, p: Principal, rtype: str, rid: str) -> None:
+        """Instance ``$validate`` writes nothing, but its checks read: the instance (``mode`` update,
+        delete), what the resource sent refers to (``mode`` create, update), what refers to the
+        instance (``mode`` delete) and the Patient of a Condition (ICD-10 rules, always). So a
+        system token needs an unrestricted ``system/*`` read scope (AuditEvents: a steward's). A
+        patient's token needs read access to the instance, as a read of it (outside the
+        compartment: 404), gives no ``mode`` (the others look beyond the compartment) and may name
+        no other patient as a Condition's subject (403)."""
+        from fhir_hub.rest.validate import icd_patients, requested
+
+        self._need(p, rtype, "r")
+        if p.patient is None:
+            if not p.scopes.wildcard("system", "r"):
+                raise forbidden("instance $validate reads other resources than the instance: it needs an "
+                                "unrestricted system/*.r (or .rs, .read) scope")
+            return
+        person = await self._person(hub, p)
+        admit = self._admit(hub, req, p, rtype, rid, person)
+        if admit is not None and not admit(await hub.store.read(rtype, rid)):
+            raise hidden(rtype, rid)
+        resource, mode = requested(req, rtype)
+        if mode is not None:
+            raise forbidden(f"$validate with mode {mode!r} looks up resources outside the patient's compartment: "
+                            "not available with a patient's token (leave mode out)", "mode")
+        if isinstance(resource, dict) and any(pid not in person for pid in icd_patients(resource)):
+            raise forbidden("$validate would read another patient's record (a Condition's subject): a patient's "
+                            "token validates its own patient's resources only", "subject")
 
     async def _read(self, hub: Any, req: Request, p: Principal, rtype: str, rid: str) -> None:
         """Check a read of ``rtype/rid`` now, on its current version (history, vread, bundle entries)."""

@@ -283,13 +283,29 @@ async def _icd_issues(hub: Any, resource: dict[str, Any]) -> list[Issue]:
     """ICD-10 sex and age rules on a Condition or a Bundle's Conditions, each against its Patient:
     from the Bundle, else read from the store."""
     known: dict[str, dict[str, Any]] = {}
+    for pid in icd_patients(resource):
+        v = await hub.store.read("Patient", pid)
+        if v is not None and v.body is not None:
+            known[f"Patient/{pid}"] = orjson.loads(v.body)
+    return icd_rules.check(resource, known)
+
+
+def icd_patients(resource: dict[str, Any]) -> list[str]:
+    """The ids of the stored Patients the ICD-10 rules read for ``resource`` (its Conditions' subjects
+    that it does not hold): the other resources a ``$validate`` without ``mode`` looks at."""
+    out = []
     for ref in icd_rules.outside_subjects(resource):
         parsed = parse_relative(ref)
         if parsed is not None and parsed[0] == "Patient" and parsed[2] is None:
-            v = await hub.store.read("Patient", parsed[1])
-            if v is not None and v.body is not None:
-                known[ref] = orjson.loads(v.body)
-    return icd_rules.check(resource, known)
+            out.append(parsed[1])
+    return out
+
+
+def requested(req: Request, rtype: str) -> tuple[Any, str | None]:
+    """``(resource or None, mode)`` of a ``$validate`` request, read as :func:`handle_validate` reads
+    them (for the enforcement point, ``auth/enforce.py``); a body that is not JSON is a 400."""
+    resource, _, mode = _request(req, rtype)
+    return resource, mode
 
 
 def check_claimed(resource: dict[str, Any], where: str | None = None) -> None:

@@ -273,3 +273,118 @@ def test_a_token_is_verified_once_and_the_cache_is_bounded(monkeypatch: pytest.M
     with pytest.raises(Exception, match="expired"):
         e.principal(_req("t4"))
     assert "t4" not in e._cache
+
+
+# --- the quick path of repeated reads (Enforcer.quick) ----------------------------------------------
+
+
+class _PatientKeys(_Keys):
+    def verify(self, token: str, typ: str, now: float | None = None) -> dict[str, Any]:
+        return {**super().verify(token, typ, now), "scope": "patient/*.rs", "patient": "p1"}
+
+
+class _Hub:
+    class settings:  # noqa: N801 - stands for the hub's Settings
+        mpi = False
+
+    class store:  # noqa: N801 - stands for the hub's store (the guard keeps its indexer)
+        indexer = None
+
+
+def _checked(e: Enforcer, req: Request) -> Request:
+    import asyncio
+
+    return asyncio.run(e.check(_Hub(), req))
+
+
+def test_the_quick_path_reuses_the_decision_and_still_refuses_expired_or_revoked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from fhir_hub.auth import enforce
+
+    e = Enforcer(_Store(), _PatientKeys(), "/fhir", set())  # type: ignore[arg-type]
+    assert e.quick(_req("t1")) is None  # never verified: check() first
+    first = _checked(e, _req("t1"))
+    assert isinstance(first, enforce.GuardedRequest)
+    again = e.quick(_req("t1"))
+    assert isinstance(again, enforce.GuardedRequest) and again.admit is first.admit
+    assert e.quick(_req("t1", "http://other/fhir")) is None  # another base: check() holds it to aud/iss
+    # a patient's own Patient read depends on the id: never taken quickly
+    patient = Request("GET", ["Patient", "p2"], [], {"authorization": "Bearer t1"}, b"", "http://h/fhir")
+    with pytest.raises(enforce.FhirError) as refused:
+        _checked(e, patient)
+    assert refused.value.status == 404
+    assert e.quick(patient) is None
+    # expired while cached: the quick path declines, check() refuses it and drops it
+    p = e.principal(_req("t1"))
+    monkeypatch.setattr(enforce.time, "time", lambda: p.exp + 1.0)
+    assert e.quick(_req("t1")) is None
+    with pytest.raises(enforce.FhirError, match="expired"):
+        _checked(e, _req("t1"))
+    monkeypatch.undo()
+    # revoked while cached (here or, through the revocations table, by another worker)
+    _checked(e, _req("t2"))
+    assert e.quick(_req("t2")) is not None
+    e.revoked.add("t2")
+    assert e.quick(_req("t2")) is None
+    with pytest.raises(enforce.FhirError, match="revoked"):
+        _checked(e, _req("t2"))
+
+
+def test_a_cached_read_decision_ends_with_revocation(world: World) -> None:
+    """Reads repeated under one token take the quick path; revoking the token ends them at once."""
+    from tests.auth.smart import origin
+
+    t = patient_token(world.srv, "001090000011")["access_token"]
+    for _ in range(3):
+        assert _get(world, t, f"Observation/{world.ids['own']}").status_code == 200
+        assert _get(world, t, f"Observation/{world.ids['bobs']}").status_code == 404
+    r = httpx.post(f"{origin(world.srv)}/auth/revoke", data={"token": t, "client_id": "app"})
+    assert r.status_code == 200
+    r = _get(world, t, f"Observation/{world.ids['own']}")
+    assert r.status_code == 401 and world.ids["own"] not in r.text
+
+
+# --- instance $validate under tokens ------------------------------------------------------------------
+
+
+def _validate(w: World, token: str, path: str, body: dict[str, Any], query: str = "") -> httpx.Response:
+    return httpx.post(f"{w.srv.base}/{path}/$validate{query}", content=orjson.dumps(body),
+                      headers={**bearer(token), "content-type": "application/fhir+json"}, timeout=30)
+
+
+def test_instance_validate_with_read_access(world: World) -> None:
+    """A patient's token validates a resource of its compartment (it writes nothing); one outside it
+    is 404 as for a read; a mode, or a Condition naming another patient, would look beyond the
+    compartment: 403. A system token needs an unrestricted system/* read scope."""
+    a, b = world.ids["a"], world.ids["b"]
+    own = _get(world, world.system, f"Observation/{world.ids['own']}").json()
+    r = _validate(world, world.alice, f"Observation/{world.ids['own']}", own)
+    assert r.status_code == 200 and r.json()["resourceType"] == "OperationOutcome", r.text
+    bobs = _get(world, world.system, f"Observation/{world.ids['bobs']}").json()
+    r = _validate(world, world.alice, f"Observation/{world.ids['bobs']}", bobs)
+    assert r.status_code == 404 and "Bob" not in r.text
+    missing = _validate(world, world.alice, "Observation/no-such-one", {**own, "id": "no-such-one"})
+    assert missing.status_code == 404
+    for mode in ("update", "delete", "create"):
+        r = _validate(world, world.alice, f"Observation/{world.ids['own']}", own, f"?mode={mode}")
+        assert r.status_code == 403, (mode, r.text)
+    in_body = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": own},
+                                                           {"name": "mode", "valueCode": "update"}]}
+    assert _validate(world, world.alice, f"Observation/{world.ids['own']}", in_body).status_code == 403
+    made = httpx.post(f"{world.srv.base}/Condition", headers=bearer(world.system), content=orjson.dumps(
+        {"resourceType": "Condition", "subject": {"reference": f"Patient/{a}"}, "code": {"text": "cough"}}))
+    assert made.status_code == 201, made.text
+    cid = made.json()["id"]
+    condition = made.json()
+    assert _validate(world, world.alice, f"Condition/{cid}", condition).status_code == 200
+    other = {**condition, "subject": {"reference": f"Patient/{b}"}}
+    assert _validate(world, world.alice, f"Condition/{cid}", other).status_code == 403
+    # system tokens: system/*.cruds (the world's) may; a type-only read scope may not
+    assert _validate(world, world.system, f"Observation/{world.ids['bobs']}", bobs, "?mode=update").status_code == 200
+    narrow = world.backend.token(world.srv, scope="system/Observation.rs").json()["access_token"]
+    assert _get(world, narrow, f"Observation/{world.ids['bobs']}").status_code == 200
+    assert _validate(world, narrow, f"Observation/{world.ids['bobs']}", bobs).status_code == 403
+    # a body that is not JSON is still a 400 with an OperationOutcome, not a 500
+    r = httpx.post(f"{world.srv.base}/Observation/{world.ids['own']}/$validate", content=b"{not json",
+                   headers={**bearer(world.alice), "content-type": "application/fhir+json"})
+    assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"
