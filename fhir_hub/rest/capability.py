@@ -15,6 +15,8 @@ from fhir_hub.rest.terminology import CAPABILITY_OPERATIONS
 from fhir_hub.rest.validate import DEFINITION as VALIDATE
 from fhir_hub.search import extract, parameters
 
+#: IPS's ``$summary`` (``rest/summary.py``: ``Patient/[id]/$summary`` and ``Patient/$summary?identifier=``).
+SUMMARY = "http://hl7.org/fhir/uv/ips/OperationDefinition/summary"
 _TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type",
                       "create", "search-type"]
 
@@ -46,7 +48,8 @@ def _resources() -> list[dict[str, Any]]:
         }
         if rtype == "Patient":
             entry["operation"] = [{"name": "everything",
-                                   "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
+                                   "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                                  {"name": "summary", "definition": SUMMARY}]
         if rtype in CAPABILITY_OPERATIONS:
             entry["operation"] = CAPABILITY_OPERATIONS[rtype]
         if rtype == "Encounter":
