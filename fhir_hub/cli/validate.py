@@ -116,14 +116,19 @@ def _ndjson_patients(lines: list[bytes]) -> dict[str, dict[str, Any]]:
 
 
 def _read(path: Path, profile_url: str | None, profile_type: str | None,
-          advance: Callable[[int], None] = lambda n: None, part: tuple[int, int] | None = None) -> Iterator[_Result]:
+          advance: Callable[[int], None] = lambda n: None, part: _Part | None = None) -> Iterator[_Result]:
     """The results of one file; ``advance`` is told how many bytes each result covered. ``part``
-    (ndjson only): the lines ``[start, stop)`` (0-based) of the file to check, for a worker."""
+    (ndjson only, for a worker): the lines of the file's bytes ``[start, end)``, see :data:`_Part`."""
     from fhir_hub.validation import icd_rules
 
     name = str(path)
     try:
-        data = path.read_bytes()
+        if part is None:
+            data = path.read_bytes()
+        else:
+            with path.open("rb") as f:
+                f.seek(part[1])
+                data = f.read(part[2] - part[1])
     except OSError as exc:
         yield _Result(name, None, "-", [_bad_input(f"cannot read the file: {exc.strerror}",
                                                    f"không đọc được tệp: {exc.strerror}")])
@@ -131,9 +136,11 @@ def _read(path: Path, profile_url: str | None, profile_type: str | None,
     if path.suffix == ".ndjson":
         lines = data.splitlines()
         del data
-        patients = _ndjson_patients(lines) if any(b"Condition" in raw for raw in lines) else {}
-        first, stop = part if part is not None else (0, len(lines))
-        for n, raw in enumerate(lines[first:stop], first + 1):
+        if part is None:
+            patients = _ndjson_patients(lines) if any(b"Condition" in raw for raw in lines) else {}
+        else:  # the Patients of the whole file, for its Conditions
+            patients = _ndjson_patients(path.read_bytes().splitlines()) if part[3] else {}
+        for n, raw in enumerate(lines, (part[0] if part is not None else 0) + 1):
             advance(len(raw) + 1)
             if not raw.strip():
                 continue
@@ -164,30 +171,37 @@ _PART = 1 << 20
 #: Files of at most this many bytes in all are checked in this process: starting workers costs more.
 _SMALL = 256 * 1024
 
-#: What a worker checks: (path, lines [start, stop) of an ndjson file or None, bytes it covers).
-_Task = tuple[str, tuple[int, int] | None, int]
+#: A part of an ndjson file: (lines before it, first byte, byte after its last, whether the file
+#: has a Condition anywhere). It starts after a newline and ends with one (or at the end of the
+#: file), so its lines are the file's lines, numbered from the first number after its start.
+_Part = tuple[int, int, int, bool]
+#: What a worker checks: (path, the part of an ndjson file or None for the whole file, bytes it covers).
+_Task = tuple[str, _Part | None, int]
 
 
 def _tasks(files: list[Path], sizes: list[int], parts: int) -> list[_Task]:
-    """The work in input order: a task per file, an ndjson file larger than :data:`_PART` cut into
-    line ranges (about ``parts`` per file at least, so one big file keeps every worker busy)."""
+    """The work in input order: a task per file; with ``parts`` > 1, an ndjson file larger than
+    :data:`_PART` cut into parts of whole lines (about ``parts`` × 4 per file at least, so one big
+    file keeps every worker busy), which a worker reads alone."""
     out: list[_Task] = []
     for path, size in zip(files, sizes, strict=True):
-        if path.suffix != ".ndjson" or size <= _PART:
+        if parts <= 1 or path.suffix != ".ndjson" or size <= _PART:
             out.append((str(path), None, size))
             continue
         try:
-            lengths = [len(line) + 1 for line in path.read_bytes().splitlines()]
+            data = path.read_bytes()
         except OSError:
             out.append((str(path), None, size))  # the worker reports it
             continue
-        target = max(min(_PART, size // (parts * 4) + 1), 64 * 1024)
-        start = covered = 0
-        for i, n in enumerate(lengths):
-            covered += n
-            if covered >= target or i == len(lengths) - 1:
-                out.append((str(path), (start, i + 1), covered))
-                start, covered = i + 1, 0
+        conditions = b"Condition" in data
+        target = max(min(_PART, len(data) // (parts * 4) + 1), 64 * 1024)
+        start = line = 0
+        while start < len(data):
+            cut = data.find(b"\n", min(start + target, len(data)) - 1)
+            end = len(data) if cut < 0 else cut + 1
+            out.append((str(path), (line, start, end, conditions), end - start))
+            line += len(data[start:end].splitlines())
+            start = end
     return out
 
 

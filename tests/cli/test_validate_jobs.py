@@ -43,7 +43,7 @@ def _inputs(tmp_path: Path) -> list[Path]:
     lines = [girl] + [{**copy.deepcopy(base), "id": f"n{i}"} for i in range(1200)] + [_late_condition("girl")]
     lines[600]["gender"] = "unknown-gender"
     big = tmp_path / "big.ndjson"
-    big.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    big.write_bytes(b"".join(orjson.dumps(r) + (b"\r\n" if i % 3 else b"\n") for i, r in enumerate(lines)))
     assert big.stat().st_size > validate._PART
     return [folder, big]
 
@@ -70,13 +70,18 @@ def test_tasks_cut_a_large_ndjson_file_into_whole_lines(tmp_path: Path) -> None:
     folder, big = _inputs(tmp_path)
     files = [big, *sorted(folder.iterdir())]
     sizes = [p.stat().st_size for p in files]
+    assert validate._tasks(files, sizes, 1) == [(str(p), None, n) for p, n in zip(files, sizes, strict=True)]
     tasks = validate._tasks(files, sizes, 2)
-    parts = [t for t in tasks if t[0] == str(big)]
+    parts = [t[1] for t in tasks if t[0] == str(big)]
     assert len(parts) > 2 and len(tasks) == len(parts) + 40
-    starts = [t[1][0] for t in parts if t[1] is not None]
-    stops = [t[1][1] for t in parts if t[1] is not None]
-    assert starts[0] == 0 and stops[-1] == 1202 and starts[1:] == stops[:-1]
-    assert sum(t[2] for t in parts) == big.stat().st_size
+    data = big.read_bytes()
+    assert parts[0] is not None and parts[0][:2] == (0, 0) and parts[-1] is not None and parts[-1][2] == len(data)
+    lines: list[bytes] = []
+    for part in parts:
+        assert part is not None and part[0] == len(lines) and part[3]  # the file has a Condition
+        assert data[part[2] - 1:part[2]] == b"\n"
+        lines.extend(data[part[1]:part[2]].splitlines())
+    assert lines == data.splitlines()
 
 
 def test_a_negative_jobs_is_refused(tmp_path: Path) -> None:
