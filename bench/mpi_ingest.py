@@ -8,12 +8,19 @@ outpatient bundles with ``bench/run.py``'s :func:`ingest` (``--clients`` at a ti
 ends when the last bundle is findable). With reconciliation on, every Patient entry is matched
 inside its transaction and gets a golden record and a link record. Prints resources/s of each run,
 the best of each mode and the ratio on/off, and writes ``bench/results/mpi_ingest.json``.
+
+Besides wall time, each run records the server's own CPU time over the measured ingest
+(``utime + stime`` of the process from ``/proc``), which the machine's other work disturbs much
+less than wall time. ``--profile`` runs ``py-spy`` on the server during each measured ingest and
+reports the share of samples inside reconciliation (``Reconciler.on_patient``), so the MPI's
+cost per Patient is ``share × sampled CPU / Patients``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -27,12 +34,29 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 
 from bench import data  # noqa: E402
-from bench.harness import RESULTS, child_env, fhir_hub_proc, free_port  # noqa: E402
+from bench.harness import RESULTS, PySpy, child_env, fhir_hub_proc, free_port, summarize_speedscope  # noqa: E402
 from bench.run import git_commit, ingest, log  # noqa: E402
+
+#: The frame whose inclusive share is reconciliation's cost on the write path.
+MPI_FRAME = "Reconciler.on_patient"
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far, all threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def mpi_share(profile: Path) -> dict[str, Any]:
+    """Share of a py-spy profile's samples with reconciliation on the stack, and its top frames."""
+    summary = summarize_speedscope(profile, top=40)
+    share = sum(f["pct"] for f in summary["inclusive"] if f["frame"].startswith(MPI_FRAME + " "))
+    return {"samples": summary["samples"], "sampled_s": summary.get("sampled_s"), "mpi_pct": share,
+            "inclusive": summary["inclusive"][:25], "self": summary["self"][:15]}
 
 
 def one_run(tmp: Path, mode: str, bundles: list[dict[str, Any]], bodies: list[bytes],
-            warm: list[dict[str, Any]], clients: int) -> dict[str, Any]:
+            warm: list[dict[str, Any]], clients: int, profile: Path | None = None) -> dict[str, Any]:
     db = tmp / f"hub-{mode}.db"
     for leftover in tmp.glob(f"hub-{mode}.db*"):
         leftover.unlink()
@@ -41,11 +65,25 @@ def one_run(tmp: Path, mode: str, bundles: list[dict[str, Any]], bodies: list[by
     proc.start()
     try:
         ingest(proc, warm, [orjson.dumps(b) for b in warm], clients)
-        out = ingest(proc, bundles, bodies, clients)
+        spy = PySpy(proc.pid, profile) if profile is not None else None
+        if spy is not None:
+            spy.__enter__()
+        try:
+            cpu0 = cpu_s(proc.pid)
+            out = ingest(proc, bundles, bodies, clients)
+            cpu = cpu_s(proc.pid) - cpu0
+        finally:
+            if spy is not None:
+                spy.__exit__(None, None, None)
     finally:
         proc.stop()
     out.pop("_patients", None)
-    return {k: out[k] for k in ("resources", "resources_ok", "seconds", "resources_per_s", "statuses", "errors")}
+    result = {k: out[k] for k in ("resources", "resources_ok", "seconds", "resources_per_s", "statuses", "errors")}
+    result["server_cpu_s"] = round(cpu, 3)
+    result["resources_per_cpu_s"] = round(out["resources_ok"] / cpu, 1) if cpu else 0.0
+    if spy is not None:
+        result["profile"] = mpi_share(profile) if spy.error is None and profile is not None else {"error": spy.error}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,28 +92,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "mpi_ingest.json")
+    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                   help="py-spy on the server into DIR; share of reconciliation")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="fhirhub-mpi-ingest-"))
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     try:
         bundles, source = data.patient_bundles(args.patients, seed=1)
         warm, _ = data.patient_bundles(20, seed=3)
         bodies = [orjson.dumps(b) for b in bundles]
-        log(f"{len(bundles)} bundles, {sum(len(b['entry']) for b in bundles)} resources ({source})")
+        n_patients = sum(e["resource"]["resourceType"] == "Patient" for b in bundles for e in b["entry"])
+        log(f"{len(bundles)} bundles, {sum(len(b['entry']) for b in bundles)} resources, {n_patients} Patients "
+            f"({source})")
         runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
         for i in range(args.rounds):
             for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):
-                r = one_run(tmp, mode, bundles, bodies, warm, args.clients)
+                prof = args.profile / f"mpi-ingest-{mode}-{i}.speedscope.json" if args.profile else None
+                r = one_run(tmp, mode, bundles, bodies, warm, args.clients, prof)
                 runs[mode].append(r)
-                log(f"round {i + 1} mpi={mode}: {r['resources_per_s']} resources/s, statuses {r['statuses']}")
+                extra = f", MPI {r['profile'].get('mpi_pct')} % of samples" if "profile" in r else ""
+                log(f"round {i + 1} mpi={mode}: {r['resources_per_s']} resources/s, server CPU "
+                    f"{r['server_cpu_s']} s ({r['resources_per_cpu_s']} resources/CPU-s){extra}, "
+                    f"statuses {r['statuses']}")
         best = {m: max(r["resources_per_s"] for r in rs) for m, rs in runs.items()}
+        best_cpu = {m: min(r["server_cpu_s"] for r in rs) for m, rs in runs.items()}
         ratio = round(best["on"] / best["off"], 3) if best["off"] else None
-        result = {"commit": git_commit(), "patients": args.patients, "clients": args.clients, "runs": runs,
-                  "best_resources_per_s": best, "ratio_on_off": ratio}
+        per_patient_ms = round(1000 * (best_cpu["on"] - best_cpu["off"]) / n_patients, 3) if n_patients else None
+        result = {"commit": git_commit(), "patients": args.patients, "patient_resources": n_patients,
+                  "clients": args.clients, "runs": runs, "best_resources_per_s": best, "ratio_on_off": ratio,
+                  "best_server_cpu_s": best_cpu,
+                  "cpu_ratio_on_off": round(best_cpu["on"] / best_cpu["off"], 3) if best_cpu["off"] else None,
+                  "extra_cpu_ms_per_patient": per_patient_ms}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"ingest, reconciliation off: {best['off']:.0f} resources/s")
         print(f"ingest, reconciliation on:  {best['on']:.0f} resources/s")
         print(f"ratio on/off: {ratio}")
+        print(f"server CPU, off {best_cpu['off']:.2f} s, on {best_cpu['on']:.2f} s (least of each): "
+              f"{per_patient_ms} ms more per Patient")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

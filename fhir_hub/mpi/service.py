@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -95,6 +96,7 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
+@lru_cache(maxsize=4096)
 def link_id(source: str) -> str:
     """The id of a source's link record (derived, so no search is needed to find it)."""
     return f"mpil-{_digest(source)}"
@@ -151,9 +153,13 @@ def _identifier_key(identifier: dict[str, Any]) -> tuple[str, str]:
 
 
 def compose(gid: str, sources: Sequence[tuple[str, dict[str, Any]]], merged: Iterable[str] = (),
-            replaced_by: str | None = None) -> dict[str, Any]:
+            replaced_by: str | None = None, features: Mapping[str, Features] | None = None) -> dict[str, Any]:
     """The golden record of ``sources`` (id, body): a pure function, so recomputing after an
-    undo gives back exactly the record before."""
+    undo gives back exactly the record before.
+
+    ``features`` holds ``extract(body)`` of sources the caller has already extracted (the
+    Patient being matched), so their blocking keys are not computed a second time; it must be
+    the features of the very bodies given."""
     if replaced_by is not None:  # merged away: no identifiers, no keys, points at the survivor
         return {"resourceType": "Patient", "id": gid, "meta": {"tag": [GOLDEN_TAG]}, "active": False,
                 "link": [{"other": _ref(replaced_by), "type": "replaced-by"}]}
@@ -161,11 +167,12 @@ def compose(gid: str, sources: Sequence[tuple[str, dict[str, Any]]], merged: Ite
     identifiers: dict[tuple[str, str], dict[str, Any]] = {}
     keys: set[str] = set()
     out: dict[str, Any] = {"resourceType": "Patient", "id": gid}
-    for _, body in ordered:
+    for sid, body in ordered:
         for identifier in body.get("identifier") or ():
             if isinstance(identifier, dict):
                 identifiers.setdefault(_identifier_key(identifier), identifier)
-        keys.update(blocking.keys(extract(body)))
+        known = features.get(sid) if features is not None else None
+        keys.update(blocking.keys(known if known is not None else extract(body)))
     for element in _PERSON:
         for _, body in ordered:
             if body.get(element):
@@ -191,13 +198,17 @@ def _same(stored: dict[str, Any] | None, new: dict[str, Any]) -> bool:
 
 
 def write_golden(tx: Tx, golden: Golden, known: dict[str, dict[str, Any]] | None = None,
-                 fresh: bool = False) -> None:
+                 fresh: bool = False, features: Mapping[str, Features] | None = None,
+                 current: dict[str, Any] | None = None) -> None:
     """Write (or delete, when it has no source left) the golden record ``golden`` describes.
 
     ``known`` holds source bodies the caller has at hand (the Patient just written): reading
-    back what the unit just wrote would make the SQLite writer send its buffered rows first.
-    ``fresh`` says ``golden.id`` was just made, so there is nothing stored to compare with."""
-    current = None if fresh else _body(tx, "Patient", golden.id)
+    back what the unit just wrote would make the SQLite writer send its buffered rows first;
+    ``features`` their extracted features (:func:`compose`). ``fresh`` says ``golden.id`` was
+    just made, so there is nothing stored to compare with; ``current`` is the stored golden
+    record when the caller has just read it (matching did), so it is not read again."""
+    if current is None and not fresh:
+        current = _body(tx, "Patient", golden.id)
     if not golden.sources and golden.replaced_by is None:
         if current is not None:
             tx.delete("Patient", golden.id)
@@ -207,7 +218,7 @@ def write_golden(tx: Tx, golden: Golden, known: dict[str, dict[str, Any]] | None
         body = known[sid] if known is not None and sid in known else _body(tx, "Patient", sid)
         if body is not None:
             sources.append((sid, body))
-    new = compose(golden.id, sources, golden.merged, golden.replaced_by)
+    new = compose(golden.id, sources, golden.merged, golden.replaced_by, features)
     if not _same(current, new):
         tx.put("Patient", golden.id, new, "PUT" if current is not None else "POST", fresh=fresh)
 
@@ -254,11 +265,22 @@ class TxCandidates:
         """Nothing to do: a golden record carries its keys (:func:`compose`)."""
 
     def lookup(self, keys: Iterable[str], max_block: int | None = None) -> Lookup:
+        """One token search for all ``keys`` (their values OR'd): when it finds at most
+        ``max_block`` golden records, no key's block can be larger, so that is the answer; only
+        beyond that is each key searched alone, to skip the ones over the cap."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return Lookup(frozenset())
+        limit = (max_block or 1000) + 1
+        ids = self._tx.find("Patient", [_key_clause(wanted)], limit)
+        if len(ids) < limit or len(wanted) == 1:
+            if max_block is not None and len(ids) > max_block:
+                return Lookup(frozenset(), tuple(wanted))
+            return Lookup(frozenset(i for i in ids if i not in self._exclude))
         found: set[str] = set()
         skipped: list[str] = []
-        limit = (max_block or 1000) + 1
-        for key in keys:
-            ids = self._tx.find("Patient", [Clause("_tag", "token", (TokenValue(KEY_SYSTEM, key),))], limit)
+        for key in wanted:
+            ids = self._tx.find("Patient", [_key_clause([key])], limit)
             if max_block is not None and len(ids) > max_block:
                 skipped.append(key)
             else:
@@ -266,28 +288,50 @@ class TxCandidates:
         return Lookup(frozenset(found), tuple(skipped))
 
 
+def _key_clause(keys: Sequence[str]) -> Clause:
+    return Clause("_tag", "token", tuple(TokenValue(KEY_SYSTEM, k) for k in keys))
+
+
 def _features(tx: Tx, gid: str) -> Features:
     return extract(_body(tx, "Patient", gid) or {})
 
 
-def _features_of(tx: Tx) -> Callable[[str], Features]:
+class _Candidates:
     """Golden records' features for one decision, each read once (the deterministic and the
-    probabilistic pass of :func:`~fhir_hub.mpi.rules.match` may both ask for a candidate)."""
-    seen: dict[str, Features] = {}
+    probabilistic pass of :func:`~fhir_hub.mpi.rules.match` may both ask for a candidate), and
+    their bodies, so the golden record the decision picks is not read again to be written."""
 
-    def get(gid: str) -> Features:
-        found = seen.get(gid)
+    __slots__ = ("_tx", "bodies", "_features")
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+        self.bodies: dict[str, dict[str, Any] | None] = {}
+        self._features: dict[str, Features] = {}
+
+    def __call__(self, gid: str) -> Features:
+        found = self._features.get(gid)
         if found is None:
-            found = seen[gid] = _features(tx, gid)
+            body = self.bodies[gid] = _body(self._tx, "Patient", gid)
+            found = self._features[gid] = extract(body or {})
         return found
-    return get
+
+    def golden(self, gid: str) -> tuple[Golden, dict[str, Any] | None]:
+        """The golden record ``gid`` and its stored body (read now unless matching did)."""
+        body = self.bodies[gid] if gid in self.bodies else _body(self._tx, "Patient", gid)
+        return Golden.of(gid, body), body
 
 
 # -- records of decisions ---------------------------------------------------------------------
 
 
 def _now(tx: Tx) -> str:
-    return dt.datetime.fromtimestamp(tx.ts / 1e6, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _instant(tx.ts)
+
+
+@lru_cache(maxsize=64)
+def _instant(ts: int) -> str:
+    """A unit's time as an instant (asked for several times per decision, the same each time)."""
+    return dt.datetime.fromtimestamp(ts / 1e6, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _decision_ext(tx: Tx, *, golden: str, rule: str, outcome: str, source: str, actor: str,
@@ -454,13 +498,16 @@ class Reconciler:
 
     def _place(self, tx: Tx, sid: str, resource: dict[str, Any]) -> None:
         """A new source: linked to the person the rules find, else a new golden record."""
-        decision = match(extract(resource), TxCandidates(tx), _features_of(tx), self.config)
+        incoming = extract(resource)
+        seen = _Candidates(tx)
+        decision = match(incoming, TxCandidates(tx), seen, self.config)
         if decision.outcome is Outcome.AUTO_LINK and decision.candidate is not None:
-            golden = golden_of(tx, decision.candidate)
-            write_golden(tx, Golden(golden.id, (*golden.sources, sid), golden.merged), {sid: resource})
+            golden, body = seen.golden(decision.candidate)
+            write_golden(tx, Golden(golden.id, (*golden.sources, sid), golden.merged), {sid: resource},
+                         features={sid: incoming}, current=body)
             _auto_link(tx, sid, golden.id, decision)
             return
-        _new_person(tx, sid, new_id(), decision, body=resource)
+        _new_person(tx, sid, new_id(), decision, body=resource, features=incoming)
 
     @staticmethod
     def _changed(tx: Tx, sid: str, resource: dict[str, Any]) -> bool:
@@ -484,7 +531,7 @@ class Reconciler:
             if stay.outcome is Outcome.AUTO_LINK:
                 write_golden(tx, golden, {sid: resource})
                 return
-        elsewhere = match(incoming, TxCandidates(tx, exclude=(gid,)), _features_of(tx), self.config)
+        elsewhere = match(incoming, TxCandidates(tx, exclude=(gid,)), _Candidates(tx), self.config)
         why = (f"re-matched after an update of Patient/{sid}",)
         if elsewhere.outcome is Outcome.AUTO_LINK and elsewhere.candidate is not None:
             _move(tx, sid, gid, elsewhere.candidate)
@@ -596,12 +643,14 @@ def _open_review(tx: Tx, sid: str, decision: Decision, reasons: Sequence[str] = 
 
 
 def _new_person(tx: Tx, sid: str, new: str, decision: Decision, previous: str | None = None,
-                reasons: Sequence[str] = (), body: dict[str, Any] | None = None) -> None:
-    """``sid`` as the first source of golden record ``new`` — written here from ``body`` when
-    given, else already written — with a review of the decision's candidate when the rules were
-    not sure."""
+                reasons: Sequence[str] = (), body: dict[str, Any] | None = None,
+                features: Features | None = None) -> None:
+    """``sid`` as the first source of golden record ``new`` — written here from ``body`` (whose
+    ``features`` the caller may have extracted) when given, else already written — with a
+    review of the decision's candidate when the rules were not sure."""
     if body is not None:
-        write_golden(tx, Golden(new, (sid,)), {sid: body}, fresh=True)
+        write_golden(tx, Golden(new, (sid,)), {sid: body}, fresh=True,
+                     features=None if features is None else {sid: features})
     review = decision.outcome is Outcome.REVIEW and decision.candidate is not None
     _write_link(tx, sid, new, _decision_ext(tx, golden=new, rule=str(decision.rule), outcome=str(decision.outcome),
                                             source="auto", actor=AUTO_ACTOR, decision=decision, previous=previous,
