@@ -19,6 +19,7 @@ from fhir_hub.config import Settings
 from fhir_hub.errors import FhirError, error
 from fhir_hub.rest import everything, history, mpi, read, reindex, search, terminology, transaction, write
 from fhir_hub.rest.capability import capability_statement
+from fhir_hub.rest.parsers import Parsers
 from fhir_hub.rest.references import ReferenceChecker
 from fhir_hub.rest.search_parameters import Follower
 from fhir_hub.rest.summary import handle_summary, handle_summary_by_identifier
@@ -54,6 +55,8 @@ class Hub:
         self.security: Callable[[str], dict[str, Any]] | None = None
         #: Patient reconciliation on Patient writes (``FHIR_HUB_MPI``), called inside their unit.
         self.mpi: Callable[[Tx, str, dict[str, Any]], None] | None = None
+        #: Worker processes for large transaction bundles (``None``: parsed in this process).
+        self.parsers: Parsers | None = Parsers(settings.parse_processes()) if settings.parse_processes() else None
         if settings.mpi:
             from fhir_hub.mpi.service import Reconciler
 
@@ -214,6 +217,8 @@ class FhirApp:
             if self.auth is not None:
                 await self.auth.close()
             await self.store.close()
+            if self.hub.parsers is not None:
+                self.hub.parsers.close()
             self._opened = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -63,6 +63,15 @@ class Settings:
     #: With auth on, cost units per second each client may spend (a read 1, a search 5...;
     #: ``fhir_hub/auth/limits.py``), 429 above it; 0: no limit.
     rate_limit: int = 0
+    #: Processes that parse, validate and index large transaction bundles off the event loop
+    #: (``fhir_hub/rest/parsers.py``); 0: all in the server process. Default: one per core
+    #: beyond the first.
+    parse_workers: int = -1
+
+    def parse_processes(self) -> int:
+        if self.parse_workers >= 0:
+            return self.parse_workers
+        return max((os.cpu_count() or 1) - 1, 0)
 
     def __post_init__(self) -> None:
         if self.auth not in ("off", "smart"):  # a typo must not leave the server open

@@ -24,6 +24,9 @@ def serve(
     sample: int = typer.Option(0, "--sample", help="Load N generated sample patients if the store is empty."),
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes sharing the store (SQLite "
                                 "serialises their writes)."),
+    parse_workers: int = typer.Option(None, "--parse-workers", min=0, help="Processes that parse, validate and "
+                                      "index large transaction bundles (0: none) [env FHIR_HUB_PARSE_WORKERS, "
+                                      "default: cores - 1]."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     require_profile: str = typer.Option(None, "--require-profile", help="Profiles every write of a type must "
                                         "conform to (422 otherwise): Type=url[,Type=url…] [env "
@@ -40,7 +43,7 @@ def serve(
             host=host, port=port, db=db, public_base_url=base_url,
             validate=False if no_validate else None,
             index_batch_rows=0 if workers > 1 else None,
-            require_profile=require_profile,
+            require_profile=require_profile, parse_workers=parse_workers,
             read_replicas=" ".join(read_replica) if read_replica else None,
         )
     except ValueError as exc:  # a bad setting: say which, not a traceback

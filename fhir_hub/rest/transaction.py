@@ -141,7 +141,7 @@ def _tight(data: bytes) -> bytes:
 _URN_ID = "urn-"
 
 
-def _urn_types(raw_entries: Iterable[Any]) -> dict[str, str]:
+def urn_types(raw_entries: Iterable[Any]) -> dict[str, str]:
     """``urn:uuid:… → resource type`` of a bundle's entries."""
     out: dict[str, str] = {}
     for raw in raw_entries:
@@ -282,6 +282,11 @@ def parse_bundle(req: Request, stream_above: int) -> tuple[str, Iterable[Any], b
         return *_stream_bundle(body), True
     bundle = parse_json(body)
     del body
+    return *bundle_of(bundle), False
+
+
+def bundle_of(bundle: Any) -> tuple[str, list[Any]]:
+    """A parsed body's bundle type and entries, or the 400 that says why it is no batch or transaction."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise _bad_bundle("POST to the base expects a Bundle of type batch or transaction", "resourceType")
     kind = bundle.get("type")
@@ -291,7 +296,7 @@ def parse_bundle(req: Request, stream_above: int) -> tuple[str, Iterable[Any], b
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise FhirError(400, error("structure", "Bundle.entry must be an array", "Bundle.entry"))
-    return kind, entries, False
+    return kind, entries
 
 
 def _first(body: bytes, prefix: str) -> Any:
@@ -560,20 +565,47 @@ def _entry_error(exc: FhirError) -> dict[str, Any]:
     return {"response": {"status": str(exc.status), "outcome": exc.outcome()}}
 
 
+async def _parsed_elsewhere(hub: Any, req: Request) -> list[Entry] | None:
+    """A transaction's entries parsed by a worker process (``rest/parsers.py``), or ``None``:
+    no pool, a body too small or too large (streamed here), a batch, or a pool that broke."""
+    parsers = hub.parsers
+    body = req.body
+    if parsers is None or len(body) > hub.settings.stream_bundle_bytes or not parsers.wants(body):
+        return None
+    require_json_body(req)
+    s = hub.settings
+    answer = await parsers.parse(body, req.base_url, s.validate, s.require_profile, hub.store.indexer is not None)
+    if answer is None or answer[0] == "batch":
+        return None
+    if answer[0] == "error":
+        raise FhirError(answer[1], answer[2], answer[3])
+    req.body = b""
+    entries: list[Entry] = answer[2]
+    return entries
+
+
 async def handle_bundle(hub: Any, req: Request) -> Response:
     validate = hub.settings.validate
-    kind, raw_entries, streamed = parse_bundle(req, hub.settings.stream_bundle_bytes)
     with_body = prefer_return(req, default="minimal") == "representation"  # bundles answer minimal unless asked
     base_url = req.base_url
+    entries = await _parsed_elsewhere(hub, req)
+    streamed = False
+    raw_entries: Iterable[Any] = ()
+    if entries is not None:
+        kind = "transaction"
+    else:
+        kind, raw_entries, streamed = parse_bundle(req, hub.settings.stream_bundle_bytes)
     if kind == "transaction":
-        indexer = hub.store.indexer
-        if not streamed:
-            raw_entries = list(raw_entries)
-        urn_types = None if streamed else _urn_types(raw_entries)
-        entries = [parse_entry(raw, i, base_url, validate, pack=streamed, indexer=indexer, urn_types=urn_types,
-                               required=hub.settings.require_profile)
-                   for i, raw in enumerate(raw_entries)]
-        results = await hub.store.transact(lambda tx: execute(tx, entries, hub, base_url, with_body))
+        if entries is None:
+            indexer = hub.store.indexer
+            if not streamed:
+                raw_entries = list(raw_entries)
+            urns = None if streamed else urn_types(raw_entries)
+            entries = [parse_entry(raw, i, base_url, validate, pack=streamed, indexer=indexer, urn_types=urns,
+                                   required=hub.settings.require_profile)
+                       for i, raw in enumerate(raw_entries)]
+        parsed = entries
+        results = await hub.store.transact(lambda tx: execute(tx, parsed, hub, base_url, with_body))
     else:
         results = await asyncio.gather(*(_batch_entry(hub, raw, i, base_url, with_body)
                                          for i, raw in enumerate(list(raw_entries))))

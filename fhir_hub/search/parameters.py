@@ -20,8 +20,8 @@ from typing import Any
 
 from fhir_hub import definitions
 
-__all__ = ["SearchParam", "builtin", "by_url", "from_resource", "lookup", "on_change", "params_for", "refresh",
-           "register", "unregister"]
+__all__ = ["SearchParam", "adopt", "builtin", "by_url", "from_resource", "lookup", "on_change", "params_for", "refresh",
+           "register", "state", "unregister"]
 
 #: The R4 resource types that are not DomainResources.
 NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})
@@ -72,6 +72,7 @@ def _core() -> dict[str, SearchParam]:
 
 _custom: dict[str, SearchParam] = {}
 _listeners: list[Callable[[], None]] = []
+_generation = 0
 
 
 @cache
@@ -142,6 +143,19 @@ def unregister(url: str) -> bool:
     return True
 
 
+def state() -> tuple[int, dict[str, SearchParam]]:
+    """The registry's generation (one more at every change) and its custom parameters: what a
+    parser process (``rest/parsers.py``) needs to index as this process does."""
+    return _generation, _custom
+
+
+def adopt(custom: dict[str, SearchParam]) -> None:
+    """Take another process's custom parameters as this registry's (see :func:`state`)."""
+    global _custom
+    _custom = dict(custom)
+    _changed()
+
+
 def on_change(listener: Callable[[], None]) -> None:
     """Call ``listener`` after every registry change (to drop what was derived from it)."""
     _listeners.append(listener)
@@ -158,6 +172,8 @@ def refresh() -> None:
 
 
 def _changed() -> None:
+    global _generation
+    _generation += 1
     params_for.cache_clear()
     for listener in _listeners:
         listener()
