@@ -9,6 +9,10 @@ MRG-1 (personal ID, else BHYT card, else the facility's number), so the hub's id
 never needed.  A transaction is all or nothing: when the hub holds no prior record the PATCH
 matches none and the server refuses the message (404), which the import reports.  The surviving
 record is not changed when it exists already (no ``replaces`` link is added to it).
+
+With reconciliation on (``FHIR_HUB_MPI=on``) the PATCH is also the MPI's merge: a source Patient
+that newly says it is ``replaced-by`` another has its person (golden record) merged into the
+survivor's (``fhir_hub.mpi.service.merge_replaced``), undone by ``$mpi-unmerge``.
 """
 
 from __future__ import annotations

@@ -69,6 +69,9 @@ DECISION_EXT = f"{MPI}:decision"
 #: link states (``DELETED``: the source was deleted; the record remembers its golden record)
 MATCH, POSSIBLE_MATCH, NO_MATCH, DELETED = "match", "possible-match", "no-match", "deleted"
 AUTO_ACTOR = "fhir-hub mpi (automatic)"
+#: The actor of a merge a facility asked for by writing a Patient ``link`` ``replaced-by``
+#: another (HL7 v2 ADT^A40 comes as such a PATCH, ``fhir_hub/mapping/merge.py``).
+REPLACED_ACTOR = "fhir-hub mpi (Patient.link replaced-by)"
 
 AUDIT_TAG = {"system": MPI, "code": "audit"}
 #: ``AuditEvent.subtype`` system: the decision (``auto-link``, ``new``, ``review``, ``link``,
@@ -440,7 +443,7 @@ def audit(tx: Tx, subtype: str, *, actor: str, rule: str, outcome: str, source: 
     entities += [_entity("Patient", sid, "1", "moved source") for sid in sources]
     if source is not None:
         entities.append(_entity("Basic", link_id(source), "4", "link record"))
-    manual = actor != AUTO_ACTOR
+    manual = actor not in (AUTO_ACTOR, REPLACED_ACTOR)
     summary = f"{subtype} Patient/{source or golden}" + (f" -> Patient/{golden}" if source and golden else "")
     body = {"resourceType": "AuditEvent", "meta": {"tag": [AUDIT_TAG]},
             "type": {"system": _DCM, "code": "110110", "display": "Patient Record"},
@@ -485,6 +488,8 @@ class Reconciler:
             if before is not None and is_golden(before):
                 raise _golden_written(sid)
             self._place(tx, sid, resource)
+            if _replaced_by(resource):
+                merge_replaced(tx, sid, resource)
             return
         state = decision_of(record)
         if state["state"] == DELETED:  # written again after a delete: back where it was
@@ -495,6 +500,8 @@ class Reconciler:
                 write_golden(tx, golden_of(tx, gid), {sid: resource})  # a steward's decision stands
             else:
                 self._rematch(tx, sid, resource, gid)
+        if _replaced_by(resource):
+            merge_replaced(tx, sid, resource)
 
     def _place(self, tx: Tx, sid: str, resource: dict[str, Any]) -> None:
         """A new source: linked to the person the rules find, else a new golden record."""
@@ -585,6 +592,77 @@ class Reconciler:
         audit(tx, "restore", actor=AUTO_ACTOR, rule="restore", outcome="auto-link", source=sid, golden=golden.id,
               reasons=reasons)
         self._rematch(tx, sid, resource, golden.id)
+
+
+def _replaced_by(resource: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The Patients ``resource`` says it is replaced by (``link`` ``replaced-by``): ``("ref",
+    id)`` for a literal reference, ``("identifier", system, value)`` for a logical one."""
+    out: list[tuple[str, ...]] = []
+    for link in resource.get("link") or ():
+        if not isinstance(link, dict) or link.get("type") != "replaced-by" or not isinstance(link.get("other"), dict):
+            continue
+        other = link["other"]
+        rid = _ref_id(other)
+        ident = other.get("identifier")
+        if rid is not None:
+            out.append(("ref", rid))
+        elif isinstance(ident, dict) and isinstance(ident.get("value"), str):
+            out.append(("identifier", str(ident.get("system") or ""), ident["value"]))
+    return out
+
+
+def _survivor_goldens(tx: Tx, sid: str, target: tuple[str, ...]) -> set[str]:
+    """The live golden records of the Patients ``target`` names (a golden record itself, or the
+    golden records of the source Patients it names, ``sid`` left out); a merged-away golden
+    record stands for its survivor."""
+    if target[0] == "ref":
+        ids = [target[1]]
+    else:
+        ident = TokenValue(target[1] or None, target[2])
+        ids = tx.find("Patient", [Clause("identifier", "token", (ident,))], 50)
+    found: set[str] = set()
+    for rid in ids:
+        if rid == sid:
+            continue
+        body = _body(tx, "Patient", rid)
+        if body is None:
+            continue
+        gid = rid if is_golden(body) else current_golden(tx, rid)
+        for _ in range(20):  # follow replaced-by to the survivor (merges chain)
+            if gid is None:
+                break
+            golden = golden_of(tx, gid)
+            if golden.replaced_by is None:
+                break
+            gid = golden.replaced_by
+        if gid is not None:
+            found.add(gid)
+    return found
+
+
+def merge_replaced(tx: Tx, sid: str, resource: dict[str, Any]) -> dict[str, Any] | None:
+    """A source Patient that newly says it is ``replaced-by`` another Patient (R4's merge; HL7
+    v2 ADT^A40 arrives as such a PATCH) merges its person into that Patient's: the golden
+    record of ``sid`` is merged (:func:`merge`) into the survivor's, so every source of the
+    prior person moves, and ``$mpi-unmerge`` of it undoes it. Only a link that the version before
+    did not have counts, so a re-sent message does not redo a merge a steward undid; a target
+    whose Patients are in several persons, or that the hub does not know, merges nothing."""
+    before = _before(tx, sid, resource)
+    old = set(_replaced_by(before)) if before is not None else set()
+    from_gid = current_golden(tx, sid)
+    if from_gid is None:
+        return None
+    for target in _replaced_by(resource):
+        if target in old:
+            continue
+        into = _survivor_goldens(tx, sid, target) - {from_gid}
+        if len(into) != 1:
+            continue
+        into_gid = next(iter(into))
+        named = f"Patient/{target[1]}" if target[0] == "ref" else f"the Patient with identifier {target[1]}|{target[2]}"
+        return merge(tx, from_gid, into_gid, REPLACED_ACTOR,
+                     reasons=(f"Patient/{sid} is replaced-by {named} (Patient.link)",))
+    return None
 
 
 def _before(tx: Tx, sid: str, written: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -734,7 +812,7 @@ def unlink(tx: Tx, sid: str, gid: str | None, actor: str) -> dict[str, Any]:
     return {"golden": target, "previous": current, "changed": True}
 
 
-def merge(tx: Tx, from_gid: str, into_gid: str, actor: str) -> dict[str, Any]:
+def merge(tx: Tx, from_gid: str, into_gid: str, actor: str, reasons: Sequence[str] = ()) -> dict[str, Any]:
     """Merge golden ``from_gid`` into ``into_gid``: its sources move, it becomes ``replaced-by``."""
     if from_gid == into_gid:
         raise FhirError(400, error("invalid", "a golden record cannot be merged into itself"))
@@ -743,9 +821,10 @@ def merge(tx: Tx, from_gid: str, into_gid: str, actor: str) -> dict[str, Any]:
     write_golden(tx, Golden(from_gid, (), src.merged, into_gid))
     for sid in src.sources:
         _write_link(tx, sid, into_gid, _decision_ext(tx, golden=into_gid, rule="merge", outcome="auto-link",
-                                                     source="manual", actor=actor, previous=from_gid))
+                                                     source="manual", actor=actor, previous=from_gid,
+                                                     reasons=reasons))
     audit(tx, "merge", actor=actor, rule="merge", outcome="auto-link", golden=into_gid, previous=from_gid,
-          sources=src.sources)
+          sources=src.sources, reasons=reasons)
     return {"golden": into_gid, "moved": list(src.sources)}
 
 
