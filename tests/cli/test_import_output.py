@@ -72,7 +72,7 @@ def test_a_server_refusal_is_printed_before_warnings(fresh_server: Server, tmp_p
     hosos = int(_table_row(lines, "HOSO mapped"))
     assert len(refusals) == hosos > 0  # every refusal printed, each with the server's diagnostics
     assert all(" 4" in r.split("answered", 1)[1][:4] for r in refusals)
-    assert int(_table_row(lines, "HOSO refused by the server")) == hosos
+    assert int(_table_row(lines, "HOSO refused by or not sent to the server")) == hosos
     assert int(_table_row(lines, "HOSO posted")) == 0
     assert not any(line.startswith("[warning]") for line in lines)  # none shown, all counted
     assert int(_table_row(lines, "warnings (listed above)")) > 0
