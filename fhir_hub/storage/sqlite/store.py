@@ -117,7 +117,9 @@ def _index_statements() -> dict[str, tuple[str, str]]:
     for kind, cols in schema.INDEX_COLUMNS.items():
         names = ("pid", *cols, "rk")
         picks = ", ".join(f"j.value ->> {i}" for i in range(len(names)))
-        out[kind] = (f"INSERT OR IGNORE INTO idx_{kind} ({', '.join(names)}) SELECT {picks} FROM json_each(?) j",
+        order = ", ".join(str(i + 1) for i in range(len(names)))
+        out[kind] = (f"INSERT OR IGNORE INTO idx_{kind} ({', '.join(names)}) SELECT {picks} FROM json_each(?) j "
+                     f"ORDER BY {order}",
                      f"DELETE FROM idx_{kind} WHERE rk IN ({{rows}})")
     return out
 
@@ -566,7 +568,7 @@ class SQLiteStore:
         synchronous: str = "FULL",
         group_commit_max: int = 64,
         indexer: Indexer | None = None,
-        index_batch_rows: int = 20_000,
+        index_batch_rows: int = 100_000,
     ):
         if path == ":memory:":
             raise ValueError("the SQLite store needs a file: readers and the writer share it")
@@ -601,7 +603,7 @@ class SQLiteStore:
 
     async def open(self) -> None:
         # the writer's cache only has to hold what one group dirties; reads keep the big cache
-        wconn = schema.connect(self.path, self._synchronous, cache_mib=16)
+        wconn = schema.connect(self.path, self._synchronous, cache_mib=64)
         schema.ensure(wconn)
         wconn.execute(f"PRAGMA wal_autocheckpoint = {_CHECKPOINT_PAGES}")
         row = wconn.execute("SELECT (SELECT max(ts) FROM version), (SELECT max(seq) FROM version)").fetchone()
