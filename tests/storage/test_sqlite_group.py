@@ -99,3 +99,26 @@ async def test_a_failing_unit_takes_away_only_its_own_rows(store: SQLiteStore) -
     # sequence numbers of the failed units are given again: the next write must not collide
     await store.transact(lambda tx: tx.put("Patient", "after", _patient("after"), "POST"))
     assert await store.find("Patient", _ident("after"), 5) == ["after"]
+
+
+async def test_a_search_answered_by_held_rows_drops_what_the_group_changed(store: SQLiteStore) -> None:
+    """The tables still hold the old rows of resources an earlier unit updated or deleted (their
+    deletes wait for the group's commit): a search the held rows answer must not return them."""
+    for rid in ("x", "y", "gone", "kept"):
+        await store.transact(lambda tx, rid=rid: tx.put("Patient", rid, _patient("shared" if rid in "xy" else rid),
+                                                        "POST"))
+    assert await store.find("Patient", _ident("shared"), 5) == ["x", "y"]  # in the tables now
+
+    def change(tx: Tx) -> None:
+        tx.put("Patient", "x", _patient("moved"), "PUT")
+        tx.delete("Patient", "gone")
+        tx.put("Patient", "new", _patient("fresh"), "POST")  # held: the next unit's searches use the held rows
+
+    def search(tx: Tx) -> list[list[str]]:
+        return [tx.find("Patient", _ident("shared"), 1), tx.find("Patient", _ident("shared"), 5),
+                tx.find("Patient", _ident("moved"), 5), tx.find("Patient", _ident("gone"), 5),
+                tx.find("Patient", _ident("kept"), 5), tx.find("Patient", _ident("fresh"), 5)]
+
+    _changed, found = await _one_group(store, [change, search])
+    assert found == [["y"], ["y"], ["x"], [], ["kept"], ["new"]]
+    assert await store.find("Patient", _ident("shared"), 5) == ["y"]

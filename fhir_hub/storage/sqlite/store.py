@@ -510,6 +510,7 @@ class _Tx:
     def find(self, rtype: str, criteria: Sequence[Criterion], limit: int, after: str | None = None,
              ids: Sequence[str] | None = None) -> list[str]:
         held = None
+        stale: set[int] = set()
         if criteria and self._held.count and after is None:
             held = self._held.match_tokens(rtype, criteria, ids)
         if held is None:
@@ -517,15 +518,18 @@ class _Tx:
             if criteria:
                 self.write_held()
         elif self._pending.stale:
-            # the tables still have old rows of something the group changed; the group's new
-            # resources are not in the tables at all (their rows are held), so they need no send
-            self.flush()
-        sql, args = search.find_sql(rtype, criteria, limit, after, ids)
+            # the tables still have old rows of what the group changed (their deletes are pending)
+            # and no rows of its new versions, which are all held: the held rows answer for those
+            # resources, and what the tables say of them is dropped, without sending anything
+            # early (the MPI's candidate searches met this in every group that updated a golden record)
+            stale = {s[0] for s in self._pending.stale}
+        sql, args = search.find_sql(rtype, criteria, limit + len(stale), after, ids)
         found = [r[0] for r in self._conn.execute(sql, args)]
-        if not held:
+        if not held and not stale:
             return found
-        keyed = [(self._conn.execute(_LATEST, (rtype, rid)).fetchone()[2], rid) for rid in found] + held
-        return [rid for _rk, rid in sorted(keyed)[:limit]]
+        keyed = [(rk, rid) for rid in found
+                 if (rk := self._conn.execute(_LATEST, (rtype, rid)).fetchone()[2]) not in stale]
+        return [rid for _rk, rid in sorted(keyed + (held or []))[:limit]]
 
 
 def _by_kind(rows: _Rows) -> dict[str, list[tuple[Any, ...]]]:
