@@ -47,7 +47,7 @@ from fhir_hub.rest.wire import (
 from fhir_hub.search import parameters
 from fhir_hub.search.query import Clause, ReferenceValue
 from fhir_hub.validation import icd_rules, policy, profile
-from fhir_hub.validation.profile import ProfileIssue
+from fhir_hub.validation.profile import ProfileIssue, outcome
 
 DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
 _MODES = ("create", "update", "delete")
@@ -64,15 +64,6 @@ def language(req: Request) -> str:
         if tag.startswith("en") or tag == "*":
             return "en"
     return "en"
-
-
-def outcome(issues: list[Issue], lang: str = "en") -> dict[str, Any]:
-    """The OperationOutcome of a validation, messages in ``lang`` first."""
-    if not issues:
-        ok = profile.ProfileIssue("information", "informational", "No issues found", (), "Không có lỗi nào")
-        issues = [ok]
-    return {"resourceType": "OperationOutcome",
-            "issue": [i.to_json(lang) if isinstance(i, profile.ProfileIssue) else i.to_json() for i in issues]}
 
 
 def _from_parameters(body: dict[str, Any]) -> tuple[Any, str | None, str | None]:
