@@ -44,7 +44,7 @@ class Settings:
     #: Index rows the writer may hold back and insert as one sorted batch (0: with each write).
     #: Searches wait for held rows, so results never miss an acknowledged write; ``serve
     #: --workers N`` sets 0, since another process cannot see this one's held rows.
-    index_batch_rows: int = 100_000
+    index_batch_rows: int = 20_000
     #: Patient reconciliation on every Patient create and update, in the same unit of work: golden
     #: records, links and review items (``fhir_hub/mpi/service.py``; README, Patient reconciliation).
     mpi: bool = False

@@ -572,7 +572,7 @@ class SQLiteStore:
         synchronous: str = "FULL",
         group_commit_max: int = 64,
         indexer: Indexer | None = None,
-        index_batch_rows: int = 100_000,
+        index_batch_rows: int = 20_000,
     ):
         if path == ":memory:":
             raise ValueError("the SQLite store needs a file: readers and the writer share it")
