@@ -56,7 +56,8 @@ class Hub:
         #: Patient reconciliation on Patient writes (``FHIR_HUB_MPI``), called inside their unit.
         self.mpi: Callable[[Tx, str, dict[str, Any]], None] | None = None
         #: Worker processes for large transaction bundles (``None``: parsed in this process).
-        self.parsers: Parsers | None = Parsers(settings.parse_processes()) if settings.parse_processes() else None
+        workers = settings.parse_processes()
+        self.parsers: Parsers | None = Parsers(workers) if workers else None
         if settings.mpi:
             from fhir_hub.mpi.service import Reconciler
 

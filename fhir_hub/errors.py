@@ -66,6 +66,21 @@ class FhirError(Exception):
         return outcome(self.issues)
 
 
+def described(outcome: Any) -> str:
+    """The human part of an OperationOutcome someone sent back (the CLI's report of a server's
+    refusal): each issue's diagnostics, else details.text, else its code, with where it is."""
+    if not isinstance(outcome, dict):
+        return ""
+    parts = []
+    for issue in outcome.get("issue") or []:
+        if not isinstance(issue, dict):
+            continue
+        text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code") or ""
+        where = issue.get("expression") or issue.get("location")
+        parts.append(f"{text} (at {', '.join(map(str, where))})" if where and text else str(text))
+    return "; ".join(p for p in parts if p)
+
+
 def invalid(diagnostics: str, *expression: str, code: str = "invalid") -> FhirError:
     return FhirError(400, error(code, diagnostics, *expression))
 

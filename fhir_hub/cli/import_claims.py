@@ -34,6 +34,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fhir_hub.errors import described
+
 _HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json",
             "Prefer": "return=minimal"}
 _SHOW = 50  # warnings printed (the rest are counted in the table and kept in the .outcome.json)
@@ -333,11 +335,9 @@ class _Target:
 def _diagnostics(text: bytes) -> str:
     """What a refusal says: its OperationOutcome's diagnostics, else the start of the body."""
     try:
-        outcome = orjson.loads(text)
+        said = described(orjson.loads(text))
     except orjson.JSONDecodeError:
-        return text[:300].decode("utf-8", "replace")
-    issues = outcome.get("issue", []) if isinstance(outcome, dict) else []
-    said = "; ".join(str(i.get("diagnostics", "")) for i in issues if isinstance(i, dict))
+        said = ""
     return said or text[:300].decode("utf-8", "replace")
 
 

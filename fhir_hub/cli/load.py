@@ -45,6 +45,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fhir_hub.errors import described
+
 DEFAULT_BASE = "http://127.0.0.1:8080/fhir"
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json",
            "Prefer": "return=minimal"}
@@ -131,26 +133,12 @@ def _items(path: Path, tally: Tally) -> Iterator[_Item | int]:
         tally.fail(str(path), f"cannot read: {exc.strerror or exc}")
 
 
-def _diagnostics(outcome: Any) -> str:
-    """The human part of an OperationOutcome: diagnostics, else details.text, else the code."""
-    if not isinstance(outcome, dict):
-        return ""
-    parts = []
-    for issue in outcome.get("issue") or []:
-        if not isinstance(issue, dict):
-            continue
-        text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code") or ""
-        where = issue.get("expression") or issue.get("location")
-        parts.append(f"{text} (at {', '.join(map(str, where))})" if where and text else str(text))
-    return "; ".join(p for p in parts if p)
-
-
 def _response_error(r: httpx.Response) -> str:
     try:
         body = r.json()
     except ValueError:
         body = None
-    detail = _diagnostics(body) or r.text.strip()[:300] or r.reason_phrase
+    detail = described(body) or r.text.strip()[:300] or r.reason_phrase
     return f"HTTP {r.status_code}: {detail}"
 
 
@@ -199,7 +187,7 @@ async def _send(client: httpx.AsyncClient, base: str, item: _Item, tally: Tally)
         response = entry.get("response") if isinstance(entry, dict) else None
         status = str((response or {}).get("status", ""))
         if status[:1] in ("4", "5"):
-            why = _diagnostics((response or {}).get("outcome")) or status
+            why = described((response or {}).get("outcome")) or status
             detail = f"HTTP {status}: {why}" if why != status else f"HTTP {status}"
             tally.fail(f"{item.where} entry[{i}]", detail, item.seq)
         else:
