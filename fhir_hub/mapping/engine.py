@@ -95,6 +95,11 @@ class Problem:
 Path = tuple[tuple[str, str | None], ...]
 #: A constant or template of a spec, compiled (:func:`_compile`): (context, table, record, ``$``) → value.
 Resolver = Callable[["_Context", str, int, Any], Any]
+#: One element rule applied (:func:`_apply`): (resource, record, table spec, context, record index,
+#: STT) → False when a value was needed and could not be had.
+Applier = Callable[[dict[str, Any], Mapping[str, str], "TableSpec", "_Context", int, "str | None"], bool]
+#: ``set_path`` for one path, made once (:func:`_setter`): (target, value) → None.
+Setter = Callable[[dict[str, Any], Any], None]
 
 
 def parse_path(text: str) -> Path:
@@ -154,6 +159,42 @@ def set_path(target: dict[str, Any], path: Path, value: Any, merge: bool = False
             arr[int(idx)] = value
 
 
+
+def _setter(path: Path, merge: bool) -> Setter:
+    """:func:`set_path` for one path, with the commonest shapes (``key``, ``key[+]``,
+    ``key.key``, ``key.key[+]``) as direct dict operations; the others call :func:`set_path`."""
+    if not merge and len(path) == 1:
+        key, idx = path[0]
+        if idx is None:
+            def put(target: dict[str, Any], value: Any) -> None:
+                target[key] = value
+            return put
+        if idx == "+":
+            def append(target: dict[str, Any], value: Any) -> None:
+                target.setdefault(key, []).append(value)
+            return append
+    if not merge and len(path) == 2 and path[0][1] is None and path[1][1] in (None, "+"):
+        (parent, _), (key, idx) = path
+
+        def node(target: dict[str, Any]) -> dict[str, Any]:
+            nxt = target.setdefault(parent, {})
+            if not isinstance(nxt, dict):
+                raise SpecError(f"{parent} is not an object")
+            return nxt
+        if idx is None:
+            def put2(target: dict[str, Any], value: Any) -> None:
+                node(target)[key] = value
+            return put2
+
+        def append2(target: dict[str, Any], value: Any) -> None:
+            node(target).setdefault(key, []).append(value)
+        return append2
+
+    def general(target: dict[str, Any], value: Any) -> None:
+        set_path(target, path, value, merge)
+    return general
+
+
 # -- specs ------------------------------------------------------------------------------------
 
 
@@ -209,11 +250,16 @@ class ElementRule:
     #: checked before calling :func:`_apply`, most fields of a line being empty.
     _optional: str | None = field(init=False, repr=False, compare=False)
 
+    #: :func:`_apply` for this rule, made once (:func:`_applier`): the branches on the rule's
+    #: own attributes taken at load, not for each of the ~380 elements a HOSO applies.
+    _run: Applier = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "_optional", self.fields[0] if self.fields and not self.required else None)
         object.__setattr__(self, "_value", _compile(self.value))
         object.__setattr__(self, "_template", None if self.template is None else _compile(self.template))
         object.__setattr__(self, "_convert", None if self.convert is None else CONVERTERS.get(self.convert))
+        object.__setattr__(self, "_run", _applier(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -633,51 +679,112 @@ def _constant(value: Any) -> Resolver:
 def _apply(el: ElementRule, resource: dict[str, Any], record: Mapping[str, str], spec: TableSpec,
            ctx: _Context, index: int, line: str | None) -> bool:
     """Apply one element rule; False when a value was needed and could not be had."""
-    if el.when and not _holds(el.when, record):
-        return True
+    return el._run(resource, record, spec, ctx, index, line)
+
+
+def _applier(el: ElementRule) -> Applier:
+    """:func:`_apply` of ``el``, its branches on the rule taken once: a reference, a constant, a
+    field copied as it is (most elements), or a field through ``convert`` / ``codes`` /
+    ``template`` / ``each``.  Each variant does what the general one does for such a rule."""
+    when, required, put = el.when, el.required, _setter(el.path, el.merge)
     if el.ref is not None:
-        target = ctx.find(el.ref, spec.table, index)
-        if target is not None:
-            set_path(resource, el.path, {"reference": target.full_url}, el.merge)
-        return target is not None or not el.required
+        rule = el.ref
+
+        def ref(resource: dict[str, Any], record: Mapping[str, str], spec: TableSpec, ctx: _Context, index: int,
+                line: str | None) -> bool:
+            if when and not _holds(when, record):
+                return True
+            target = ctx.find(rule, spec.table, index)
+            if target is not None:
+                put(resource, {"reference": target.full_url})
+                return True
+            return not required
+        return ref
     if not el.fields:
-        set_path(resource, el.path, el._value(ctx, spec.table, index, None), el.merge)
-        return True
-    first = record.get(el.fields[0], "")
-    if not first:
-        if el.required:
+        resolve = el._value
+        if isinstance(resolve, _Constant):
+            fixed = resolve.fixed
+
+            def constant(resource: dict[str, Any], record: Mapping[str, str], spec: TableSpec, ctx: _Context,
+                         index: int, line: str | None) -> bool:
+                if when and not _holds(when, record):
+                    return True
+                put(resource, fixed)
+                return True
+            return constant
+
+        def value(resource: dict[str, Any], record: Mapping[str, str], spec: TableSpec, ctx: _Context, index: int,
+                  line: str | None) -> bool:
+            if when and not _holds(when, record):
+                return True
+            put(resource, resolve(ctx, spec.table, index, None))
+            return True
+        return value
+    first_field, more = el.fields[0], el.fields[1:]
+
+    def missing(spec: TableSpec, ctx: _Context, line: str | None) -> bool:
+        if required:
             ctx.problems.append(Problem("error", "required", "required field is empty or missing", spec.table,
-                                        el.fields[0], None, line))
-        return not el.required
-    try:
-        if el.convert is None:
-            value: Any = first
-        else:
-            convert = el._convert or CONVERTERS[el.convert]
-            value = convert(first, *[record.get(f, "") for f in el.fields[1:]], *el.args)
-    except BadValue as exc:
-        if exc.severity != "information":
-            ctx.problems.append(Problem(exc.severity, "value", exc.reason, spec.table, el.fields[0], first, line))
-        return not el.required
-    ok = True
-    for item in (value if el.each else (value,)):
-        if isinstance(item, Remark):
-            ctx.problems.append(Problem("warning", "code-invalid", item.reason, spec.table, el.fields[0],
-                                        first, line))
-            item = item.value
-        if el.codes is not None:
-            code = spec._codes[el.codes].get(str(item))
-            if code is None:
-                table = spec.codes[el.codes]
-                ctx.problems.append(Problem("error", "code-invalid", f"not a code of {el.codes} "
-                                            f"({', '.join(table)})", spec.table, el.fields[0], first, line))
-                ok = False
-                continue
-            item = code(ctx, spec.table, index, None)
-        if el._template is not None:
-            item = el._template(ctx, spec.table, index, item)
-        set_path(resource, el.path, item, el.merge)
-    return ok or not el.required
+                                        first_field, None, line))
+        return not required
+
+    if el.convert is None and el.codes is None and el._template is None:
+        each = el.each
+
+        def plain(resource: dict[str, Any], record: Mapping[str, str], spec: TableSpec, ctx: _Context, index: int,
+                  line: str | None) -> bool:
+            if when and not _holds(when, record):
+                return True
+            first = record.get(first_field, "")
+            if not first:
+                return missing(spec, ctx, line)
+            if each:  # a string's characters, as the general loop would take them
+                for item in first:
+                    put(resource, item)
+            else:
+                put(resource, first)
+            return True
+        return plain
+
+    convert_name, args, each, codes, template = el.convert, el.args, el.each, el.codes, el._template
+
+    def converted(resource: dict[str, Any], record: Mapping[str, str], spec: TableSpec, ctx: _Context, index: int,
+                  line: str | None) -> bool:
+        if when and not _holds(when, record):
+            return True
+        first = record.get(first_field, "")
+        if not first:
+            return missing(spec, ctx, line)
+        try:
+            if convert_name is None:
+                value: Any = first
+            else:
+                convert = el._convert or CONVERTERS[convert_name]
+                value = convert(first, *[record.get(f, "") for f in more], *args) if more or args else convert(first)
+        except BadValue as exc:
+            if exc.severity != "information":
+                ctx.problems.append(Problem(exc.severity, "value", exc.reason, spec.table, first_field, first, line))
+            return not required
+        ok = True
+        for item in (value if each else (value,)):
+            if isinstance(item, Remark):
+                ctx.problems.append(Problem("warning", "code-invalid", item.reason, spec.table, first_field,
+                                            first, line))
+                item = item.value
+            if codes is not None:
+                code = spec._codes[codes].get(str(item))
+                if code is None:
+                    ctx.problems.append(Problem("error", "code-invalid", f"not a code of {codes} "
+                                                f"({', '.join(spec.codes[codes])})", spec.table, first_field,
+                                                first, line))
+                    ok = False
+                    continue
+                item = code(ctx, spec.table, index, None)
+            if template is not None:
+                item = template(ctx, spec.table, index, item)
+            put(resource, item)
+        return ok or not required
+    return converted
 
 
 def _scrub(value: Any, dropped: set[str]) -> Any:
@@ -731,15 +838,17 @@ def instantiate(spec: Spec, tables: Mapping[str, list[dict[str, str]]], facility
             _instantiate_rule(rule, tspec, records, ctx)
     dropped: set[str] = set()
     ctx.reindex()
+    problems = ctx.problems
     for built, rule, tspec, record, stt in ctx.pending:
         ctx.referrer = built
         why: Problem | None = None
+        resource, index = built.resource, built.records[0]
         for el in rule.elements:  # every element is tried, so that every bad field of the record is reported
             if el._optional is not None and not record.get(el._optional):
                 continue  # what _apply would do: nothing
-            before = len(ctx.problems)
-            if not _apply(el, built.resource, record, tspec, ctx, built.records[0], stt) and rule.drop_incomplete:
-                if len(ctx.problems) == before and built.full_url not in dropped:
+            before = len(problems)
+            if not el._run(resource, record, tspec, ctx, index, stt) and rule.drop_incomplete:
+                if len(problems) == before and built.full_url not in dropped:
                     dropped.add(built.full_url)  # nothing there to map (no pulse in the note): no remark
                     break
                 dropped.add(built.full_url)
