@@ -220,6 +220,63 @@ def test_entities_inside_a_table_are_refused_too() -> None:
     assert h.bundle is not None and any(p.table == "XML3" and p.code == "security" for p in h.problems)
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_dtd_in_a_utf16_envelope_is_refused(codec: str) -> None:
+    """The envelope's C-parser path looks for ``<!DOCTYPE`` in the bytes: a UTF-16 file (with or
+    without its BOM), where those bytes are not there, must still go to defusedxml."""
+    payload = ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x [<!ENTITY a "aaaa">'
+               '<!ENTITY b "&a;&a;&a;">]><GIAMDINHHS>&b;</GIAMDINHHS>').encode(codec)
+    result = _map(payload)
+    assert not result.hosos and result.problems[0].code == "security" and result.problems[0].severity == "fatal"
+
+
+def _faulty_inputs() -> list[bytes]:
+    """Envelopes whose tables take each way through the parsers: BOMs, declarations of UTF-8,
+    ``utf8`` and Latin-1, an undefined entity, a broken tag after a BOM and Vietnamese text (so
+    that the columns of the errors are compared), a table in UTF-16."""
+    tables = decoded_tables("GIAMDINHHS_synthetic_01_00999", 2)
+    xml1 = tables["XML1"].split(b"?>", 1)[1] if tables["XML1"].startswith(b"<?xml") else tables["XML1"]
+    variants = {
+        "XML1": b"\xef\xbb\xbf" + b'<?xml version="1.0" encoding="utf8"?>' + xml1,
+        "XML2": b"\xef\xbb\xbf<CHITIEU_CHITIET_THUOC><A>Vi\xe1\xbb\x87t</B></CHITIEU_CHITIET_THUOC>",
+        "XML3": tables["XML3"].replace(b"<MA_DICH_VU>", b"<MA_DICH_VU>&nbsp;", 1),
+        "XML4": b'<?xml version="1.0" encoding="ISO-8859-1"?><CHITIEU_CHITIET_DICHVUCANLAMSANG/>',
+        "XML5": tables["XML5"].decode("utf-8").encode("utf-16"),
+    }
+    latin = {**tables, "XML1": b'<?xml version="1.0" encoding="UTF-8"?>' + xml1}
+    return [envelope([tables]), envelope([{**tables, **variants}]), b"\xef\xbb\xbf" + envelope([latin]),
+            envelope([tables]).replace(b'encoding="utf-8"', b'encoding="ISO-8859-1"', 1),
+            envelope([tables]).replace(b"</GIAMDINHHS>", b"</GIAMDINHHX>"), b" " + envelope([tables])]
+
+
+def test_the_c_parser_paths_read_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Envelope and tables parsed by expat's C parser from their bytes where no DTD can be met:
+    the same bundles, problems and error positions as before, when the envelope went to
+    defusedxml and each table to the C parser as decoded text (which reads a table declaring
+    ``utf8``, a name expat does not know) or, with a DTD or another encoding, to defusedxml."""
+    import xml.etree.ElementTree as ET
+
+    from fhir_hub.mapping import claims_xml
+
+    def as_mapped(data: bytes) -> bytes:
+        result = _map(data)
+        return orjson.dumps([result.outcome(), [[h.bundle, h.unmapped] for h in result.hosos]])
+
+    def text_path(data: bytes, text: str) -> ET.Element:
+        declared = claims_xml._ENCODING.match(text)
+        if "<!DOCTYPE" in text or (declared is not None and declared.group(1).lower() not in ("utf-8", "utf8")):
+            return claims_xml._parse(data)
+        return ET.fromstring(text)
+
+    inputs = _faulty_inputs()
+    fast = [as_mapped(data) for data in inputs]
+    monkeypatch.setattr(claims_xml, "_parse_envelope", claims_xml._parse)
+    monkeypatch.setattr(claims_xml, "_parse_text", text_path)
+    for data, mine in zip(inputs, fast, strict=True):
+        assert mine == as_mapped(data)
+    assert b"undefined entity" in fast[1] and b"mismatched tag" in fast[1] and b"security" not in fast[1]
+
+
 def test_not_xml_and_wrong_root() -> None:
     assert _map(b"not xml at all").problems[0].severity == "fatal"
     assert "GIAMDINHHS" in _map(b"<OTHER/>").problems[0].reason
