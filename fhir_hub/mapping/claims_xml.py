@@ -44,7 +44,6 @@ import gc
 import hashlib
 import re
 import threading
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -56,7 +55,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from fhir_hub.mapping import systems
-from fhir_hub.mapping.engine import NAMESPACE, Problem, Spec, TableSpec, instantiate, load_spec, unmapped
+from fhir_hub.mapping.engine import Problem, Spec, TableSpec, instantiate, load_spec, unmapped, uuid5
 from fhir_hub.mapping.functions import REQUESTS, BadValue, instant_from_date
 from fhir_hub.mapping.practitioners import link_practitioners
 from fhir_hub.mapping.records import validate_entries
@@ -309,7 +308,7 @@ def _ma_lk_elsewhere(tables: Mapping[str, list[dict[str, str]]]) -> str | None:
 
 
 def _stable_id(facility: str, ma_lk: str) -> str:
-    return f"qd130-{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}').hex}"
+    return f"qd130-{uuid5(f'{facility}/{ma_lk}').replace('-', '')}"
 
 
 def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spec: Spec | None,
@@ -394,13 +393,13 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
     targets = [str(e["fullUrl"]) for e in entries]
     facility_ref = next((b.full_url for b in built if b.rule == "facility"), None)
     stable = _stable_id(facility, ma_lk)
-    binary_url = f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}/Binary')}"
+    binary_url = f"urn:uuid:{uuid5(f'{facility}/{ma_lk}/Binary')}"
     binary = {"resourceType": "Binary", "id": stable, "contentType": "application/xml",
               "data": base64.b64encode(raw).decode("ascii")}
     entries.append({"fullUrl": binary_url, "resource": binary, "request": REQUESTS["replace_by_id"](binary)})
     provenance = _provenance(stable, targets, binary_url, facility_ref, envelope, recorded,
                              "QĐ 4210" if spec.format == "qd4210" else "QĐ 130", result.unmapped)
-    entries.append({"fullUrl": f"urn:uuid:{uuid.uuid5(NAMESPACE, f'{facility}/{ma_lk}/Provenance')}",
+    entries.append({"fullUrl": f"urn:uuid:{uuid5(f'{facility}/{ma_lk}/Provenance')}",
                     "resource": provenance, "request": REQUESTS["replace_by_id"](provenance)})
     # the Binary is made here from base64 of bytes, with a fixed shape: valid by construction (its
     # check, base64 of the whole HOSO, was a tenth of the validation's time)

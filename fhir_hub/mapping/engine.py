@@ -907,8 +907,10 @@ def unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]], built: Iter
         lost: dict[str, list[str]] = {}
         for i, rec in enumerate(records):
             used = read.get((kind, i))
-            for name, value in rec.items():
-                if not value or (used is not None and (name in used or name in ignored)) or name[0] == "$":
+            # the fields no rule read (set differences, in C: a record has tens of fields), then
+            # those with a value; a record nothing was made from loses all, its keys too
+            for name in rec if used is None else rec.keys() - used - ignored:
+                if not rec[name] or name[0] == "$":
                     continue
                 origin = tspec.echo_origin(name)
                 if origin is not None and origin[0] in spec.tables and (

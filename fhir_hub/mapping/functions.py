@@ -495,21 +495,28 @@ CONVERTERS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
 # -- requests (how a resource is written: conditional so re-imports update) ------------------
 
 
-#: Text of ``quote``'s always-safe characters and ``:/`` (which the value escapes, the system keeps).
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.~:/-]*")
+#: Text of ``quote``'s always-safe characters and ``:/=`` (which the value escapes, the system keeps).
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.~:/=-]*")
 _PLAIN_SYSTEM = re.compile(r"[A-Za-z0-9_.~:/-]*")
+#: A system as written in a search token, by system: a spec's few URLs, asked for every resource.
+_SYSTEM_TOKENS: dict[str, str] = {}
 
 
 def _token(identifier: dict[str, Any]) -> str:
     value = str(identifier["value"])
-    if _PLAIN_KEY.fullmatch(value):  # most values are plain or line keys: no need for quote's work
-        value = value.replace("/", "%2F").replace(":", "%3A")
+    if _PLAIN_KEY.fullmatch(value):  # most values are plain or line keys (a group's has "="): no need for quote
+        value = value.replace("/", "%2F").replace(":", "%3A").replace("=", "%3D")
     else:
         value = quote(value, safe="")
     system = identifier.get("system")
     if not system:
         return value
-    return f"{system if _PLAIN_SYSTEM.fullmatch(system) else quote(system, safe=':/')}|{value}"
+    written = _SYSTEM_TOKENS.get(system)
+    if written is None:
+        written = system if _PLAIN_SYSTEM.fullmatch(system) else quote(system, safe=":/")
+        if len(_SYSTEM_TOKENS) < 1024:  # systems come from the specs; bounded all the same
+            _SYSTEM_TOKENS[system] = written
+    return f"{written}|{value}"
 
 
 def put_by_identifier(resource: dict[str, Any]) -> dict[str, Any]:

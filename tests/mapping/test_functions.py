@@ -186,6 +186,21 @@ def test_requests() -> None:
     assert f.replace_by_id({"resourceType": "Binary", "id": "x"}) == {"method": "PUT", "url": "Binary/x"}
 
 
+def test_search_tokens_escape_as_quote_does() -> None:
+    """The plain-value shortcut and the per-system memo write what ``urllib.parse.quote`` would:
+    value with nothing safe kept, system with ``:/`` kept; asked twice, the same."""
+    from urllib.parse import quote
+
+    values = ["00999/00999.2025.NT.000101/XML3/MA_NHOM=8", "a:b/c=d~e_f.g-h", "B N", "Việt", "a&b", "x%3D", "=", ""]
+    systems_ = [systems.CLAIM_LINE, "http://example.org/a b", "urn:x:é", "http://h/p?q=1&r"]
+    for system in systems_:
+        for value in values:
+            for _ in range(2):
+                token = f._token({"system": system, "value": value})
+                assert token == f"{quote(system, safe=':/')}|{quote(value, safe='')}", (system, value)
+    assert f._token({"value": "a=b"}) == "a%3Db"
+
+
 def test_class_history_from_the_admission_time() -> None:
     amb = {"system": systems.ACT_CODE, "code": "AMB", "display": "ambulatory"}
     imp = {"system": systems.ACT_CODE, "code": "IMP", "display": "inpatient encounter"}
