@@ -10,7 +10,11 @@ rk)`` answers a criterion as one index range (``pid`` is :func:`param_key` of ty
 parameter), and its ``(rk, pid)`` index answers "does this resource match" as one seek and lets
 an update drop a resource's rows whatever parameters existed when they were written. Integer
 keys keep a row at about a third of the bytes of ``(type, param, ..., id)`` text, and ingest
-writes every row into two B-trees: their size is the cost of writes.
+writes every row into two B-trees: their size is the cost of writes. For the same reason token and
+quantity systems are stored as :func:`system_key` integers (a system is only ever compared for
+equality; ``http://terminology.hl7.org/CodeSystem/observation-category`` in every category row
+was most of its bytes), and token ``:text`` rows keep only the normalised text (``:text`` never
+compares the exact one).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import hashlib
 import sqlite3
 from functools import cache
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Index tables: value columns (the primary key's lookup order after rtype and param) per kind.
 INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -33,16 +37,19 @@ INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+_COLUMN_TYPES = {"value": "REAL", "low": "INTEGER", "high": "INTEGER", "system": "INTEGER"}
+
+
+def _table_ddl(kind: str) -> str:
+    cols = INDEX_COLUMNS[kind]
+    defs = ", ".join(f"{c} {_COLUMN_TYPES.get(c, 'TEXT')} NOT NULL" for c in cols)
+    return (f"CREATE TABLE IF NOT EXISTS idx_{kind} (pid INTEGER NOT NULL, {defs}, rk INTEGER NOT NULL, "
+            f"PRIMARY KEY (pid, {', '.join(cols)}, rk)) WITHOUT ROWID;\n"
+            f"CREATE INDEX IF NOT EXISTS idx_{kind}_rk ON idx_{kind} (rk, pid)")
+
+
 def _index_ddl() -> str:
-    out = []
-    for kind, cols in INDEX_COLUMNS.items():
-        defs = ", ".join(f"{c} {'REAL' if c == 'value' else 'INTEGER' if c in ('low', 'high') else 'TEXT'} NOT NULL"
-                         for c in cols)
-        key = ", ".join(cols)
-        out.append(f"CREATE TABLE IF NOT EXISTS idx_{kind} (pid INTEGER NOT NULL, {defs}, rk INTEGER NOT NULL, "
-                   f"PRIMARY KEY (pid, {key}, rk)) WITHOUT ROWID;\n"
-                   f"CREATE INDEX IF NOT EXISTS idx_{kind}_rk ON idx_{kind} (rk, pid);")
-    return "\n".join(out)
+    return "\n".join(_table_ddl(kind) + ";" for kind in INDEX_COLUMNS)
 
 
 @cache
@@ -54,6 +61,18 @@ def param_key(rtype: str, param: str) -> int:
     """
     digest = hashlib.blake2b(f"{rtype}\x1f{param}".encode(), digest_size=6).digest()
     return int.from_bytes(digest, "big")
+
+
+@cache
+def system_key(system: str) -> int:
+    """The integer stored for a token or quantity system: 0 for none, else 62 bits of a hash.
+
+    Deterministic for the same reasons as :func:`param_key`; systems are compared only within one
+    parameter's rows, where a collision among the few dozen systems in use is out of reach.
+    """
+    if not system:
+        return 0
+    return int.from_bytes(hashlib.blake2b(system.encode(), digest_size=8).digest(), "big") >> 2
 
 
 _DDL = """
@@ -107,18 +126,55 @@ def connect(path: str, synchronous: str, *, readonly: bool = False, cache_mib: i
 
 
 def ensure(conn: sqlite3.Connection) -> None:
-    """Create the schema in a new file, or check that an existing file has ours."""
+    """Create the schema in a new file, migrate a file of the previous version, or refuse one of
+    another version."""
+    found = _stored_version(conn)
+    if found == 4:
+        _migrate_4_to_5(conn)
+    elif found is not None and found != SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"database schema version {found} is not the version {SCHEMA_VERSION} this fhir-hub uses"
+        )
     conn.executescript(_DDL)
-    row = conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
-    if row is None:
+    if found is None:
         conn.execute(
             "INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
-    elif int(row[0]) != SCHEMA_VERSION:
-        raise SchemaMismatch(
-            f"database schema version {row[0]} is not the version {SCHEMA_VERSION} this fhir-hub uses"
-        )
     _plan_statistics(conn)
+
+
+def _stored_version(conn: sqlite3.Connection) -> int | None:
+    if conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'store_meta'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else int(row[0])
+
+
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    """Version 4 stored token and quantity systems as text: rewrite those two tables with
+    :func:`system_key`, in one transaction (a crash leaves the file at version 4). Version 4's
+    ``:text`` rows keep their exact text, which nothing compares; new rows have none."""
+    conn.create_function("system_key", 1, system_key, deterministic=True)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if _stored_version(conn) != 4:  # another server process migrated it meanwhile
+            conn.execute("COMMIT")
+            return
+        for kind in ("token", "quantity"):
+            cols = ("pid", *INDEX_COLUMNS[kind], "rk")
+            picks = ", ".join("system_key(system)" if c == "system" else c for c in cols)
+            conn.execute(f"DROP INDEX IF EXISTS idx_{kind}_rk")
+            conn.execute(f"ALTER TABLE idx_{kind} RENAME TO idx_{kind}_v4")
+            for statement in _table_ddl(kind).split(";\n"):
+                conn.execute(statement)
+            conn.execute(f"INSERT OR IGNORE INTO idx_{kind} SELECT {picks} FROM idx_{kind}_v4 "
+                         f"ORDER BY {', '.join(str(i + 1) for i in range(len(cols)))}")
+            conn.execute(f"DROP TABLE idx_{kind}_v4")
+        conn.execute("UPDATE store_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _plan_statistics(conn: sqlite3.Connection) -> None:

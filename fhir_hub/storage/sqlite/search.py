@@ -39,7 +39,7 @@ from fhir_hub.search.query import (
     UriValue,
     Value,
 )
-from fhir_hub.storage.sqlite.schema import param_key
+from fhir_hub.storage.sqlite.schema import param_key, system_key
 
 #: Index table of each parameter type (``schema.INDEX_TABLES`` creates them).
 TABLE = {"string": "idx_string", "token": "idx_token", "date": "idx_date", "number": "idx_number",
@@ -132,12 +132,12 @@ def _value_sql(x: str, clause: Clause, v: Value, args: list[Any], rtype: str) ->
             args.append(v.code)
             return f"{x}.code = ?"
         if v.code is None:
-            args.append(v.system)
+            args.append(system_key(v.system))
             return f"{x}.system = ?"
-        args.extend((v.code, v.system))
+        args.extend((v.code, system_key(v.system)))
         return f"({x}.code = ? AND {x}.system = ?)"
     if isinstance(v, OfTypeValue):
-        args.extend((v.value, f"{v.type_system}|{v.type_code}"))
+        args.extend((v.value, system_key(f"{v.type_system}|{v.type_code}")))
         return f"({x}.code = ? AND {x}.system = ?)"
     if isinstance(v, ReferenceValue):
         if v.types:
@@ -161,7 +161,7 @@ def _value_sql(x: str, clause: Clause, v: Value, args: list[Any], rtype: str) ->
             args.append(v.code)
         if v.system is not None:
             parts.append(f"{x}.system = ?")
-            args.append(v.system)
+            args.append(system_key(v.system))
         return "(" + " AND ".join(parts) + ")"
     if isinstance(v, NumberValue):
         return _point(f"{x}.value", v, args)

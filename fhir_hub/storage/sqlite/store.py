@@ -126,13 +126,14 @@ def _index_statements() -> dict[str, tuple[str, str]]:
 
 #: ``kind -> (insert, delete by owner)`` statements of each index table.
 _INDEX_SQL = _index_statements()
+_system = schema.system_key
 #: Index row ``(kind, param, a, b, c)`` → the table's column tuple (see ``search/extract.py``).
 _INDEX_ROW: dict[str, Callable[[int, int, IndexRow], tuple[Any, ...]]] = {
-    "string": lambda pid, rk, r: (pid, r[2], r[3], rk),
-    "token": lambda pid, rk, r: (pid, r[3], r[2], rk),
+    "string": lambda pid, rk, r: (pid, r[2], "" if r[1].endswith(":text") else r[3], rk),
+    "token": lambda pid, rk, r: (pid, r[3], _system(r[2]), rk),
     "date": lambda pid, rk, r: (pid, r[2], r[3], rk),
     "number": lambda pid, rk, r: (pid, r[2], rk),
-    "quantity": lambda pid, rk, r: (pid, r[3], r[2], r[4], rk),
+    "quantity": lambda pid, rk, r: (pid, r[3], _system(r[2]), r[4], rk),
     "reference": lambda pid, rk, r: (pid, r[2], rk),
     "uri": lambda pid, rk, r: (pid, r[2], rk),
 }
@@ -182,8 +183,8 @@ class _IndexBuffer:
     def __init__(self) -> None:
         self.by_rk: dict[int, _Held] = {}
         self.count = 0
-        #: ``(param key, code) -> rk -> systems`` of the held token rows.
-        self.tokens: dict[tuple[int, str], dict[int, set[str]]] = {}
+        #: ``(param key, code) -> rk -> system keys`` of the held token rows.
+        self.tokens: dict[tuple[int, str], dict[int, set[int]]] = {}
         self._undo: list[tuple[int, _Held | None] | dict[int, _Held]] = []
         #: The unit running (a serial), or ``None`` between units.
         self._unit: int | None = None
@@ -250,8 +251,9 @@ class _IndexBuffer:
             hits: set[int] = set()
             for v in c.values:
                 assert isinstance(v, TokenValue) and v.code is not None
+                system = None if v.system is None else _system(v.system)
                 for rk, systems in self.tokens.get((pid, v.code), {}).items():
-                    if v.system is None or v.system in systems:
+                    if system is None or system in systems:
                         hits.add(rk)
             found = hits if found is None else found & hits
         wanted = None if ids is None else set(ids)
