@@ -11,7 +11,8 @@ the best of each mode and the ratio on/off, and writes ``bench/results/mpi_inges
 
 Besides wall time, each run records the server's own CPU time over the measured ingest
 (``utime + stime`` of the process from ``/proc``), which the machine's other work disturbs much
-less than wall time. ``--profile`` runs ``py-spy`` on the server during each measured ingest and
+less than wall time, and the same per thread (the writer, the event loop, the parse workers'
+manager threads, the parse worker processes together). ``--profile`` runs ``py-spy`` on the server during each measured ingest and
 reports the share of samples inside reconciliation (``Reconciler.on_patient``), so the MPI's
 cost per Patient is ``share × sampled CPU / Patients``.
 """
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +36,7 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 
 from bench import data  # noqa: E402
-from bench.harness import RESULTS, PySpy, child_env, fhir_hub_proc, free_port, summarize_speedscope  # noqa: E402
+from bench.harness import PY_SPY, RESULTS, PySpy, child_env, fhir_hub_proc, free_port, summarize_speedscope  # noqa: E402
 from bench.run import git_commit, ingest, log  # noqa: E402
 
 #: The frame whose inclusive share is reconciliation's cost on the write path.
@@ -64,6 +66,48 @@ def cpu_s(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def thread_names(pid: int) -> dict[int, str]:
+    """The server's Python thread names by OS thread id (Python 3.11 does not name OS threads),
+    from one ``py-spy dump`` (a pause of a few milliseconds); empty when py-spy is not there."""
+    try:
+        out = subprocess.run([PY_SPY, "dump", "--pid", str(pid), "--json"], capture_output=True, timeout=30,
+                             check=False).stdout
+        return {int(t["os_thread_id"]): str(t.get("thread_name") or t["os_thread_id"])
+                for t in orjson.loads(out or b"[]") if t.get("os_thread_id")}
+    except (OSError, subprocess.SubprocessError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return {}
+
+
+def thread_cpu_s(pid: int, names: dict[int, str]) -> dict[str, float]:
+    """CPU seconds so far of each of the server's threads by Python name (``fhir-hub-writer``,
+    ``MainThread`` the event loop, ``other`` the threads ``names`` does not know), its live
+    children summed as ``children``: where reconciliation's extra CPU goes, without a sampler's
+    wall-clock bias on a loaded machine (py-spy counts a runnable thread waiting for a core)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(task.name), "other")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    children = 0.0
+    for child in _children(pid):
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children += (int(fields[11]) + int(fields[12])) / tick
+    out["children"] = children
+    return out
+
+
+def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Per-thread CPU between two :func:`thread_cpu_s` readings (a child that exited is lost)."""
+    return {k: round(v - before.get(k, 0.0), 3) for k, v in sorted(after.items()) if v - before.get(k, 0.0) > 0}
+
+
 def mpi_share(profile: Path) -> dict[str, Any]:
     """Share of a py-spy profile's samples with reconciliation on the stack, and its top frames."""
     summary = summarize_speedscope(profile, top=40)
@@ -86,9 +130,10 @@ def one_run(tmp: Path, mode: str, bundles: list[dict[str, Any]], bodies: list[by
         if spy is not None:
             spy.__enter__()
         try:
-            cpu0 = cpu_s(proc.pid)
+            names = thread_names(proc.pid)
+            cpu0, threads0 = cpu_s(proc.pid), thread_cpu_s(proc.pid, names)
             out = ingest(proc, bundles, bodies, clients)
-            cpu = cpu_s(proc.pid) - cpu0
+            cpu, threads = cpu_s(proc.pid) - cpu0, _spent(threads0, thread_cpu_s(proc.pid, names))
         finally:
             if spy is not None:
                 spy.__exit__(None, None, None)
@@ -97,6 +142,7 @@ def one_run(tmp: Path, mode: str, bundles: list[dict[str, Any]], bodies: list[by
     out.pop("_patients", None)
     result = {k: out[k] for k in ("resources", "resources_ok", "seconds", "resources_per_s", "statuses", "errors")}
     result["server_cpu_s"] = round(cpu, 3)
+    result["thread_cpu_s"] = threads
     result["resources_per_cpu_s"] = round(out["resources_ok"] / cpu, 1) if cpu else 0.0
     if spy is not None:
         result["profile"] = mpi_share(profile) if spy.error is None and profile is not None else {"error": spy.error}
@@ -130,17 +176,20 @@ def main(argv: list[str] | None = None) -> int:
                 runs[mode].append(r)
                 extra = f", MPI {r['profile'].get('mpi_pct')} % of samples" if "profile" in r else ""
                 log(f"round {i + 1} mpi={mode}: {r['resources_per_s']} resources/s, server CPU "
-                    f"{r['server_cpu_s']} s ({r['resources_per_cpu_s']} resources/CPU-s){extra}, "
+                    f"{r['server_cpu_s']} s ({r['resources_per_cpu_s']} resources/CPU-s){extra}, threads "
+                    f"{r['thread_cpu_s']}, "
                     f"statuses {r['statuses']}")
         best = {m: max(r["resources_per_s"] for r in rs) for m, rs in runs.items()}
         best_cpu = {m: min(r["server_cpu_s"] for r in rs) for m, rs in runs.items()}
+        by_thread = {m: {t: min(r["thread_cpu_s"].get(t, 0.0) for r in rs)
+                         for t in sorted({t for r in rs for t in r["thread_cpu_s"]})} for m, rs in runs.items()}
         ratio = round(best["on"] / best["off"], 3) if best["off"] else None
         per_patient_ms = round(1000 * (best_cpu["on"] - best_cpu["off"]) / n_patients, 3) if n_patients else None
         result = {"commit": git_commit(), "patients": args.patients, "patient_resources": n_patients,
                   "clients": args.clients, "runs": runs, "best_resources_per_s": best, "ratio_on_off": ratio,
                   "best_server_cpu_s": best_cpu,
                   "cpu_ratio_on_off": round(best_cpu["on"] / best_cpu["off"], 3) if best_cpu["off"] else None,
-                  "extra_cpu_ms_per_patient": per_patient_ms}
+                  "extra_cpu_ms_per_patient": per_patient_ms, "least_thread_cpu_s": by_thread}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"ingest, reconciliation off: {best['off']:.0f} resources/s")
@@ -148,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio on/off: {ratio}")
         print(f"server CPU, off {best_cpu['off']:.2f} s, on {best_cpu['on']:.2f} s (least of each): "
               f"{per_patient_ms} ms more per Patient")
+        for t in sorted(set(by_thread["off"]) | set(by_thread["on"])):
+            off, on = by_thread["off"].get(t, 0.0), by_thread["on"].get(t, 0.0)
+            print(f"  {t:<16} off {off:6.2f} s, on {on:6.2f} s (least of each): "
+                  f"{1000 * (on - off) / max(n_patients, 1):+.2f} ms per Patient")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -126,6 +126,16 @@ def _body(tx: Tx, rtype: str, rid: str) -> dict[str, Any] | None:
     return loaded
 
 
+@lru_cache(maxsize=4096)
+def _stored_features(body: bytes) -> Features:
+    """The features of a stored Patient, by its stored bytes: a pure function of them, so a
+    golden record read again (the same candidate for many incoming copies of common names, the
+    golden record a new source joins) is neither parsed nor extracted again. Keyed by content,
+    not by id and version: a unit that rolled back may have left a version number to be
+    written again with other content."""
+    return extract(orjson.loads(body))
+
+
 # -- golden records ---------------------------------------------------------------------------
 
 
@@ -156,13 +166,16 @@ def _identifier_key(identifier: dict[str, Any]) -> tuple[str, str]:
 
 
 def compose(gid: str, sources: Sequence[tuple[str, dict[str, Any]]], merged: Iterable[str] = (),
-            replaced_by: str | None = None, features: Mapping[str, Features] | None = None) -> dict[str, Any]:
+            replaced_by: str | None = None, features: Mapping[str, Features] | None = None,
+            stored_keys: Iterable[str] | None = None) -> dict[str, Any]:
     """The golden record of ``sources`` (id, body): a pure function, so recomputing after an
     undo gives back exactly the record before.
 
     ``features`` holds ``extract(body)`` of sources the caller has already extracted (the
     Patient being matched), so their blocking keys are not computed a second time; it must be
-    the features of the very bodies given."""
+    the features of the very bodies given. ``stored_keys``, when given, are the blocking keys
+    of every source not in ``features`` (the stored golden record's key tags, when sources are
+    only added to it), which are then not extracted at all."""
     if replaced_by is not None:  # merged away: no identifiers, no keys, points at the survivor
         return {"resourceType": "Patient", "id": gid, "meta": {"tag": [GOLDEN_TAG]}, "active": False,
                 "link": [{"other": _ref(replaced_by), "type": "replaced-by"}]}
@@ -175,7 +188,11 @@ def compose(gid: str, sources: Sequence[tuple[str, dict[str, Any]]], merged: Ite
             if isinstance(identifier, dict):
                 identifiers.setdefault(_identifier_key(identifier), identifier)
         known = features.get(sid) if features is not None else None
-        keys.update(blocking.keys(known if known is not None else extract(body)))
+        if known is not None:
+            keys.update(blocking.keys(known))
+        elif stored_keys is None:
+            keys.update(blocking.keys(extract(body)))
+    keys.update(stored_keys or ())
     for element in _PERSON:
         for _, body in ordered:
             if body.get(element):
@@ -202,28 +219,44 @@ def _same(stored: dict[str, Any] | None, new: dict[str, Any]) -> bool:
 
 def write_golden(tx: Tx, golden: Golden, known: dict[str, dict[str, Any]] | None = None,
                  fresh: bool = False, features: Mapping[str, Features] | None = None,
-                 current: dict[str, Any] | None = None) -> None:
+                 current: dict[str, Any] | None = None, added: bool = False) -> None:
     """Write (or delete, when it has no source left) the golden record ``golden`` describes.
 
     ``known`` holds source bodies the caller has at hand (the Patient just written): reading
     back what the unit just wrote would make the SQLite writer send its buffered rows first;
     ``features`` their extracted features (:func:`compose`). ``fresh`` says ``golden.id`` was
     just made, so there is nothing stored to compare with; ``current`` is the stored golden
-    record when the caller has just read it (matching did), so it is not read again."""
+    record when the caller has just read it (matching did), so it is not read again. ``added``
+    says ``golden`` is the stored record with the sources of ``features`` added (an automatic
+    link): the stored key tags are its other sources' keys, so those sources are not extracted
+    again (a person seen at ten facilities would otherwise cost ten extractions per visit)."""
     if current is None and not fresh:
         current = _body(tx, "Patient", golden.id)
     if not golden.sources and golden.replaced_by is None:
         if current is not None:
             tx.delete("Patient", golden.id)
         return
+    stored = _key_tags(current) if added and current is not None and features else None
     sources = []
+    extracted: dict[str, Features] = dict(features or {})
     for sid in dict.fromkeys(golden.sources):
-        body = known[sid] if known is not None and sid in known else _body(tx, "Patient", sid)
-        if body is not None:
-            sources.append((sid, body))
-    new = compose(golden.id, sources, golden.merged, golden.replaced_by, features)
+        if known is not None and sid in known:
+            sources.append((sid, known[sid]))
+            continue
+        v = tx.current("Patient", sid)
+        if v is not None and v.body is not None:
+            sources.append((sid, orjson.loads(v.body)))
+            if stored is None:
+                extracted.setdefault(sid, _stored_features(v.body))
+    new = compose(golden.id, sources, golden.merged, golden.replaced_by, extracted, stored)
     if not _same(current, new):
         tx.put("Patient", golden.id, new, "PUT" if current is not None else "POST", fresh=fresh)
+
+
+def _key_tags(body: dict[str, Any]) -> list[str]:
+    """The blocking keys a golden record carries (``meta.tag`` under :data:`KEY_SYSTEM`)."""
+    return [str(t.get("code")) for t in (body.get("meta") or {}).get("tag") or ()
+            if isinstance(t, dict) and t.get("system") == KEY_SYSTEM]
 
 
 def golden_of(tx: Tx, gid: str) -> Golden:
@@ -296,31 +329,39 @@ def _key_clause(keys: Sequence[str]) -> Clause:
 
 
 def _features(tx: Tx, gid: str) -> Features:
-    return extract(_body(tx, "Patient", gid) or {})
+    v = tx.current("Patient", gid)
+    return extract({}) if v is None or v.body is None else _stored_features(v.body)
 
 
 class _Candidates:
     """Golden records' features for one decision, each read once (the deterministic and the
     probabilistic pass of :func:`~fhir_hub.mpi.rules.match` may both ask for a candidate), and
-    their bodies, so the golden record the decision picks is not read again to be written."""
+    their stored bytes, so the golden record the decision picks is not read again to be written.
+    A candidate's body is parsed only when it is that one (:meth:`golden`); its features come
+    from :func:`_stored_features`."""
 
-    __slots__ = ("_tx", "bodies", "_features")
+    __slots__ = ("_tx", "_raw", "_features")
 
     def __init__(self, tx: Tx) -> None:
         self._tx = tx
-        self.bodies: dict[str, dict[str, Any] | None] = {}
+        self._raw: dict[str, bytes | None] = {}
         self._features: dict[str, Features] = {}
 
     def __call__(self, gid: str) -> Features:
         found = self._features.get(gid)
         if found is None:
-            body = self.bodies[gid] = _body(self._tx, "Patient", gid)
-            found = self._features[gid] = extract(body or {})
+            v = self._tx.current("Patient", gid)
+            raw = self._raw[gid] = None if v is None else v.body
+            found = self._features[gid] = _stored_features(raw) if raw is not None else extract({})
         return found
 
     def golden(self, gid: str) -> tuple[Golden, dict[str, Any] | None]:
         """The golden record ``gid`` and its stored body (read now unless matching did)."""
-        body = self.bodies[gid] if gid in self.bodies else _body(self._tx, "Patient", gid)
+        if gid not in self._raw:
+            body = _body(self._tx, "Patient", gid)
+        else:
+            raw = self._raw[gid]
+            body = None if raw is None else orjson.loads(raw)
         return Golden.of(gid, body), body
 
 
@@ -371,7 +412,12 @@ def _record(rid: str, tag: dict[str, str], state: str, source: str, golden: str,
             "subject": _ref(source), "created": ts[:10], "extension": [ext]}
 
 
-def _put_record(tx: Tx, body: dict[str, Any]) -> None:
+def _put_record(tx: Tx, body: dict[str, Any], fresh: bool = False) -> None:
+    """Write a link record or review item; ``fresh`` says the caller has just seen that no
+    version of it was ever written (not even a tombstone), so there is nothing to look up."""
+    if fresh:
+        tx.put("Basic", body["id"], body, "POST", fresh=True)
+        return
     exists = tx.current("Basic", body["id"])
     tx.put("Basic", body["id"], body, "PUT" if exists is not None else "POST")
 
@@ -405,8 +451,8 @@ def current_golden(tx: Tx, sid: str) -> str | None:
     return str(record["identifier"][0]["value"])
 
 
-def _write_link(tx: Tx, sid: str, gid: str, ext: dict[str, Any]) -> None:
-    _put_record(tx, _record(link_id(sid), LINK_TAG, MATCH, sid, gid, ext, _now(tx)))
+def _write_link(tx: Tx, sid: str, gid: str, ext: dict[str, Any], fresh: bool = False) -> None:
+    _put_record(tx, _record(link_id(sid), LINK_TAG, MATCH, sid, gid, ext, _now(tx)), fresh)
 
 
 def _entity(rtype: str, rid: str, role: str, name: str,
@@ -482,12 +528,13 @@ class Reconciler:
             return
         if is_golden(resource):  # the hub writes its own with tx.put, never through this hook
             raise _golden_written(sid)
-        record = link_record(tx, sid)
+        stored = tx.current("Basic", link_id(sid))
+        record: dict[str, Any] | None = None if stored is None or stored.body is None else orjson.loads(stored.body)
         if record is None:
             before = _before(tx, sid, resource)
             if before is not None and is_golden(before):
                 raise _golden_written(sid)
-            self._place(tx, sid, resource)
+            self._place(tx, sid, resource, fresh_link=stored is None)
             if _replaced_by(resource):
                 merge_replaced(tx, sid, resource)
             return
@@ -503,18 +550,19 @@ class Reconciler:
         if _replaced_by(resource):
             merge_replaced(tx, sid, resource)
 
-    def _place(self, tx: Tx, sid: str, resource: dict[str, Any]) -> None:
-        """A new source: linked to the person the rules find, else a new golden record."""
+    def _place(self, tx: Tx, sid: str, resource: dict[str, Any], fresh_link: bool = False) -> None:
+        """A new source: linked to the person the rules find, else a new golden record
+        (``fresh_link``: it never had a link record, so none is looked up to be written)."""
         incoming = extract(resource)
         seen = _Candidates(tx)
         decision = match(incoming, TxCandidates(tx), seen, self.config)
         if decision.outcome is Outcome.AUTO_LINK and decision.candidate is not None:
             golden, body = seen.golden(decision.candidate)
             write_golden(tx, Golden(golden.id, (*golden.sources, sid), golden.merged), {sid: resource},
-                         features={sid: incoming}, current=body)
-            _auto_link(tx, sid, golden.id, decision)
+                         features={sid: incoming}, current=body, added=True)
+            _auto_link(tx, sid, golden.id, decision, fresh_link=fresh_link)
             return
-        _new_person(tx, sid, new_id(), decision, body=resource, features=incoming)
+        _new_person(tx, sid, new_id(), decision, body=resource, features=incoming, fresh_link=fresh_link)
 
     @staticmethod
     def _changed(tx: Tx, sid: str, resource: dict[str, Any]) -> bool:
@@ -704,10 +752,10 @@ def _revived(tx: Tx, gid: str, sid: str) -> str | None:
 
 
 def _auto_link(tx: Tx, sid: str, gid: str, decision: Decision, previous: str | None = None,
-               reasons: Sequence[str] = ()) -> None:
+               reasons: Sequence[str] = (), fresh_link: bool = False) -> None:
     _write_link(tx, sid, gid, _decision_ext(tx, golden=gid, rule=str(decision.rule), outcome=str(decision.outcome),
                                             source="auto", actor=AUTO_ACTOR, decision=decision, previous=previous,
-                                            reasons=reasons))
+                                            reasons=reasons), fresh_link)
     audit(tx, "auto-link", actor=AUTO_ACTOR, rule=str(decision.rule), outcome=str(decision.outcome), source=sid,
           golden=gid, previous=previous, decision=decision, reasons=reasons)
 
@@ -722,17 +770,18 @@ def _open_review(tx: Tx, sid: str, decision: Decision, reasons: Sequence[str] = 
 
 def _new_person(tx: Tx, sid: str, new: str, decision: Decision, previous: str | None = None,
                 reasons: Sequence[str] = (), body: dict[str, Any] | None = None,
-                features: Features | None = None) -> None:
+                features: Features | None = None, fresh_link: bool = False) -> None:
     """``sid`` as the first source of golden record ``new`` — written here from ``body`` (whose
     ``features`` the caller may have extracted) when given, else already written — with a
-    review of the decision's candidate when the rules were not sure."""
+    review of the decision's candidate when the rules were not sure. ``fresh_link``: ``sid``
+    never had a link record."""
     if body is not None:
         write_golden(tx, Golden(new, (sid,)), {sid: body}, fresh=True,
                      features=None if features is None else {sid: features})
     review = decision.outcome is Outcome.REVIEW and decision.candidate is not None
     _write_link(tx, sid, new, _decision_ext(tx, golden=new, rule=str(decision.rule), outcome=str(decision.outcome),
                                             source="auto", actor=AUTO_ACTOR, decision=decision, previous=previous,
-                                            reasons=reasons))
+                                            reasons=reasons), fresh_link)
     if review:
         _open_review(tx, sid, decision, reasons)
     audit(tx, "review" if review else "new", actor=AUTO_ACTOR, rule=str(decision.rule),
