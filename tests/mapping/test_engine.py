@@ -95,3 +95,20 @@ def test_repeat_group_collect_and_drop() -> None:
     condition = next(b for b in built if b.rule == "c")
     assert condition.resource["subject"] == {"reference": first_patient.full_url}
     assert condition.resource["identifier"][0]["value"] == "c/00999/LK1/T/1/1"
+
+
+def test_specs_read_by_the_c_loader_are_the_documents_safe_load_gives() -> None:
+    """The specs are parsed by libyaml's safe loader when PyYAML has it: every shipped spec must
+    come out exactly as ``yaml.safe_load`` reads it (values and their types)."""
+    from importlib import resources
+
+    import yaml
+
+    from fhir_hub.mapping.engine import _YAML_LOADER
+
+    files = [f for fmt in (resources.files("fhir_hub") / "mappings").iterdir() if fmt.is_dir()
+             for f in fmt.iterdir() if f.name.endswith(".yaml")]
+    assert len(files) > 10
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        assert repr(yaml.load(text, Loader=_YAML_LOADER)) == repr(yaml.safe_load(text)), f.name  # noqa: S506
