@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+TASKSET = shutil.which("taskset")
 
 
 def rel(p: Path) -> str:
@@ -48,6 +49,14 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(extra)
     return env
+
+
+def pinned(cmd: list[str], cpus: str | None) -> list[str]:
+    """``cmd`` run on the CPUs ``cpus`` (``taskset -c``, every thread it starts inherits them), or as it is
+    when ``cpus`` is ``None`` or taskset is missing. taskset execs the command: the pid stays the command's."""
+    if cpus is None or TASKSET is None:
+        return cmd
+    return [TASKSET, "-c", cpus, *cmd]
 
 
 def loadavg() -> str:
@@ -296,9 +305,10 @@ def parse_wrk(out: str) -> dict[str, Any]:
 
 
 def wrk(url: str, script: Path, duration: float, connections: int, threads: int = 2,
-        timeout_s: int = 10) -> dict[str, Any]:
-    cmd = [WRK, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
-           f"--timeout={timeout_s}s", "-s", str(script), url]
+        timeout_s: int = 10, cpus: str | None = None) -> dict[str, Any]:
+    """One wrk run; ``cpus``: the CPUs it may run on (:func:`pinned`; default: any)."""
+    cmd = pinned([WRK, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
+                  f"--timeout={timeout_s}s", "-s", str(script), url], cpus)
     load_before = loadavg()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     res = parse_wrk(proc.stdout)
