@@ -118,6 +118,8 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
         raise typer.BadParameter("give exactly one of --out DIR or --base URL")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    from fhir_hub.mapping.claims_xml import gc_paused
+
     mapper = _mapper(fmt, spec)
     unit = {"claims": "HOSO", "hl7v2": "messages", "csv": "row bundles"}[fmt]
     suffix = {"claims": "hoso", "hl7v2": "msg", "csv": "part"}[fmt]
@@ -152,43 +154,46 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
                         stopped = path.name
                         break
                     continue
-                result, stream = mapper(data, path.name)
-                for r in stream:
+                # the collector paused until the file's bundles are posted and dropped: back
+                # after the mapping, it would walk every live bundle again (gc_paused)
+                with gc_paused():
+                    result, stream = mapper(data, path.name)
+                    for r in stream:
+                        if stopped is None and strict and _bad(result.problems):
+                            stopped = path.name
+                        if stopped is not None:
+                            continue  # mapped for the report, neither written nor posted
+                        if strict and _bad(r.problems):
+                            stopped = f"{path.name}, {r.where}"
+                            failed += 1
+                            continue
+                        records += 1
+                        unmapped += sum(len(v) for v in r.unmapped.values())
+                        if r.bundle is None:
+                            failed += 1
+                            continue
+                        mapped += 1
+                        types.update(e["resource"]["resourceType"] for e in r.bundle["entry"])
+                        if out is not None:
+                            (out / f"{path.stem}.{suffix}{r.index}.json").write_bytes(
+                                orjson.dumps(r.bundle, option=orjson.OPT_INDENT_2))
+                        elif poster is not None:
+                            poster.submit(r.bundle, f"{path.name}, {r.where}")
+                        # its bytes are written or queued: the outcome needs only the problems, and the
+                        # collector, back after the file, then walks far fewer live objects
+                        r.bundle = None
                     if stopped is None and strict and _bad(result.problems):
                         stopped = path.name
-                    if stopped is not None:
-                        continue  # mapped for the report, neither written nor posted
-                    if strict and _bad(r.problems):
-                        stopped = f"{path.name}, {r.where}"
+                    if result.problems and not result.records:
                         failed += 1
-                        continue
-                    records += 1
-                    unmapped += sum(len(v) for v in r.unmapped.values())
-                    if r.bundle is None:
-                        failed += 1
-                        continue
-                    mapped += 1
-                    types.update(e["resource"]["resourceType"] for e in r.bundle["entry"])
-                    if out is not None:
-                        (out / f"{path.stem}.{suffix}{r.index}.json").write_bytes(
-                            orjson.dumps(r.bundle, option=orjson.OPT_INDENT_2))
-                    elif poster is not None:
-                        poster.submit(r.bundle, f"{path.name}, {r.where}")
-                    # its bytes are written or queued: the outcome needs only the problems, and the
-                    # collector, back after the file, then walks far fewer live objects
-                    r.bundle = None
-                if stopped is None and strict and _bad(result.problems):
-                    stopped = path.name
-                if result.problems and not result.records:
-                    failed += 1
-                outcome = result.outcome()
-                for issue in outcome["issue"]:
-                    if issue["code"] != "informational":
-                        severities[issue["severity"]] += 1
-                        (errors if issue["severity"] in ("error", "fatal") else warnings).append(
-                            f"[{issue['severity']}] {issue['diagnostics']}")
-                if poster is not None:
-                    poster.drain()  # a file's bundles are all answered before the next file's
+                    outcome = result.outcome()
+                    for issue in outcome["issue"]:
+                        if issue["code"] != "informational":
+                            severities[issue["severity"]] += 1
+                            (errors if issue["severity"] in ("error", "fatal") else warnings).append(
+                                f"[{issue['severity']}] {issue['diagnostics']}")
+                    if poster is not None:
+                        poster.drain()  # a file's bundles are all answered before the next file's
                 if out is not None:
                     (out / f"{path.stem}.outcome.json").write_bytes(orjson.dumps(outcome, option=orjson.OPT_INDENT_2))
                 progress.advance(task)

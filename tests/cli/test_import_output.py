@@ -77,3 +77,25 @@ def test_a_server_refusal_is_printed_before_warnings(fresh_server: Server, tmp_p
     assert not any(line.startswith("[warning]") for line in lines)  # none shown, all counted
     assert int(_table_row(lines, "warnings (listed above)")) > 0
     assert lines.index(refusals[-1]) < _first(lines, "fhir-hub import (claims)")
+
+
+def test_the_collector_stays_paused_until_a_files_bundles_are_posted(fresh_server: Server, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a file's bundles are posted the cyclic collector is off (back on, it walked every
+    live bundle of the file again), and it is back on once the command is done."""
+    import gc
+
+    seen: list[bool] = []
+    submit = import_claims._Poster.submit
+
+    def watched(self: import_claims._Poster, bundle: dict[str, object], where: str) -> None:
+        seen.append(gc.isenabled())
+        submit(self, bundle, where)
+
+    monkeypatch.setattr(import_claims._Poster, "submit", watched)
+    assert gc.isenabled()
+    files = [str(p) for p in sample_files()]
+    result = runner.invoke(app, ["import-claims", *files, "--base", fresh_server.base], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert len(seen) == int(_table_row(_lines(result.output), "HOSO posted")) > 3 and not any(seen)
+    assert gc.isenabled()
