@@ -17,6 +17,7 @@ With auth off (the default) none of this is imported and the server runs open.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fhir_hub.auth import demo
@@ -29,6 +30,11 @@ from fhir_hub.auth.server import AuthServer, auth_base
 from fhir_hub.auth.storage import AuthStore
 from fhir_hub.config import Settings
 from fhir_hub.rest.wire import Request, Response
+
+
+def _not_open(req: Request) -> Request | None:
+    return None  # before open() and after close(): enforce() answers (and asserts)
+
 
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
@@ -46,6 +52,14 @@ class Auth:
         if settings.audit not in ("off", "access"):  # a typo must not leave accesses unrecorded
             raise ValueError(f"FHIR_HUB_AUDIT: expected off or access, got {settings.audit!r}")
         self._auditor: Auditor | None = None
+        #: Decided once: ``after`` runs on every answer. The app may skip :meth:`after` for an answer
+        #: when this is false and the request has no ``Origin`` (it would return the answer as it is).
+        self.audits = self._audit_on = settings.audit == "access"
+        #: The enforcement point's quick path (:meth:`Enforcer.quick`), for the app to try before
+        #: awaiting :meth:`enforce` (a read by id decided before then needs no coroutine): the
+        #: request to dispatch, or ``None`` (then :meth:`enforce`). Bound by :meth:`open`.
+        self.quick: Callable[[Request], Request | None] = _not_open
+        self._fhir_prefix = self.base_path + "/"
         self._discovery = f"{self.base_path}/.well-known/smart-configuration"
 
     def open(self) -> None:
@@ -57,6 +71,7 @@ class Auth:
             self._server = AuthServer(self._store, keys, self.base_path, revoked)
             limits = RateLimits(self.settings.rate_limit) if self.settings.rate_limit > 0 else None
             self._enforcer = Enforcer(self._store, keys, self.base_path, revoked, limits)
+            self.quick = self._enforcer.quick
             store = self._store
             self._cors = Cors(lambda: [u for c in store.clients() for u in c.redirect_uris])
 
@@ -68,6 +83,7 @@ class Auth:
         if self._store is not None:
             self._store.close()
             self._store = self._server = self._enforcer = self._cors = None
+            self.quick = _not_open
 
     def handles(self, path: str) -> bool:
         return path.startswith("/auth/") or path == self._discovery
@@ -92,7 +108,7 @@ class Auth:
         ``FHIR_HUB_AUDIT=access``) and CORS headers when the request's ``Origin`` is registered."""
         if self._enforcer is None or self._cors is None:
             return response
-        if self.settings.audit == "access" and (path == self.base_path or path.startswith(self.base_path + "/")):
+        if self._audit_on and (path == self.base_path or path.startswith(self._fhir_prefix)):
             seg = [s for s in path[len(self.base_path):].split("/") if s]
             if seg != ["metadata"]:
                 self._audit(hub, method, seg, scope, headers, response.status)

@@ -58,6 +58,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 
 from fhir_hub import definitions
+from fhir_hub.auth import compartment
 from fhir_hub.auth.compartment import admits_version
 from fhir_hub.auth.keys import ACCESS_TYP, InvalidToken, Keys
 from fhir_hub.auth.limits import RateLimits, cost
@@ -84,6 +85,10 @@ _MPI_OPERATIONS = _MPI_READS | {"$mpi-link", "$mpi-unlink", "$mpi-merge", "$mpi-
 _CACHE_MAX = 10_000
 #: Per token: decisions by type (scope restrictions, read guards), at most this many.
 _MEMO_MAX = 64
+#: :meth:`Enforcer.quick` finds a token's entry by this many last characters of the
+#: ``Authorization`` header (the end of the JWT's signature), then compares the whole header:
+#: hashing a few characters instead of the whole ~850-character token each request.
+_TAIL = 24
 _UNSET: Any = object()
 
 
@@ -155,13 +160,19 @@ class _Entry:
     """A cached verified token: its principal, the last base URL its ``aud`` and ``iss`` passed for,
     and the read guards :meth:`Enforcer.check` decided for that base, by type (:meth:`Enforcer.quick`)."""
 
-    __slots__ = ("base", "principal", "reads")
+    __slots__ = ("base", "exp", "header", "jti", "principal", "reads", "token")
 
-    def __init__(self, principal: Principal):
+    def __init__(self, token: str, principal: Principal):
+        #: The key of this entry in :attr:`Enforcer._cache` (the same string object: its hash is kept).
+        self.token = token
         self.principal = principal
+        self.exp = principal.exp
+        self.jti = principal.jti
         self.base: str | None = None
         #: By resource type: the guard of a read by id (``None``: none needed), for ``base``.
         self.reads: dict[str, Admit | None] = {}
+        #: The exact ``Authorization`` header this entry is in :attr:`Enforcer._quick` under, if any.
+        self.header: str | None = None
 
 
 Admit = Callable[[StoredVersion | None], bool]
@@ -199,7 +210,11 @@ class _Admit:
             return False  # missing or deleted: one answer, 404
         one = self.one
         if one is not None:
-            if not admits_version(v, "Patient", one[0], one[1], one[2]):
+            # a version decided before: its decision read here, without a call (compartment.admits_version)
+            found = compartment._decided.get((v.rtype, v.rid, v.vid, v.seq, v.ts, one[0]))
+            if found is None:
+                found = admits_version(v, "Patient", one[0], one[1], one[2])
+            if not found:
                 return False
         elif self.targets and not any(admits_version(v, "Patient", *t) for t in self.targets):
             return False
@@ -228,6 +243,9 @@ class Enforcer:
         #: Per-client rate limits (``FHIR_HUB_RATE_LIMIT``), or ``None``.
         self.limits = limits
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        #: The entries with read guards, by the last :data:`_TAIL` characters of the exact header
+        #: they were decided for (:meth:`quick`); only ever entries that are in :attr:`_cache`.
+        self._quick: dict[str, _Entry] = {}
         self._seq = 0
         self._polled = 0.0
 
@@ -264,14 +282,14 @@ class Enforcer:
             p = Principal(str(claims.get("jti")), str(claims.get("client_id")), scopes,
                           patient if isinstance(patient, str) else None, int(claims["exp"]), str(claims.get("iss")),
                           tuple(aud) if isinstance(aud, list) else str(aud))
-            entry = self._cache[token] = _Entry(p)
+            entry = self._cache[token] = _Entry(token, p)
             if len(self._cache) > _CACHE_MAX:
-                self._cache.popitem(last=False)
+                self._unquick(self._cache.popitem(last=False)[1])
         else:
             self._cache.move_to_end(token)
             p = entry.principal
         if p.exp <= now:
-            self._cache.pop(token, None)
+            self._unquick(self._cache.pop(token, entry))
             raise unauthorized("the token has expired")
         if p.jti in self.revoked:
             raise unauthorized("the token was revoked")
@@ -284,6 +302,12 @@ class Enforcer:
             entry.base = base
             entry.reads = {}
         return entry
+
+    def _unquick(self, entry: _Entry) -> None:
+        """Take ``entry`` (leaving the cache) out of the quick index."""
+        if entry.header is not None and self._quick.get(entry.header[-_TAIL:]) is entry:
+            del self._quick[entry.header[-_TAIL:]]
+        entry.header = None
 
     def peek(self, headers: dict[str, str]) -> Principal | None:
         """The principal of a bearer token :meth:`principal` accepted before (for the audit), else ``None``."""
@@ -305,30 +329,45 @@ class Enforcer:
         seg = req.segments
         if len(seg) != 2 or (req.method != "GET" and req.method != "HEAD"):
             return None
+        header = req.headers.get("authorization")
+        if header is None:
+            return None
+        entry = self._quick.get(header[-_TAIL:])
+        # the whole header, compared: exactly the token check() verified, for this base
+        if entry is None or entry.header != header or entry.base != req.base_url:
+            return None
         first = seg[1][:1]
         if first == "_" or first == "$":
-            return None
-        header = req.headers.get("authorization")
-        if header is None or header[:7] != "Bearer ":
-            return None
-        token = header[7:]
-        entry = self._cache.get(token)
-        if entry is None or entry.base != req.base_url:
             return None
         admit = entry.reads.get(seg[0], _UNSET)
         if admit is _UNSET:
             return None
         now = time.time()
-        self._poll_revocations(now)
-        p = entry.principal
-        if p.exp <= now or p.jti in self.revoked:
+        if now - self._polled >= 1.0:
+            self._poll_revocations(now)
+        if entry.exp <= now or entry.jti in self.revoked:
             return None
-        self._cache.move_to_end(token)
+        self._cache.move_to_end(entry.token)  # the key object itself: its hash is not computed again
         if self.limits is not None:
-            self.limits.take(p.client_id, cost(req.method, seg, req.query, req.body))
+            self.limits.take(entry.principal.client_id, cost(req.method, seg, req.query, req.body))
         if admit is None:
             return req
         return GuardedRequest(req.method, seg, req.query, req.headers, req.body, req.base_url, req.raw_query, admit)
+
+    def _index(self, entry: _Entry, header: str) -> None:
+        """Let :meth:`quick` find ``entry`` (in the cache, with read guards) by ``header``, the exact
+        ``Authorization`` header :meth:`_entry` accepted for it."""
+        if entry.header == header:
+            return
+        if self._cache.get(entry.token) is not entry:
+            return  # not (or no longer) the cached entry of its token
+        self._unquick(entry)
+        tail = header[-_TAIL:]
+        other = self._quick.get(tail)
+        if other is not None:
+            other.header = None  # another token ending alike: the newer one is indexed
+        self._quick[tail] = entry
+        entry.header = header
 
     async def check(self, hub: Any, req: Request) -> Request:
         """The request to dispatch (possibly narrowed to the patient's compartment), or a FhirError."""
@@ -351,6 +390,7 @@ class Enforcer:
                     # the same for every id of the type (a patient's own Patient depends on the id;
                     # with reconciliation on, the reach is read at each request): quick() reuses it
                     entry.reads[seg[0]] = admit
+                    self._index(entry, req.headers["authorization"])
                 if admit is None:
                     return req
                 return GuardedRequest(method, seg, req.query, req.headers, req.body, req.base_url, req.raw_query,

@@ -388,3 +388,75 @@ def test_instance_validate_with_read_access(world: World) -> None:
     r = httpx.post(f"{world.srv.base}/Observation/{world.ids['own']}/$validate", content=b"{not json",
                    headers={**bearer(world.alice), "content-type": "application/fhir+json"})
     assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"
+
+
+class _StrictKeys(_PatientKeys):
+    """Verifies only the tokens it issued (as the real Keys verify the signature)."""
+
+    def __init__(self, issued: set[str]) -> None:
+        super().__init__()
+        self.issued = issued
+
+    def verify(self, token: str, typ: str, now: float | None = None) -> dict[str, Any]:
+        from fhir_hub.auth.keys import InvalidToken
+
+        if token not in self.issued:
+            raise InvalidToken("bad signature")
+        return super().verify(token, typ, now)
+
+
+def test_the_quick_index_serves_the_exact_header_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quick path finds a token by the end of its header: a header ending alike but otherwise
+    different (a forged token with a valid token's tail) is not served from it and is refused by
+    check(); an evicted or expired token leaves the index with the cache."""
+    from fhir_hub.auth import enforce
+
+    tail = "x" * (enforce._TAIL + 8)
+    good, forged = f"a{tail}", f"b{tail}"
+    e = Enforcer(_Store(), _StrictKeys({good, "t2", "t3"}), "/fhir", set())  # type: ignore[arg-type]
+    _checked(e, _req(good))
+    assert isinstance(e.quick(_req(good)), enforce.GuardedRequest)
+    assert e.quick(_req(forged)) is None
+    with pytest.raises(enforce.FhirError) as refused:
+        _checked(e, _req(forged))
+    assert refused.value.status == 401
+    assert isinstance(e.quick(_req(good)), enforce.GuardedRequest)  # the refused one displaced nothing
+    # the same token with the scheme in other case is verified as such by check(), then served too
+    lower = Request("GET", ["Observation", "1"], [], {"authorization": f"bearer {good}"}, b"", "http://h/fhir")
+    assert e.quick(lower) is None
+    assert isinstance(_checked(e, lower), enforce.GuardedRequest)
+    assert isinstance(e.quick(lower), enforce.GuardedRequest)
+    # evicted from the bounded cache: out of the quick index too
+    monkeypatch.setattr(enforce, "_CACHE_MAX", 2)
+    _checked(e, _req("t2"))
+    _checked(e, _req("t3"))
+    assert good not in e._cache
+    assert e.quick(_req(good)) is None and e.quick(lower) is None
+    assert all(entry.token in e._cache for entry in e._quick.values())
+    # expired: check() drops it from both
+    p = e.principal(_req("t3"))
+    monkeypatch.setattr(enforce.time, "time", lambda: p.exp + 1.0)
+    with pytest.raises(enforce.FhirError, match="expired"):
+        _checked(e, _req("t3"))
+    assert "t3" not in e._cache and all(entry.token != "t3" for entry in e._quick.values())
+
+
+def test_the_app_can_take_the_quick_path_without_a_coroutine(world: World) -> None:
+    """``Auth.quick`` is the enforcer's quick path once the server runs: the app may try it before
+    awaiting ``Auth.enforce``; it declines (``None``) what only ``enforce`` may decide."""
+    from fhir_hub.auth import Auth
+    from fhir_hub.config import Settings
+
+    auth = Auth(Settings.from_env(db=str(world.srv.db)))
+    req = _req("t1")
+    assert auth.quick(req) is None  # not open: nothing is decided here
+    auth.open()
+    try:
+        assert auth._enforcer is not None and auth.quick == auth._enforcer.quick
+        assert auth.quick(req) is None  # never verified: enforce() decides
+        assert auth.audits is False
+    finally:
+        import asyncio
+
+        asyncio.run(auth.close())
+    assert auth.quick(req) is None
