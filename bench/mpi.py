@@ -153,11 +153,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         copies.append((patient, truth, faults))
 
     full, probabilistic, by_nid, nid_rule = Tally(), Tally(), Tally(), Tally()
+    # as on the server: probabilistic candidates sharing fewer blocking keys than the best less
+    # one are not scored (rules.prune), unless --score-all
+    keys_of = None if args.score_all else index.keys_of
     clock = time.perf_counter_ns
     gc.disable()
     for patient, truth, faults in copies:
         t0 = clock()
-        decision = match(extract(patient), index, lookup, config)
+        decision = match(extract(patient), index, lookup, config, keys_of)
         ms = (clock() - t0) / 1e6
         full.add(decision, truth, faults, ms)
         if any(i["system"] == NATIONAL_ID for i in patient["identifier"]):
@@ -167,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for patient, truth, faults in copies:
         stripped = _strip_ids(patient)
         t0 = clock()
-        decision = match(extract(stripped), index, lookup, config)
+        decision = match(extract(stripped), index, lookup, config, keys_of)
         probabilistic.add(decision, truth, faults, (clock() - t0) / 1e6)
     floor: list[float] = []
     keys = list(by_id)[: len(copies)]
@@ -178,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gc.enable()
 
     result = {
-        "meta": {"persons": args.persons, "seed": args.seed, "incoming": len(copies), "new_share": args.new_share,
+        "meta": {"persons": args.persons, "seed": args.seed, "pruned": not args.score_all, "incoming": len(copies), "new_share": args.new_share,
                  "new_person_id_collisions_skipped": collisions, "python": platform.python_version(),
                  "machine": platform.machine(), "cores": len(__import__("os").sched_getaffinity(0)),
                  "build_seconds": round(build_s, 1), "rss_mb_before": round(rss0), "rss_mb_built": round(rss_built),
@@ -215,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--incoming", type=int, default=20_000)
     parser.add_argument("--new-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--score-all", action="store_true",
+                        help="score every candidate sharing a blocking key (no rules.prune), as before 2026-12-02")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mpi.json")
     args = parser.parse_args(argv)
     result = run(args)

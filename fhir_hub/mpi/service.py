@@ -337,31 +337,44 @@ class _Candidates:
     """Golden records' features for one decision, each read once (the deterministic and the
     probabilistic pass of :func:`~fhir_hub.mpi.rules.match` may both ask for a candidate), and
     their stored bytes, so the golden record the decision picks is not read again to be written.
-    A candidate's body is parsed only when it is that one (:meth:`golden`); its features come
-    from :func:`_stored_features`."""
+    Features come from :func:`_stored_features`; a body is parsed only for its key tags
+    (:meth:`keys_of`, which candidates are worth scoring) or when it is the one linked."""
 
-    __slots__ = ("_tx", "_raw", "_features")
+    __slots__ = ("_tx", "_raw", "_bodies", "_features")
 
     def __init__(self, tx: Tx) -> None:
         self._tx = tx
         self._raw: dict[str, bytes | None] = {}
+        self._bodies: dict[str, dict[str, Any] | None] = {}
         self._features: dict[str, Features] = {}
+
+    def _stored(self, gid: str) -> bytes | None:
+        if gid not in self._raw:
+            v = self._tx.current("Patient", gid)
+            self._raw[gid] = None if v is None else v.body
+        return self._raw[gid]
+
+    def _body(self, gid: str) -> dict[str, Any] | None:
+        if gid not in self._bodies:
+            raw = self._stored(gid)
+            self._bodies[gid] = None if raw is None else orjson.loads(raw)
+        return self._bodies[gid]
 
     def __call__(self, gid: str) -> Features:
         found = self._features.get(gid)
         if found is None:
-            v = self._tx.current("Patient", gid)
-            raw = self._raw[gid] = None if v is None else v.body
+            raw = self._stored(gid)
             found = self._features[gid] = _stored_features(raw) if raw is not None else extract({})
         return found
 
+    def keys_of(self, gid: str) -> list[str]:
+        """The blocking keys golden record ``gid`` carries."""
+        body = self._body(gid)
+        return [] if body is None else _key_tags(body)
+
     def golden(self, gid: str) -> tuple[Golden, dict[str, Any] | None]:
         """The golden record ``gid`` and its stored body (read now unless matching did)."""
-        if gid not in self._raw:
-            body = _body(self._tx, "Patient", gid)
-        else:
-            raw = self._raw[gid]
-            body = None if raw is None else orjson.loads(raw)
+        body = self._body(gid)
         return Golden.of(gid, body), body
 
 
@@ -555,7 +568,7 @@ class Reconciler:
         (``fresh_link``: it never had a link record, so none is looked up to be written)."""
         incoming = extract(resource)
         seen = _Candidates(tx)
-        decision = match(incoming, TxCandidates(tx), seen, self.config)
+        decision = match(incoming, TxCandidates(tx), seen, self.config, seen.keys_of)
         if decision.outcome is Outcome.AUTO_LINK and decision.candidate is not None:
             golden, body = seen.golden(decision.candidate)
             write_golden(tx, Golden(golden.id, (*golden.sources, sid), golden.merged), {sid: resource},
@@ -586,7 +599,8 @@ class Reconciler:
             if stay.outcome is Outcome.AUTO_LINK:
                 write_golden(tx, golden, {sid: resource})
                 return
-        elsewhere = match(incoming, TxCandidates(tx, exclude=(gid,)), _Candidates(tx), self.config)
+        found = _Candidates(tx)
+        elsewhere = match(incoming, TxCandidates(tx, exclude=(gid,)), found, self.config, found.keys_of)
         why = (f"re-matched after an update of Patient/{sid}",)
         if elsewhere.outcome is Outcome.AUTO_LINK and elsewhere.candidate is not None:
             _move(tx, sid, gid, elsewhere.candidate)

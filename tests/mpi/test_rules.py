@@ -234,3 +234,27 @@ def test_too_common_blocking_keys_are_skipped_and_said() -> None:
     d = match(extract(patient(cccd=None, card=None, phone=None, addr={})), index, people.__getitem__, config)
     assert d.outcome is Outcome.NEW
     assert any(r.startswith("blocking keys too common to use: gfy:hung|nguyen|1985") for r in d.reasons)
+
+
+def test_candidates_sharing_fewer_blocking_keys_are_not_scored_and_said() -> None:
+    # P0 is the person (same name, year, commune and phone: five keys); P1 and P2 share only the
+    # tên + họ + year key (other middle name, commune and phone); P3 shares all but the phone
+    index, people = _indexed(
+        patient(),
+        patient(name="Nguyễn Hữu Hùng", phone="0900000001", addr=address("79", "26734"), cccd="001085000011"),
+        patient(name="Nguyễn Đức Hùng", phone="0900000002", addr=address("79", "26734"), cccd="001085000012"),
+        patient(phone="0900000003", cccd="001085000013"))
+    incoming = extract(patient(cccd=None, card=None))
+    scored: list[str] = []
+
+    def features_of(pid: str) -> Features:
+        scored.append(pid)
+        return people[pid]
+
+    d = match(incoming, index, features_of, CONFIG, index.keys_of)
+    assert sorted(scored) == ["P0", "P3"]
+    assert "2 candidates sharing fewer blocking keys not scored" in d.reasons
+    unpruned = match(incoming, index, people.__getitem__, CONFIG)
+    assert {d.candidate} | {o[0] for o in d.others} == {"P0", "P3"}
+    assert {unpruned.candidate} | {o[0] for o in unpruned.others} == {"P0", "P1", "P2", "P3"}
+    assert (d.outcome, d.candidate) == (unpruned.outcome, unpruned.candidate)
