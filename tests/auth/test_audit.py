@@ -224,3 +224,21 @@ def test_buffered_events_are_written_at_shutdown(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json().get("total", len(r.json().get("entry", []))) >= 5, r.text
     finally:
         srv.stop()
+
+
+def test_the_indexed_codings_add_no_text_rows() -> None:
+    """The codings the search index reads (type, entity type and role) carry system and code only,
+    so an event is indexed without a ``:text`` row for each (fewer rows to write per access); the
+    codes themselves are all there, and searchable."""
+    from fhir_hub.search import extract
+
+    event = access_event(method="GET", seg=["Observation", "o1"], raw_query="a=b", status=200,
+                         recorded="2026-01-02T03:04:05.000Z", client_id="app", jti="j", patient="p1",
+                         address="127.0.0.1")
+    rows = list(extract.index_rows("AuditEvent", {**event, "id": "e1"}))
+    assert not [r for r in rows if r[1].endswith(":text")], rows
+    tokens = {(r[1], r[2], r[3]) for r in rows if r[0] == "token"}
+    assert ("type", "http://terminology.hl7.org/CodeSystem/audit-event-type", "rest") in tokens
+    role = "http://terminology.hl7.org/CodeSystem/object-role"
+    assert {("entity-role", role, "1"), ("entity-role", role, "4"), ("entity-role", role, "24")} <= tokens
+    assert len(rows) <= 19, rows
