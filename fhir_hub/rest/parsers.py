@@ -27,6 +27,7 @@ from typing import Any
 
 from fhir_hub.errors import FhirError
 from fhir_hub.search import parameters
+from fhir_hub.storage.port import IndexForm
 
 log = logging.getLogger("fhir_hub.parsers")
 
@@ -71,7 +72,7 @@ def _adopt(generation: int, custom: Any) -> None:
         _generation = generation
 
 
-def parse(body: bytes, base_url: str, validate: bool, required: str, index: bool,
+def parse(body: bytes, base_url: str, validate: bool, required: str, form: IndexForm | None,
           generation: int, custom: Any) -> Answer:
     """The job: a transaction body to its entries, as ``transaction.parse_entry`` makes them."""
     from fhir_hub.rest import transaction
@@ -83,9 +84,9 @@ def parse(body: bytes, base_url: str, validate: bool, required: str, index: bool
         if kind != "transaction":
             return ("batch",)
         urn_types = transaction.urn_types(raw_entries)
-        indexer = Indexer() if index else None
+        indexer = Indexer() if form is not None else None
         entries = [transaction.parse_entry(raw, i, base_url, validate, indexer=indexer, urn_types=urn_types,
-                                           required=required) for i, raw in enumerate(raw_entries)]
+                                           required=required, form=form) for i, raw in enumerate(raw_entries)]
     except FhirError as exc:
         return ("error", exc.status, exc.issues, exc.headers)
     return ("ok", kind, entries)
@@ -130,13 +131,15 @@ class Parsers:
             self._pool = None
             self.workers = 0
 
-    async def parse(self, body: bytes, base_url: str, validate: bool, required: str, index: bool) -> Answer | None:
-        """The worker's answer, or ``None`` when the pool broke (the caller parses the body itself)."""
+    async def parse(self, body: bytes, base_url: str, validate: bool, required: str,
+                    form: IndexForm | None) -> Answer | None:
+        """The worker's answer, or ``None`` when the pool broke (the caller parses the body itself).
+        ``form`` is the store's, to prepare index rows in (``None``: the store keeps no index)."""
         pool = self._pool
         assert pool is not None
         generation, custom = parameters.state()
         try:
-            future = pool.submit(parse, body, base_url, validate, required, index, generation, custom)
+            future = pool.submit(parse, body, base_url, validate, required, form, generation, custom)
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:
             log.warning("a parser process died; parsing in the server until a new one is up")

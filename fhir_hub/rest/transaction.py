@@ -37,7 +37,7 @@ from fhir_hub.rest.respond import prefer_return
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps, parse_json, require_json_body
 from fhir_hub.search.dates import instant
 from fhir_hub.search.parse import Conditions, conditions
-from fhir_hub.storage.port import Indexer, IndexRow, StoredVersion, Tx
+from fhir_hub.storage.port import Indexer, IndexForm, StoredVersion, Tx
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
@@ -73,8 +73,10 @@ class Entry:
     packed: bytes | None = None
     #: ``resource.id`` as sent (conditional PUT checks it against the match).
     body_id: str | None = None
-    #: Search-index rows extracted on the event loop (see ``Tx.put``).
-    index_rows: Sequence[IndexRow] | None = None
+    #: Search-index rows extracted on the event loop or by a parser process, prepared in the
+    #: store's ``index_form`` (see ``Tx.put``), and that form.
+    index_rows: Any = None
+    index_form: IndexForm | None = None
     #: For GET/HEAD entries: the URL's path segments and query.
     segments: Sequence[str] = ()
     query: Sequence[tuple[str, str]] = ()
@@ -159,7 +161,7 @@ def _placeholder(urn: str, rtype: str) -> str:
 
 def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool = False,
                 indexer: Indexer | None = None, urn_types: dict[str, str] | None = None,
-                required: str = "") -> Entry:
+                required: str = "", form: IndexForm | None = None) -> Entry:
     """Parse and check one entry on the event loop.
 
     Everything that does not depend on stored state is done here, while the writer is busy with
@@ -240,7 +242,7 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool 
         return entry  # a streamed bundle keeps only bytes: the writer extracts the rows
     entry.resource = resource
     entry.holders = reference_holders(resource)
-    if indexer is not None:
+    if indexer is not None and form is not None:
         swapped = []
         for holder in entry.holders:
             ref = holder["reference"]
@@ -248,7 +250,8 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool 
             if target_type is not None:
                 holder["reference"] = _placeholder(ref, target_type)
                 swapped.append((holder, ref))
-        entry.index_rows = indexer.rows(rtype, resource)
+        entry.index_rows = form.prepare(rtype, indexer.rows(rtype, resource))
+        entry.index_form = form
         for holder, ref in swapped:
             holder["reference"] = ref
     return entry
@@ -411,17 +414,11 @@ def _rewrite(tx: Tx, e: Entry, resource: dict[str, Any], holders: list[dict[str,
             holder["reference"] = changed[ref] = _resolve_conditional_ref(tx, rel, path.removesuffix(".reference"))
         elif rel != ref:
             holder["reference"] = changed[ref] = rel
-    if changed and e.index_rows is not None:
+    if changed and e.index_rows is not None and e.index_form is not None:
         # rows carry Type/urn-<uuid> for urn:uuid references (parse_entry): swap in the real ids
         by_row = {(_placeholder(ref, target.partition("/")[0]) if ref.startswith("urn:uuid:") else ref): target
                   for ref, target in changed.items()}
-        indexed = {r[2] for r in e.index_rows if r[0] == "reference"}
-        if any("://" in ref or ref not in indexed for ref in by_row):
-            # an absolute URL was also indexed by its tail, a conditional one not at all: extract again
-            e.index_rows = None
-        else:
-            e.index_rows = [(r[0], r[1], by_row.get(r[2], r[2]), r[3], r[4]) if r[0] == "reference" else r
-                            for r in e.index_rows]
+        e.index_rows = e.index_form.retarget(e.index_rows, by_row)  # None: the writer extracts them again
 
 
 def _fullurl_tail(full_url: str, rtype: str) -> str | None:
@@ -574,7 +571,8 @@ async def _parsed_elsewhere(hub: Any, req: Request) -> list[Entry] | None:
         return None
     require_json_body(req)
     s = hub.settings
-    answer = await parsers.parse(body, req.base_url, s.validate, s.require_profile, hub.store.indexer is not None)
+    form = hub.store.index_form if hub.store.indexer is not None else None
+    answer = await parsers.parse(body, req.base_url, s.validate, s.require_profile, form)
     if answer is None or answer[0] == "batch":
         return None
     if answer[0] == "error":
@@ -602,7 +600,7 @@ async def handle_bundle(hub: Any, req: Request) -> Response:
                 raw_entries = list(raw_entries)
             urns = None if streamed else urn_types(raw_entries)
             entries = [parse_entry(raw, i, base_url, validate, pack=streamed, indexer=indexer, urn_types=urns,
-                                   required=hub.settings.require_profile)
+                                   required=hub.settings.require_profile, form=hub.store.index_form)
                        for i, raw in enumerate(raw_entries)]
         parsed = entries
         results = await hub.store.transact(lambda tx: execute(tx, parsed, hub, base_url, with_body))
@@ -644,7 +642,7 @@ async def _batch_read(hub: Any, entry: Entry, raw: dict[str, Any], base_url: str
 async def _batch_entry(hub: Any, raw: Any, index: int, base_url: str, with_body: bool) -> dict[str, Any]:
     try:
         entry = parse_entry(raw, index, base_url, hub.settings.validate, indexer=hub.store.indexer,
-                            required=hub.settings.require_profile)
+                            required=hub.settings.require_profile, form=hub.store.index_form)
         if entry.method in ("GET", "HEAD") and entry.operation is None:
             return await _batch_read(hub, entry, raw, base_url)
         for holder in entry.holders or ():

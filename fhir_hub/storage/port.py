@@ -75,6 +75,49 @@ class Indexer(Protocol):
     def rows(self, rtype: str, resource: dict[str, Any]) -> Sequence[IndexRow]: ...
 
 
+class IndexForm(Protocol):
+    """The form a backend takes a resource's index rows in, when they are made before its writer
+    runs (by the event loop or a parser process: ``rest/parsers.py``).
+
+    Preparing there moves the backend's per-row work off the writer, which is what limits ingest;
+    what ``prepare`` returns is opaque to the caller, except that it pickles and that
+    ``retarget`` can repoint its references.
+    """
+
+    def prepare(self, rtype: str, rows: Sequence[IndexRow]) -> Any:
+        """``rows`` of a resource about to be written, without its ``_lastUpdated`` row: the writer
+        adds that one with the write's time."""
+        ...
+
+    def retarget(self, prepared: Any, targets: dict[str, str]) -> Any | None:
+        """The rows with reference values changed as ``targets`` says (``urn:uuid`` placeholders,
+        conditional references, relative forms of absolute ones, resolved by the transaction), or
+        ``None`` when that cannot be done in place and the writer must extract them again."""
+        ...
+
+
+class NeutralForm:
+    """Index rows kept as :data:`IndexRow` tuples, for a backend that converts them itself."""
+
+    def prepare(self, rtype: str, rows: Sequence[IndexRow]) -> Any:
+        return [r for r in rows if r[1] != "_lastUpdated"]
+
+    def retarget(self, prepared: Any, targets: dict[str, str]) -> Any | None:
+        return retargeted(prepared, targets, [r[2] for r in prepared if r[0] == "reference"],
+                          lambda: [(r[0], r[1], targets.get(r[2], r[2]), r[3], r[4]) if r[0] == "reference" else r
+                                   for r in prepared])
+
+
+def retargeted(prepared: Any, targets: dict[str, str], indexed: Sequence[str], rewrite: Callable[[], Any]) -> Any:
+    """``rewrite()`` when every reference in ``targets`` is among the ``indexed`` values as written,
+    else ``None``: an absolute URL was also indexed by its tail, and a conditional reference not at
+    all, so those need the rows extracted again."""
+    values = set(indexed)
+    if any("://" in ref or ref not in values for ref in targets):
+        return None
+    return rewrite()
+
+
 class Tx(Protocol):
     """The synchronous view of the store inside one write transaction (runs on the writer)."""
 
@@ -88,13 +131,14 @@ class Tx(Protocol):
     def vread(self, rtype: str, rid: str, vid: int) -> StoredVersion | None: ...
 
     def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str, *,
-            fresh: bool = False, index: Sequence[IndexRow] | None = None) -> StoredVersion:
+            fresh: bool = False, index: Any = None) -> StoredVersion:
         """Write the next version of ``rtype/rid``; sets ``id`` and ``meta`` in ``resource``.
 
         ``fresh`` promises that the id was never used (a server-assigned UUID), so the backend may
         skip looking for an earlier version: the hot path of ingest. ``index`` carries rows that the
-        caller already extracted with the store's own indexer (on the event loop, while the writer
-        does SQL), so the writer does not extract them again.
+        caller already extracted with the store's own indexer and prepared in its
+        :attr:`Store.index_form` (on the event loop or in a parser process, while the writer does
+        SQL), so the writer does not extract them again.
         """
         ...
 
@@ -131,6 +175,8 @@ class Store(Protocol):
 
     #: The indexer the store maintains its search index with (``None``: no index).
     indexer: Indexer | None
+    #: The form :meth:`Tx.put` takes prepared index rows in.
+    index_form: IndexForm
 
     async def open(self) -> None: ...
 

@@ -71,7 +71,15 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from fhir_hub.search.dates import instant
 from fhir_hub.search.query import Criterion
-from fhir_hub.storage.port import HistoryQuery, Indexer, IndexRow, StoredVersion, StoreUnavailable
+from fhir_hub.storage.port import (
+    HistoryQuery,
+    Indexer,
+    IndexForm,
+    IndexRow,
+    NeutralForm,
+    StoredVersion,
+    StoreUnavailable,
+)
 from fhir_hub.storage.postgres import migrations, schema, search
 from fhir_hub.storage.postgres.replicas import COMMITTED, AsyncPool, Router
 from fhir_hub.storage.select import describe
@@ -254,6 +262,7 @@ class _Tx:
 
     def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str, *,
             fresh: bool = False, index: Sequence[IndexRow] | None = None) -> StoredVersion:
+        """``index``: rows in :class:`NeutralForm`, which leaves out ``_lastUpdated``."""
         latest = None if fresh else self._latest(rtype, rid)
         vid = 1 if latest is None else latest[0] + 1
         meta = dict(resource.get("meta") or {})
@@ -266,8 +275,8 @@ class _Tx:
         resource.clear()
         resource.update(stored)
         body = orjson.dumps(stored)
-        if index is not None:  # extracted before meta was set here: _lastUpdated is this write's time
-            index = [r for r in index if r[1] != "_lastUpdated"] + [("date", "_lastUpdated", self.ts, self.ts, None)]
+        if index is not None:
+            index = [*index, ("date", "_lastUpdated", self.ts, self.ts, None)]
         rk = self._append(rtype, rid, vid, None if latest is None else latest[2], method, body)
         self._index_rows(rtype, rk, stored, index)
         if len(self._versions) >= _FLUSH_ROWS:
@@ -340,6 +349,7 @@ class PostgresStore:
                  replicas: Sequence[str] = (), replica_wait: float = 0.25):
         self.url = url
         self.indexer = indexer
+        self.index_form: IndexForm = NeutralForm()
         self._group_max = group_commit_max
         self._pool_size = read_pool_size
         #: How long ``open`` waits for the database.

@@ -22,7 +22,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from typing import Any, TypeVar
@@ -31,8 +31,10 @@ import orjson
 
 from fhir_hub.search.dates import instant
 from fhir_hub.search.query import Clause, Criterion, TokenValue
-from fhir_hub.storage.port import HistoryQuery, Indexer, IndexRow, StoredVersion, StoreUnavailable
+from fhir_hub.storage.port import HistoryQuery, Indexer, IndexForm, StoredVersion, StoreUnavailable
 from fhir_hub.storage.sqlite import schema, search
+from fhir_hub.storage.sqlite.rows import TableForm, TableRows, table_rows
+from fhir_hub.storage.sqlite.rows import count as count_rows
 
 T = TypeVar("T")
 log = logging.getLogger("fhir_hub")
@@ -115,32 +117,22 @@ def _insert_many(conn: sqlite3.Connection, template: str, rows: Sequence[tuple[A
 def _index_statements() -> dict[str, tuple[str, str]]:
     out = {}
     for kind, cols in schema.INDEX_COLUMNS.items():
-        names = ("pid", *cols, "rk")
+        names = ("pid", *cols)
         picks = ", ".join(f"j.value ->> {i}" for i in range(len(names)))
-        order = ", ".join(str(i + 1) for i in range(len(names)))
-        out[kind] = (f"INSERT OR IGNORE INTO idx_{kind} ({', '.join(names)}) SELECT {picks} FROM json_each(?) j "
-                     f"ORDER BY {order}",
+        order = ", ".join(str(i + 1) for i in range(len(names) + 1))
+        # ``[[rk, [row, ...]], ...]``: the key once per resource (rows.py makes the rows)
+        out[kind] = (f"INSERT OR IGNORE INTO idx_{kind} ({', '.join(names)}, rk) SELECT {picks}, r.value ->> 0 "
+                     f"FROM json_each(?) r, json_each(r.value, '$[1]') j ORDER BY {order}",
                      f"DELETE FROM idx_{kind} WHERE rk IN ({{rows}})")
     return out
 
 
 #: ``kind -> (insert, delete by owner)`` statements of each index table.
 _INDEX_SQL = _index_statements()
-_system = schema.system_key
-#: Index row ``(kind, param, a, b, c)`` → the table's column tuple (see ``search/extract.py``).
-_INDEX_ROW: dict[str, Callable[[int, int, IndexRow], tuple[Any, ...]]] = {
-    "string": lambda pid, rk, r: (pid, r[2], "" if r[1].endswith(":text") else r[3], rk),
-    "token": lambda pid, rk, r: (pid, r[3], _system(r[2]), rk),
-    "date": lambda pid, rk, r: (pid, r[2], r[3], rk),
-    "number": lambda pid, rk, r: (pid, r[2], rk),
-    "quantity": lambda pid, rk, r: (pid, r[3], _system(r[2]), r[4], rk),
-    "reference": lambda pid, rk, r: (pid, r[2], rk),
-    "uri": lambda pid, rk, r: (pid, r[2], rk),
-}
-#: Table rows of one resource, by kind.
-_Rows = list[tuple[str, tuple[Any, ...]]]
 #: A resource's held rows: (rtype, rid, rows, the serial of the unit that wrote them).
-_Held = tuple[str, str, _Rows, int | None]
+_Held = tuple[str, str, TableRows, int | None]
+#: Held rows taken for insertion: ``kind -> [(rk, rows of that kind), ...]``.
+_Batch = dict[str, list[tuple[int, list[tuple[Any, ...]]]]]
 _LATEST = "SELECT vid, deleted, rk FROM current WHERE rtype = ? AND rid = ?"
 _FLUSH_ROWS = 500
 #: A unit inserts held rows once they pass this many batches (a 50 MB bundle's rows are not all held).
@@ -192,31 +184,29 @@ class _IndexBuffer:
 
     def _add(self, rk: int, held: _Held) -> None:
         self.by_rk[rk] = held
-        self.count += len(held[2])
-        for kind, row in held[2]:
-            if kind == "token":
-                self.tokens.setdefault((row[0], row[1]), {}).setdefault(rk, set()).add(row[2])
+        self.count += count_rows(held[2])
+        for row in held[2].get("token", ()):
+            self.tokens.setdefault((row[0], row[1]), {}).setdefault(rk, set()).add(row[2])
 
     def _remove(self, rk: int) -> _Held | None:
         held = self.by_rk.pop(rk, None)
         if held is not None:
-            self.count -= len(held[2])
-            for kind, row in held[2]:
-                if kind == "token":
-                    owners = self.tokens.get((row[0], row[1]))
-                    if owners is not None:
-                        owners.pop(rk, None)
-                        if not owners:
-                            del self.tokens[(row[0], row[1])]
+            self.count -= count_rows(held[2])
+            for row in held[2].get("token", ()):
+                owners = self.tokens.get((row[0], row[1]))
+                if owners is not None:
+                    owners.pop(rk, None)
+                    if not owners:
+                        del self.tokens[(row[0], row[1])]
         return held
 
-    def put(self, rk: int, rtype: str, rid: str, rows: _Rows) -> None:
+    def put(self, rk: int, rtype: str, rid: str, rows: TableRows) -> None:
         """Hold ``rows`` as the resource's rows, replacing any it had (none: it has none)."""
         self._undo.append((rk, self._remove(rk)))
         if rows:
             self._add(rk, (rtype, rid, rows, self._unit))
 
-    def take(self) -> list[tuple[str, tuple[Any, ...]]]:
+    def take(self) -> _Batch:
         """Every held row, the buffer left empty.
 
         What an undo must give back is kept: the rows of earlier units (a unit that rolls back
@@ -227,7 +217,7 @@ class _IndexBuffer:
         unit = self._unit
         self._undo.append(taken if unit is None else {rk: h for rk, h in taken.items() if h[3] != unit})
         self.by_rk, self.tokens, self.count = {}, {}, 0
-        return [row for held in taken.values() for row in held[2]]
+        return _batch((rk, held[2]) for rk, held in taken.items())
 
     def begin_unit(self) -> int:
         """Start a unit; returns the mark to :meth:`undo` to if it fails."""
@@ -251,7 +241,7 @@ class _IndexBuffer:
             hits: set[int] = set()
             for v in c.values:
                 assert isinstance(v, TokenValue) and v.code is not None
-                system = None if v.system is None else _system(v.system)
+                system = None if v.system is None else schema.system_key(v.system)
                 for rk, systems in self.tokens.get((pid, v.code), {}).items():
                     if system is None or system in systems:
                         hits.add(rk)
@@ -281,13 +271,25 @@ class _IndexBuffer:
         self._undo.clear()
 
 
-def _insert_rows(conn: sqlite3.Connection, rows: _Rows) -> None:
+def _batch(resources: Iterable[tuple[int, TableRows]]) -> _Batch:
+    out: _Batch = {}
+    for rk, rows in resources:
+        for kind, kind_rows in rows.items():
+            bucket = out.get(kind)
+            if bucket is None:
+                out[kind] = [(rk, kind_rows)]
+            else:
+                bucket.append((rk, kind_rows))
+    return out
+
+
+def _insert_rows(conn: sqlite3.Connection, batch: _Batch) -> None:
     """Insert index rows, one statement per table with its rows as one JSON array: the per-row
     work stays in SQLite, which holds no GIL meanwhile (``executemany`` takes it back for every
-    row, and waits for the event loop to give it up each time). Sorting them first cost more in
-    Python than it saved in SQLite (7,700 against 8,750 resources/s, the writer alone)."""
-    for kind, table_rows in _by_kind(rows).items():
-        conn.execute(_INDEX_SQL[kind][0], (orjson.dumps(table_rows),))
+    row, and waits for the event loop to give it up each time), and sorts them into key order,
+    so rows that share a B-tree page are written together."""
+    for kind, items in batch.items():
+        conn.execute(_INDEX_SQL[kind][0], (orjson.dumps(items),))
 
 
 class _Pending:
@@ -418,15 +420,9 @@ class _Tx:
         row = self._conn.execute(_VREAD, (rtype, rid, vid)).fetchone()
         return None if row is None else _row(rtype, rid, row)
 
-    def _index_rows(self, rtype: str, rk: int, resource: dict[str, Any],
-                    rows: Sequence[IndexRow] | None) -> _Rows:
-        if rows is None:
-            if self._indexer is None:
-                return []
-            rows = self._indexer.rows(rtype, resource)
-        convert = _INDEX_ROW
-        key = schema.param_key
-        return [(r[0], convert[r[0]](key(rtype, r[1]), rk, r)) for r in rows]
+    def _index_rows(self, rtype: str, resource: dict[str, Any]) -> TableRows:
+        """The rows of a stored body (its ``meta.lastUpdated`` is the version's time)."""
+        return {} if self._indexer is None else table_rows(rtype, self._indexer.rows(rtype, resource))
 
     def _latest(self, rtype: str, rid: str) -> tuple[int, bool, int] | None:
         """(vid, deleted, rk) of the latest version, or None if the id was never used."""
@@ -435,7 +431,7 @@ class _Tx:
         return None if row is None else (row[0], bool(row[1]), row[2])
 
     def _append(self, rtype: str, rid: str, vid: int, rk: int | None, method: str, body: bytes | None,
-                rows: Callable[[int], _Rows], ts: int | None = None) -> int:
+                rows: TableRows, ts: int | None = None) -> int:
         self.seq += 1
         p = self._pending
         if rk is None:
@@ -444,14 +440,15 @@ class _Tx:
             p.stale.append((rk,))
         p.versions.append((self.seq, rtype, rid, vid, self.ts if ts is None else ts, method, body))
         p.current.append((rtype, rid, rk, self.seq, vid, 1 if body is None else 0))
-        self._held.put(rk, rtype, rid, rows(rk))
+        self._held.put(rk, rtype, rid, rows)
         p.touched.add((rtype, rid))
         if len(p.versions) >= _FLUSH_ROWS:
             self.flush()  # bound the buffer: a 50 MB bundle must not hold every body twice
         return self.seq
 
     def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str, *,
-            fresh: bool = False, index: Sequence[IndexRow] | None = None) -> StoredVersion:
+            fresh: bool = False, index: TableRows | None = None) -> StoredVersion:
+        """``index``: rows prepared by :class:`TableForm`, which leaves out ``_lastUpdated``."""
         latest = None if fresh else self._latest(rtype, rid)
         vid = 1 if latest is None else latest[0] + 1
         meta = dict(resource.get("meta") or {})
@@ -464,10 +461,11 @@ class _Tx:
         resource.clear()
         resource.update(stored)
         body = orjson.dumps(stored)
-        if index is not None:  # extracted before meta was set here: _lastUpdated is this write's time
-            index = [r for r in index if r[1] != "_lastUpdated"] + [("date", "_lastUpdated", self.ts, self.ts, None)]
-        seq = self._append(rtype, rid, vid, None if latest is None else latest[2], method, body,
-                           lambda rk: self._index_rows(rtype, rk, stored, index))
+        if index is None:
+            rows = self._index_rows(rtype, stored)
+        else:  # prepared before this write's time was known
+            rows = {**index, "date": [*index.get("date", ()), (_last_updated_key(rtype), self.ts, self.ts)]}
+        seq = self._append(rtype, rid, vid, None if latest is None else latest[2], method, body, rows)
         return StoredVersion(rtype, rid, vid, self.ts, method, body, seq)
 
     def delete(self, rtype: str, rid: str) -> StoredVersion | None:
@@ -475,7 +473,7 @@ class _Tx:
         if latest is None or latest[1]:
             return None
         vid = latest[0] + 1
-        seq = self._append(rtype, rid, vid, latest[2], "DELETE", None, lambda rk: [])
+        seq = self._append(rtype, rid, vid, latest[2], "DELETE", None, {})
         return StoredVersion(rtype, rid, vid, self.ts, "DELETE", None, seq)
 
     def restore(self, version: StoredVersion) -> StoredVersion:
@@ -484,10 +482,7 @@ class _Tx:
         if latest is not None and v.vid <= latest[0]:
             raise ValueError(f"{v.rtype}/{v.rid}: version {v.vid} is not after the stored {latest[0]}")
         body = v.body
-
-        def rows(rk: int) -> _Rows:
-            return [] if body is None else self._index_rows(v.rtype, rk, orjson.loads(body), None)
-
+        rows = {} if body is None else self._index_rows(v.rtype, orjson.loads(body))
         seq = self._append(v.rtype, v.rid, v.vid, None if latest is None else latest[2], v.method, body, rows, v.ts)
         return StoredVersion(v.rtype, v.rid, v.vid, v.ts, v.method, body, seq)
 
@@ -503,10 +498,10 @@ class _Tx:
         self._pending.stale.append((rk,))
         # inserted now, not held: no new version is written, so the recovery after a crash (which
         # redoes what came after the watermark) would not redo these rows
-        self._held.put(rk, rtype, rid, [])
+        self._held.put(rk, rtype, rid, {})
         self.flush()
         self._savepoint()
-        _insert_rows(self._conn, self._index_rows(rtype, rk, orjson.loads(row[3]), None))
+        _insert_rows(self._conn, _batch([(rk, self._index_rows(rtype, orjson.loads(row[3])))]))
         return True
 
     def find(self, rtype: str, criteria: Sequence[Criterion], limit: int, after: str | None = None,
@@ -534,15 +529,9 @@ class _Tx:
         return [rid for _rk, rid in sorted(keyed + (held or []))[:limit]]
 
 
-def _by_kind(rows: _Rows) -> dict[str, list[tuple[Any, ...]]]:
-    out: dict[str, list[tuple[Any, ...]]] = {}
-    for kind, row in rows:
-        bucket = out.get(kind)
-        if bucket is None:
-            out[kind] = [row]
-        else:
-            bucket.append(row)
-    return out
+@cache
+def _last_updated_key(rtype: str) -> int:
+    return schema.param_key(rtype, "_lastUpdated")
 
 
 def _write_held(tx: _Tx) -> None:
@@ -582,6 +571,7 @@ class SQLiteStore:
         self._synchronous = synchronous
         self._group_max = group_commit_max
         self.indexer = indexer
+        self.index_form: IndexForm = TableForm()
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         #: Set by the writer when it meets the stop sentinel inside a group.
@@ -768,7 +758,7 @@ class SQLiteStore:
         tx = _Tx(conn, 0, self.indexer, self._seq, held, self._batch_rows, _Pending(), in_unit=False)
         for rtype, rid, rk, deleted, body in changed:
             tx._pending.stale.append((rk,))
-            held.put(rk, rtype, rid, [] if deleted else tx._index_rows(rtype, rk, orjson.loads(body), None))
+            held.put(rk, rtype, rid, {} if deleted else tx._index_rows(rtype, orjson.loads(body)))
         tx.flush()
         if changed:
             log.warning("indexed %d resource(s) written after the last index batch", len(changed))
