@@ -17,7 +17,7 @@ import base64
 import datetime as dt
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -83,6 +83,12 @@ class Entry:
     #: An operation call (``POST ValueSet/$expand``): its HTTP method and body. It runs with the
     #: reads, after every write (``method`` is "GET" for the order), and writes nothing.
     operation: tuple[str, bytes] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its field values in order, for the parser processes' answers: the default
+        for a slotted dataclass builds a dict of all 23 fields per entry, and unpickling that cost
+        the server about 17 µs of its GIL per resource."""
+        return (Entry, tuple([getattr(self, name) for name in _ENTRY_FIELDS]))
 
     def load(self) -> dict[str, Any] | None:
         if self.resource is None and self.packed is not None:
@@ -153,6 +159,9 @@ def urn_types(raw_entries: Iterable[Any]) -> dict[str, str]:
                     and isinstance(resource.get("resourceType"), str):
                 out[full_url] = resource["resourceType"]
     return out
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 
 
 def _placeholder(urn: str, rtype: str) -> str:

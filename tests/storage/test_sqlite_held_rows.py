@@ -17,6 +17,8 @@ from fhir_hub.search.extract import Indexer
 from fhir_hub.search.query import Clause, StringValue, TokenValue
 from fhir_hub.storage.port import Tx
 from fhir_hub.storage.sqlite import store as store_module
+from fhir_hub.storage.sqlite.rows import table_rows
+from fhir_hub.storage.sqlite.schema import param_key, system_key
 from fhir_hub.storage.sqlite.store import SQLiteStore
 
 _WRITE_AND_DIE = textwrap.dedent("""
@@ -126,18 +128,18 @@ async def test_a_unit_that_inserted_held_rows_and_failed_gives_back_the_earlier_
 
 def test_rows_a_unit_inserted_itself_are_not_kept_for_an_undo() -> None:
     held = store_module._IndexBuffer()
-    held.put(1, "Patient", "earlier", {"token": [(7, "a", 5)]})
+    held.put(1, "Patient", "earlier", table_rows("Patient", [("token", "p", "s", "a", None)]))
     held.begin_unit()
     for rk in range(2, 2002):
-        held.put(rk, "Patient", f"p{rk}", {"token": [(7, f"c{rk}", 5)]})
-    assert len(held.take()["token"]) == 2001
+        held.put(rk, "Patient", f"p{rk}", table_rows("Patient", [("token", "p", "s", f"c{rk}", None)]))
+    assert len(held.take()["token"]) == 2001  # one piece per resource
     for rk in range(3000, 5000):
-        held.put(rk, "Patient", f"p{rk}", {"token": [(7, f"c{rk}", 5)]})
+        held.put(rk, "Patient", f"p{rk}", table_rows("Patient", [("token", "p", "s", f"c{rk}", None)]))
     held.take()
     kept = [step for step in held._undo if isinstance(step, dict)]
     assert [len(step) for step in kept] == [1, 0]  # only the row from before the unit
     held.undo(1)
-    assert set(held.by_rk) == {1} and held.count == 1 and held.tokens == {(7, "a"): {1: {5}}}
+    assert set(held.by_rk) == {1} and held.count == 1 and held.tokens == {(param_key("Patient", "p"), "a"): {1: {system_key("s")}}}
 
 
 async def test_reindexed_rows_are_inserted_at_once(holding: SQLiteStore) -> None:

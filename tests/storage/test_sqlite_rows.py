@@ -4,7 +4,7 @@ for parameters and systems, no ``_lastUpdated`` from the form, references repoin
 from __future__ import annotations
 
 from fhir_hub.search.extract import Indexer
-from fhir_hub.storage.sqlite.rows import TableForm, table_rows
+from fhir_hub.storage.sqlite.rows import TableForm, table_rows, unpacked
 from fhir_hub.storage.sqlite.schema import param_key, system_key
 
 _OBS = {"resourceType": "Observation", "status": "final", "meta": {"lastUpdated": "2026-01-02T03:04:05Z"},
@@ -15,22 +15,24 @@ _OBS = {"resourceType": "Observation", "status": "final", "meta": {"lastUpdated"
 
 def test_rows_take_the_tables_column_order_and_keys() -> None:
     rows = table_rows("Observation", Indexer().rows("Observation", _OBS))
-    assert (param_key("Observation", "code"), "29463-7", system_key("http://loinc.org")) in rows["token"]
-    assert (param_key("Observation", "subject"), "Patient/urn-1") in rows["reference"]
-    assert (param_key("Observation", "code:text"), "body weight", "") in rows["string"]
-    assert (param_key("Observation", "value-quantity"), "kg", system_key("http://unitsofmeasure.org"), 61.5) \
-        in rows["quantity"]
-    assert any(r[0] == param_key("Observation", "_lastUpdated") for r in rows["date"])
+    token = (param_key("Observation", "code"), "29463-7", system_key("http://loinc.org"))
+    assert token in rows.tokens and list(token) in unpacked(rows, "token")
+    assert [param_key("Observation", "subject"), "Patient/urn-1"] in unpacked(rows, "reference")
+    assert [param_key("Observation", "code:text"), "body weight", ""] in unpacked(rows, "string")
+    assert [param_key("Observation", "value-quantity"), "kg", system_key("http://unitsofmeasure.org"), 61.5] \
+        in unpacked(rows, "quantity")
+    assert any(r[0] == param_key("Observation", "_lastUpdated") for r in unpacked(rows, "date"))
+    assert rows.size == sum(len(unpacked(rows, kind)) for kind in rows.frags)
 
 
 def test_the_form_leaves_last_updated_to_the_writer_and_repoints_references() -> None:
     form = TableForm()
     prepared = form.prepare("Observation", Indexer().rows("Observation", _OBS))
-    assert not any(r[0] == param_key("Observation", "_lastUpdated") for r in prepared.get("date", ()))
+    assert not any(r[0] == param_key("Observation", "_lastUpdated") for r in unpacked(prepared, "date"))
     moved = form.retarget(prepared, {"Patient/urn-1": "Patient/abc"})
     assert moved is not None
-    assert (param_key("Observation", "subject"), "Patient/abc") in moved["reference"]
-    assert (param_key("Observation", "subject"), "Patient/urn-1") in prepared["reference"]  # a copy
+    assert [param_key("Observation", "subject"), "Patient/abc"] in unpacked(moved, "reference")
+    assert [param_key("Observation", "subject"), "Patient/urn-1"] in unpacked(prepared, "reference")  # a copy
     # an absolute URL was indexed by its tail too, a conditional reference not at all: extract again
     assert form.retarget(prepared, {"http://x/fhir/Patient/1": "Patient/1"}) is None
     assert form.retarget(prepared, {"Patient?identifier=a|b": "Patient/1"}) is None

@@ -33,8 +33,7 @@ from fhir_hub.search.dates import instant
 from fhir_hub.search.query import Clause, Criterion, TokenValue
 from fhir_hub.storage.port import HistoryQuery, Indexer, IndexForm, StoredVersion, StoreUnavailable
 from fhir_hub.storage.sqlite import schema, search
-from fhir_hub.storage.sqlite.rows import TableForm, TableRows, table_rows
-from fhir_hub.storage.sqlite.rows import count as count_rows
+from fhir_hub.storage.sqlite.rows import EMPTY, TableForm, TableRows, table_rows, with_row
 
 T = TypeVar("T")
 log = logging.getLogger("fhir_hub")
@@ -132,7 +131,7 @@ _INDEX_SQL = _index_statements()
 #: A resource's held rows: (rtype, rid, rows, the serial of the unit that wrote them).
 _Held = tuple[str, str, TableRows, int | None]
 #: Held rows taken for insertion: ``kind -> [(rk, rows of that kind), ...]``.
-_Batch = dict[str, list[tuple[int, list[tuple[Any, ...]]]]]
+_Batch = dict[str, list[bytes]]
 _LATEST = "SELECT vid, deleted, rk FROM current WHERE rtype = ? AND rid = ?"
 _FLUSH_ROWS = 500
 #: A unit inserts held rows once they pass this many batches (a 50 MB bundle's rows are not all held).
@@ -184,15 +183,15 @@ class _IndexBuffer:
 
     def _add(self, rk: int, held: _Held) -> None:
         self.by_rk[rk] = held
-        self.count += count_rows(held[2])
-        for row in held[2].get("token", ()):
+        self.count += held[2].size
+        for row in held[2].tokens:
             self.tokens.setdefault((row[0], row[1]), {}).setdefault(rk, set()).add(row[2])
 
     def _remove(self, rk: int) -> _Held | None:
         held = self.by_rk.pop(rk, None)
         if held is not None:
-            self.count -= count_rows(held[2])
-            for row in held[2].get("token", ()):
+            self.count -= held[2].size
+            for row in held[2].tokens:
                 owners = self.tokens.get((row[0], row[1]))
                 if owners is not None:
                     owners.pop(rk, None)
@@ -203,7 +202,7 @@ class _IndexBuffer:
     def put(self, rk: int, rtype: str, rid: str, rows: TableRows) -> None:
         """Hold ``rows`` as the resource's rows, replacing any it had (none: it has none)."""
         self._undo.append((rk, self._remove(rk)))
-        if rows:
+        if rows.size:
             self._add(rk, (rtype, rid, rows, self._unit))
 
     def take(self) -> _Batch:
@@ -272,14 +271,16 @@ class _IndexBuffer:
 
 
 def _batch(resources: Iterable[tuple[int, TableRows]]) -> _Batch:
+    """Per table, ``[rk,[row,...]]`` of each resource as JSON: its rows' bytes spliced, not parsed."""
     out: _Batch = {}
     for rk, rows in resources:
-        for kind, kind_rows in rows.items():
+        for kind, frag in rows.frags.items():
+            piece = b"[%d,[%s]]" % (rk, frag)
             bucket = out.get(kind)
             if bucket is None:
-                out[kind] = [(rk, kind_rows)]
+                out[kind] = [piece]
             else:
-                bucket.append((rk, kind_rows))
+                bucket.append(piece)
     return out
 
 
@@ -288,8 +289,8 @@ def _insert_rows(conn: sqlite3.Connection, batch: _Batch) -> None:
     work stays in SQLite, which holds no GIL meanwhile (``executemany`` takes it back for every
     row, and waits for the event loop to give it up each time), and sorts them into key order,
     so rows that share a B-tree page are written together."""
-    for kind, items in batch.items():
-        conn.execute(_INDEX_SQL[kind][0], (orjson.dumps(items),))
+    for kind, pieces in batch.items():
+        conn.execute(_INDEX_SQL[kind][0], ((b"[" + b",".join(pieces) + b"]").decode(),))
 
 
 class _Pending:
@@ -422,7 +423,7 @@ class _Tx:
 
     def _index_rows(self, rtype: str, resource: dict[str, Any]) -> TableRows:
         """The rows of a stored body (its ``meta.lastUpdated`` is the version's time)."""
-        return {} if self._indexer is None else table_rows(rtype, self._indexer.rows(rtype, resource))
+        return EMPTY if self._indexer is None else table_rows(rtype, self._indexer.rows(rtype, resource))
 
     def _latest(self, rtype: str, rid: str) -> tuple[int, bool, int] | None:
         """(vid, deleted, rk) of the latest version, or None if the id was never used."""
@@ -464,7 +465,7 @@ class _Tx:
         if index is None:
             rows = self._index_rows(rtype, stored)
         else:  # prepared before this write's time was known
-            rows = {**index, "date": [*index.get("date", ()), (_last_updated_key(rtype), self.ts, self.ts)]}
+            rows = with_row(index, "date", (_last_updated_key(rtype), self.ts, self.ts))
         seq = self._append(rtype, rid, vid, None if latest is None else latest[2], method, body, rows)
         return StoredVersion(rtype, rid, vid, self.ts, method, body, seq)
 
@@ -473,7 +474,7 @@ class _Tx:
         if latest is None or latest[1]:
             return None
         vid = latest[0] + 1
-        seq = self._append(rtype, rid, vid, latest[2], "DELETE", None, {})
+        seq = self._append(rtype, rid, vid, latest[2], "DELETE", None, EMPTY)
         return StoredVersion(rtype, rid, vid, self.ts, "DELETE", None, seq)
 
     def restore(self, version: StoredVersion) -> StoredVersion:
@@ -482,7 +483,7 @@ class _Tx:
         if latest is not None and v.vid <= latest[0]:
             raise ValueError(f"{v.rtype}/{v.rid}: version {v.vid} is not after the stored {latest[0]}")
         body = v.body
-        rows = {} if body is None else self._index_rows(v.rtype, orjson.loads(body))
+        rows = EMPTY if body is None else self._index_rows(v.rtype, orjson.loads(body))
         seq = self._append(v.rtype, v.rid, v.vid, None if latest is None else latest[2], v.method, body, rows, v.ts)
         return StoredVersion(v.rtype, v.rid, v.vid, v.ts, v.method, body, seq)
 
@@ -498,7 +499,7 @@ class _Tx:
         self._pending.stale.append((rk,))
         # inserted now, not held: no new version is written, so the recovery after a crash (which
         # redoes what came after the watermark) would not redo these rows
-        self._held.put(rk, rtype, rid, {})
+        self._held.put(rk, rtype, rid, EMPTY)
         self.flush()
         self._savepoint()
         _insert_rows(self._conn, _batch([(rk, self._index_rows(rtype, orjson.loads(row[3])))]))
@@ -758,7 +759,7 @@ class SQLiteStore:
         tx = _Tx(conn, 0, self.indexer, self._seq, held, self._batch_rows, _Pending(), in_unit=False)
         for rtype, rid, rk, deleted, body in changed:
             tx._pending.stale.append((rk,))
-            held.put(rk, rtype, rid, {} if deleted else tx._index_rows(rtype, orjson.loads(body)))
+            held.put(rk, rtype, rid, EMPTY if deleted else tx._index_rows(rtype, orjson.loads(body)))
         tx.flush()
         if changed:
             log.warning("indexed %d resource(s) written after the last index batch", len(changed))
