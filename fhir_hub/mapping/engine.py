@@ -1105,18 +1105,10 @@ def _leaf_check(rtype: str, path: Path) -> Callable[[Any], bool]:
     elif kind in definitions.primitive_types():
         binding = definitions.value_set_codes(model["binding"]) if "binding" in model else None
 
-        passed: set[str] = set()  # texts of this element already found valid (times recur)
-
         def one(value: Any) -> bool:
             if binding is not None:  # the validator takes a bound code without its format
                 return type(value) is str and value in binding
-            if type(value) is str and value in passed:  # str only: 1 == True in a set
-                return True
-            if value is None or type(value) in (dict, list) or validate_type(value, kind):
-                return False
-            if type(value) is str and len(passed) < 10_000:
-                passed.add(value)
-            return True
+            return value is not None and type(value) not in (dict, list) and not validate_type(value, kind)
     else:
         seen: set[bytes] = set()  # values of this element already found valid, as JSON
 
