@@ -54,7 +54,7 @@ from typing import Any
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from fhir_hub.mapping import engine, systems
+from fhir_hub.mapping import systems
 from fhir_hub.mapping.engine import Problem, Spec, TableSpec, instantiate, load_spec, unmapped, uuid5
 from fhir_hub.mapping.functions import REQUESTS, BadValue, instant_from_date
 from fhir_hub.mapping.practitioners import link_practitioners
@@ -402,17 +402,8 @@ def _map_hoso(index: int, hoso: ET.Element, raw: bytes, envelope: _Envelope, spe
     entries.append({"fullUrl": f"urn:uuid:{uuid5(f'{facility}/{ma_lk}/Provenance')}",
                     "resource": provenance, "request": REQUESTS["replace_by_id"](provenance)})
     # the Binary is made here from base64 of bytes, with a fixed shape: valid by construction (its
-    # check, base64 of the whole HOSO, was a tenth of the validation's time).  A mapped resource
-    # of a shape a valid one had is checked by the values it took from its record alone
-    # (engine.known_valid); the others, the Practitioners and the Provenance in full, in order
-    valid = True
-    for e, b in zip(entries, built, strict=False):  # the Practitioners, Binary and Provenance after
-        if not engine.known_valid(b):
-            if validate_entries([e], problems, "HOSO"):
-                engine.learn_valid(b)
-            else:
-                valid = False
-    if validate_entries(entries[len(built):-2] + entries[-1:], problems, "HOSO") and valid:
+    # check, base64 of the whole HOSO, was a tenth of the validation's time)
+    if validate_entries(entries[:-2] + entries[-1:], problems, "HOSO"):
         result.bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     return result
 

@@ -47,10 +47,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import re
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -65,14 +64,12 @@ from fhir_hub.mapping.functions import REQUESTS, BadValue, Remark
 #: Every function a spec may name: the claims ones, and those of HL7 v2 and CSV inputs.
 CONVERTERS = {**functions.CONVERTERS, **v2_functions.CONVERTERS}
 
-__all__ = ["Built", "Problem", "ResourceRule", "Spec", "SpecError", "TableSpec", "instantiate", "learn_valid",
-           "load_spec", "known_valid", "unmapped"]
+__all__ = ["Built", "Problem", "ResourceRule", "Spec", "SpecError", "TableSpec", "instantiate", "load_spec",
+           "unmapped"]
 
 #: uuid5 namespace of every fullUrl the engine makes: the same input gives the same bundle.
 NAMESPACE = uuid.UUID("6f1c2a8e-4b7d-5e21-9a3c-0d8b7e5f4a10")
 _NONE: frozenset[str] = frozenset()
-#: Numbers of element and resource rules (:func:`known_valid` keys a resource by them).
-_UIDS = itertools.count(1)
 _SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+|\+|=)\])?$")
 #: libyaml's safe loader when PyYAML has it (the same documents as ``yaml.safe_load``, parsed in
 #: C: the specs took 0.35 s of every ``import-claims`` start, 0.05 s so).
@@ -259,11 +256,8 @@ class ElementRule:
     #: :func:`_apply` for this rule, made once (:func:`_applier`): the branches on the rule's
     #: own attributes taken at load, not for each of the ~380 elements a HOSO applies.
     _run: Applier = field(init=False, repr=False, compare=False)
-    #: This rule's number: what a resource's trace records for it (:func:`known_valid`).
-    _uid: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_uid", next(_UIDS))
         object.__setattr__(self, "_optional", self.fields[0] if self.fields and not self.required else None)
         object.__setattr__(self, "_value", _compile(self.value))
         object.__setattr__(self, "_template", None if self.template is None else _compile(self.template))
@@ -276,11 +270,6 @@ class Collect:
     rule: str
     path: Path
     also: tuple[ElementRule, ...] = ()
-    #: Its number in a resource's trace (:func:`known_valid`).
-    _uid: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_uid", next(_UIDS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,10 +498,6 @@ class Built:
     full_url: str
     resource: dict[str, Any]
     request_fn: str
-    #: The element rules that put something into ``resource``, in order (None: not traced, see
-    #: :func:`known_valid`), and the values that came from the record, with their rule.
-    trace: list[Hashable] | None = None
-    values: list[tuple[Path, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -533,9 +518,6 @@ class _Context:
     #: that resource: only those can hold a reference to a dropped resource.
     referrer: Built | None = None
     refs: dict[int, set[str]] = field(default_factory=dict)
-    #: The trace and values of the resource being filled (:attr:`Built.trace`), or None.
-    trace: list[Hashable] | None = None
-    values: list[tuple[Path, Any]] = field(default_factory=list)
 
     def reindex(self) -> None:
         same: dict[tuple[str, str], dict[int, Built]] = {}
@@ -707,7 +689,7 @@ def _applier(el: ElementRule) -> Applier:
     """:func:`_apply` of ``el``, its branches on the rule taken once: a reference, a constant, a
     field copied as it is (most elements), or a field through ``convert`` / ``codes`` /
     ``template`` / ``each``.  Each variant does what the general one does for such a rule."""
-    when, required, put, uid = el.when, el.required, _setter(el.path, el.merge), el._uid
+    when, required, put = el.when, el.required, _setter(el.path, el.merge)
     if el.ref is not None:
         rule = el.ref
 
@@ -718,8 +700,6 @@ def _applier(el: ElementRule) -> Applier:
             target = ctx.find(rule, spec.table, index)
             if target is not None:
                 put(resource, {"reference": target.full_url})
-                if ctx.trace is not None:  # a Reference to a fullUrl: valid whatever the record
-                    ctx.trace.append(uid)
                 return True
             return not required
         return ref
@@ -733,8 +713,6 @@ def _applier(el: ElementRule) -> Applier:
                 if when and not _holds(when, record):
                     return True
                 put(resource, fixed)
-                if ctx.trace is not None:  # the same scalar for every record
-                    ctx.trace.append(uid)
                 return True
             return constant
 
@@ -742,10 +720,7 @@ def _applier(el: ElementRule) -> Applier:
                   line: str | None) -> bool:
             if when and not _holds(when, record):
                 return True
-            made = resolve(ctx, spec.table, index, None)
-            put(resource, made)
-            if ctx.trace is not None:
-                _traced(ctx, el, made)
+            put(resource, resolve(ctx, spec.table, index, None))
             return True
         return value
     first_field, more = el.fields[0], el.fields[1:]
@@ -769,12 +744,8 @@ def _applier(el: ElementRule) -> Applier:
             if each:  # a string's characters, as the general loop would take them
                 for item in first:
                     put(resource, item)
-                    if ctx.trace is not None:
-                        _traced(ctx, el, item)
             else:
                 put(resource, first)
-                if ctx.trace is not None:
-                    _traced(ctx, el, first)
             return True
         return plain
 
@@ -815,26 +786,8 @@ def _applier(el: ElementRule) -> Applier:
             if template is not None:
                 item = template(ctx, spec.table, index, item)
             put(resource, item)
-            if ctx.trace is not None:
-                _traced(ctx, el, item)
         return ok or not required
     return converted
-
-
-def _traced(ctx: _Context, el: ElementRule, value: Any) -> None:
-    """Note in the resource's trace that ``el`` put ``value`` (:func:`known_valid`).  A value
-    merged into an object (``merge``, or the path ``.``) brings its keys into that object: they
-    are part of the shape, and each is checked at its own element."""
-    assert ctx.trace is not None
-    if el.merge or not el.path:
-        if type(value) is not dict:  # dict.update takes pairs too: a shape never seen again
-            ctx.trace.append(object())
-            return
-        ctx.trace.append((el._uid, *value))
-        ctx.values += [((*el.path, (key, None)), v) for key, v in value.items()]
-    else:
-        ctx.trace.append(el._uid)
-        ctx.values.append((el.path, value))
 
 
 def _scrub(value: Any, dropped: set[str]) -> Any:
@@ -893,8 +846,6 @@ def instantiate(spec: Spec, tables: Mapping[str, list[dict[str, str]]], facility
         ctx.referrer = built
         why: Problem | None = None
         resource, index = built.resource, built.records[0]
-        ctx.trace = built.trace = []
-        ctx.values = built.values
         for el in rule.elements:  # every element is tried, so that every bad field of the record is reported
             if el._optional is not None and not record.get(el._optional):
                 continue  # what _apply would do: nothing
@@ -909,26 +860,22 @@ def instantiate(spec: Spec, tables: Mapping[str, list[dict[str, str]]], facility
                                      None, stt)
         if why is not None:
             ctx.problems.append(why)
-    ctx.referrer, ctx.trace = None, None
+    ctx.referrer = None
     if dropped:
         ctx.built = [b for b in ctx.built if b.full_url not in dropped]
         ctx.reindex()
         for b in ctx.built:  # only a resource that was given a dropped one's fullUrl can hold it
             if not ctx.refs.get(id(b), _NONE).isdisjoint(dropped):
-                b.resource, b.trace = _scrub(b.resource, dropped), None
+                b.resource = _scrub(b.resource, dropped)
     for b in ctx.built:
         rule = spec.tables[b.table].rule(b.rule)
         for c in rule.collect:
             members = [x for x in ctx.of_rule(c.rule)
                        if rule.group_by is None or (x.table == b.table and not set(x.records).isdisjoint(b.records))]
-            ctx.trace, ctx.values = b.trace, b.values
             for m in members:
                 set_path(b.resource, c.path, {"reference": m.full_url})
-                if b.trace is not None:  # a Reference to a fullUrl: valid whatever the record
-                    b.trace.append(c._uid)
                 for also in c.also:
                     _apply(also, b.resource, {}, spec.tables[b.table], ctx, b.records[0], None)
-            ctx.trace = None
     # a field read by several rules (NGAY_RA: Encounter.period.end, Condition.recordedDate) is one problem
     return ctx.built, list(dict.fromkeys(ctx.problems))
 
@@ -1020,116 +967,3 @@ def _build(rule: ResourceRule, tspec: TableSpec, record: Mapping[str, str], ctx:
     ctx.built.append(built)
     ctx._same = None
     ctx.pending.append((built, rule, tspec, record, stt))
-
-
-# -- validity by construction -----------------------------------------------------------------
-#
-# A resource is made by one rule from an empty ``{"resourceType": T}``: its shape (which keys,
-# which objects and arrays, where) follows from the sequence of element rules that put something
-# (each path is fixed), and what the record decides is only in the values those elements put.
-# Constants and references to fullUrls are the same whatever the record.  So once a resource of
-# some trace (type + that sequence) passed structural validation, another of the same trace is
-# valid when each value it was given from its record is, checked alone at its element's type
-# (``validate_type``; a required binding as the validator applies it).  Anything else (a value
-# that fails, a trace not yet seen, a rule that merges objects or collects references, a resource
-# scrubbed of dropped references) goes to the full validation, which alone writes the issues.
-
-_KNOWN_VALID: set[tuple[str, tuple[Hashable, ...]]] = set()
-_LEAF_CHECKS: dict[tuple[str, Path], Callable[[Any], bool]] = {}
-_MAX_KNOWN = 100_000
-
-
-def _trace_key(b: Built) -> tuple[str, tuple[Hashable, ...]] | None:
-    rtype = b.resource.get("resourceType")
-    if b.trace is None or type(rtype) is not str:
-        return None
-    return rtype, tuple(b.trace)
-
-
-def known_valid(b: Built) -> bool:
-    """Whether ``b`` is structurally valid by construction: its trace is one a valid resource had
-    (:func:`learn_valid`) and every value it took from its record is valid at its element."""
-    key = _trace_key(b)
-    if key is None or key not in _KNOWN_VALID:
-        return False
-    rtype = key[0]
-    for path, value in b.values:
-        check = _LEAF_CHECKS.get((rtype, path))
-        if check is None:
-            check = _LEAF_CHECKS[(rtype, path)] = _leaf_check(rtype, path)
-        if not check(value):
-            return False
-    return True
-
-
-def learn_valid(b: Built) -> None:
-    """``b`` passed the full structural validation: its trace is a valid shape."""
-    key = _trace_key(b)
-    if key is not None:
-        if len(_KNOWN_VALID) >= _MAX_KNOWN:  # specs make few shapes; a bound all the same
-            _KNOWN_VALID.clear()
-        _KNOWN_VALID.add(key)
-
-
-def _never(value: Any) -> bool:
-    return False
-
-
-def _leaf_check(rtype: str, path: Path) -> Callable[[Any], bool]:
-    """value → whether the structural validator accepts it at ``path`` of a ``rtype``: what its
-    walk checks there (array or single value, non-empty, the type's model, the primitive's
-    format, a required binding).  :func:`_never` where that cannot be said of the value alone
-    (the resource itself, a contained resource, an unknown element, an array with a count limit)."""
-    from fhir_hub import definitions
-    from fhir_hub.validation.structure import validate_type
-
-    kind, model = rtype, None
-    for key, _ in path:
-        try:
-            model = definitions.type_model(kind).get(key)
-        except KeyError:
-            return _never
-        if model is None:
-            return _never
-        kind = model["type"]
-    if model is None or kind == "Resource":
-        return _never
-    many = model["max"] == "*" or int(model["max"]) > 1
-    item = path[-1][1] is not None
-    if (many and (model["min"] > 1 or model["max"] != "*")) or (item and not many):
-        return _never
-    one: Callable[[Any], bool]
-    if kind in ("string", "markdown"):
-        def one(value: Any) -> bool:
-            return type(value) is str and bool(value) and not value.isspace()
-    elif kind in definitions.primitive_types():
-        binding = definitions.value_set_codes(model["binding"]) if "binding" in model else None
-
-        def one(value: Any) -> bool:
-            if binding is not None:  # the validator takes a bound code without its format
-                return type(value) is str and value in binding
-            return value is not None and type(value) not in (dict, list) and not validate_type(value, kind)
-    else:
-        seen: set[bytes] = set()  # values of this element already found valid, as JSON
-
-        def one(value: Any) -> bool:
-            """A complex value: validated once per distinct content (codings, references by
-            licence and quantities recur from record to record; the check is pure)."""
-            if type(value) is not dict or not value:
-                return False
-            try:
-                text = orjson.dumps(value)
-            except TypeError:  # not JSON: only the validator can say
-                return not validate_type(value, kind)
-            if text in seen:
-                return True
-            if validate_type(value, kind):
-                return False
-            if len(seen) < 10_000:
-                seen.add(text)
-            return True
-    if many and not item:
-        def every(value: Any) -> bool:
-            return type(value) is list and bool(value) and all(one(v) for v in value)
-        return every
-    return one
