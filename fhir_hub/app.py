@@ -264,7 +264,8 @@ class FhirApp:
                 req = Request(method, [s for s in path[len(self._base):].split("/") if s], query, headers,
                               await self._body(headers, receive), self._base_url(scope, headers), raw_query)
                 if self.auth is not None:  # the one enforcement point (fhir_hub/auth/enforce.py)
-                    req = await self.auth.enforce(self.hub, req)
+                    # a read by id decided before needs no coroutine of its own
+                    req = self.auth.quick(req) or await self.auth.enforce(self.hub, req)
                 response = await dispatch(self.hub, req)
             else:
                 raise FhirError(404, error("not-found", f"nothing at {path}; the FHIR API is at {self._base}"))
@@ -275,7 +276,7 @@ class FhirApp:
         except Exception:  # a bug, not bad input: say so without leaking internals
             log.exception("unhandled error on %s %s", method, path)
             response = outcome_response(FhirError(500, error("exception", "internal error; see the server log")))
-        if self.auth is not None:  # its AuditEvent, CORS headers
+        if self.auth is not None and (self.auth.audits or "origin" in headers):  # its AuditEvent, CORS headers
             response = self.auth.after(self.hub, method, path, scope, headers, response)
         # a new list: handlers may answer with shared, precomputed header lists
         out_headers = [*response.headers, (b"content-length", str(len(response.body)).encode())]
