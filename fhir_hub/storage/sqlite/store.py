@@ -130,7 +130,7 @@ def _index_statements() -> dict[str, tuple[str, str]]:
 _INDEX_SQL = _index_statements()
 #: A resource's held rows: (rtype, rid, rows, the serial of the unit that wrote them).
 _Held = tuple[str, str, TableRows, int | None]
-#: Held rows taken for insertion: ``kind -> [(rk, rows of that kind), ...]``.
+#: Held rows taken for insertion: ``kind -> [b"[rk,[row,...]]", ...]`` (see :func:`_batch`).
 _Batch = dict[str, list[bytes]]
 _LATEST = "SELECT vid, deleted, rk FROM current WHERE rtype = ? AND rid = ?"
 _FLUSH_ROWS = 500
