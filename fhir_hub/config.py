@@ -67,6 +67,10 @@ class Settings:
     #: (``fhir_hub/rest/parsers.py``); 0: all in the server process. Default: one per core
     #: beyond the first.
     parse_workers: int = -1
+    #: Seconds an idle kept-alive HTTP connection stays open (uvicorn's default is 5): clients
+    #: that pool connections (EMR interfaces, the import CLI) meet a connection closed under them
+    #: less often. 75 is nginx's default.
+    keep_alive_seconds: int = 75
 
     def parse_processes(self) -> int:
         if self.parse_workers >= 0:

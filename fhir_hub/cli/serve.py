@@ -58,7 +58,8 @@ def serve(
                f"{''.join(f', replica {describe(u)}' for u in replicas)}, "
                f"{workers} worker{'s' if workers > 1 else ''})")
     common: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_level": log_level, "access_log": False,
-              "loop": "uvloop", "http": "httptools", "lifespan": "on"}
+              "loop": "uvloop", "http": "httptools", "lifespan": "on",
+              "timeout_keep_alive": settings.keep_alive_seconds}
     if workers == 1:
         uvicorn.run(FhirApp(settings, sample_patients=sample), **common)
         return
