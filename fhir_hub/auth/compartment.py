@@ -100,7 +100,7 @@ def membership(rtype: str, ctype: str) -> Membership:
 def admits_version(v: StoredVersion, ctype: str, target: str, needle: bytes, suffix: str) -> bool:
     """Whether the stored version ``v`` (not a delete) is in the compartment of ``target``
     (``ctype/id``), decided once per version (see the module's note)."""
-    key = (v.rtype, v.rid, v.vid, v.seq, v.ts, target)  # the same key enforce._Admit reads first
+    key = (v.rtype, v.rid, v.vid, v.seq, v.ts, target)
     found = _decided.get(key)
     if found is None:
         assert v.body is not None

@@ -58,7 +58,6 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 
 from fhir_hub import definitions
-from fhir_hub.auth import compartment
 from fhir_hub.auth.compartment import admits_version
 from fhir_hub.auth.keys import ACCESS_TYP, InvalidToken, Keys
 from fhir_hub.auth.limits import RateLimits, cost
@@ -210,11 +209,7 @@ class _Admit:
             return False  # missing or deleted: one answer, 404
         one = self.one
         if one is not None:
-            # a version decided before: its decision read here, without a call (compartment.admits_version)
-            found = compartment._decided.get((v.rtype, v.rid, v.vid, v.seq, v.ts, one[0]))
-            if found is None:
-                found = admits_version(v, "Patient", one[0], one[1], one[2])
-            if not found:
+            if not admits_version(v, "Patient", one[0], one[1], one[2]):  # decided once per version
                 return False
         elif self.targets and not any(admits_version(v, "Patient", *t) for t in self.targets):
             return False

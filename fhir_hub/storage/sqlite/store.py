@@ -465,7 +465,7 @@ class _Tx:
         if index is None:
             rows = self._index_rows(rtype, stored)
         else:  # prepared before this write's time was known
-            rows = with_row(index, "date", (_last_updated_key(rtype), self.ts, self.ts))
+            rows = with_row(index, "date", (schema.param_key(rtype, "_lastUpdated"), self.ts, self.ts))
         seq = self._append(rtype, rid, vid, None if latest is None else latest[2], method, body, rows)
         return StoredVersion(rtype, rid, vid, self.ts, method, body, seq)
 
@@ -528,11 +528,6 @@ class _Tx:
         keyed = [(rk, rid) for rid in found
                  if (rk := self._conn.execute(_LATEST, (rtype, rid)).fetchone()[2]) not in stale]
         return [rid for _rk, rid in sorted(keyed + (held or []))[:limit]]
-
-
-@cache
-def _last_updated_key(rtype: str) -> int:
-    return schema.param_key(rtype, "_lastUpdated")
 
 
 def _write_held(tx: _Tx) -> None:
