@@ -285,6 +285,12 @@ class ResourceRule:
     #: ``incomplete: drop``: leave the resource out when a ``required`` element cannot be had
     #: (a weight without a value is no Observation); otherwise it stays, and the problem is reported.
     drop_incomplete: bool = False
+    #: (``_optional``, ``_run``) of each element, made once: what :func:`instantiate` reads for
+    #: every element of every resource (two attribute reads each, instead of per record).
+    _steps: tuple[tuple[str | None, Applier], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_steps", tuple((e._optional, e._run) for e in self.elements))
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,6 +646,18 @@ def _compile_walk(value: Any) -> Resolver:
                 base[k] = None  # keeps the key's place
                 dynamic.append((k, part))
 
+        if len(dynamic) == 1 and dynamic[0][1] is _item:  # {system: …, value: $}: most templates
+            slot = dynamic[0][0]
+
+            def obj1(ctx: _Context, table: str, record: int, item: Any) -> Any:
+                out = base.copy()
+                if item is None:
+                    del out[slot]
+                else:
+                    out[slot] = item
+                return out
+            return obj1
+
         def obj(ctx: _Context, table: str, record: int, item: Any) -> Any:
             out = base.copy()
             for k, part in dynamic:
@@ -750,6 +768,44 @@ def _applier(el: ElementRule) -> Applier:
         return plain
 
     convert_name, args, each, codes, template = el.convert, el.args, el.each, el.codes, el._template
+    if not each and codes is None and not more and not args:
+        if convert_name is None and template is not None:
+            def templated(resource: dict[str, Any], record: Mapping[str, str], spec: TableSpec, ctx: _Context,
+                          index: int, line: str | None) -> bool:
+                # ``converted`` for a field through a template alone: the text is no Remark
+                if when and not _holds(when, record):
+                    return True
+                first = record.get(first_field, "")
+                if not first:
+                    return missing(spec, ctx, line)
+                put(resource, template(ctx, spec.table, index, first))
+                return True
+            return templated
+        if convert_name is not None and el._convert is not None:
+            one = el._convert
+
+            def converted_one(resource: dict[str, Any], record: Mapping[str, str], spec: TableSpec, ctx: _Context,
+                              index: int, line: str | None) -> bool:
+                # ``converted`` for one field through ``convert`` (and maybe a template): one item
+                if when and not _holds(when, record):
+                    return True
+                first = record.get(first_field, "")
+                if not first:
+                    return missing(spec, ctx, line)
+                try:
+                    value = one(first)
+                except BadValue as exc:
+                    if exc.severity != "information":
+                        ctx.problems.append(Problem(exc.severity, "value", exc.reason, spec.table, first_field,
+                                                    first, line))
+                    return not required
+                if isinstance(value, Remark):
+                    ctx.problems.append(Problem("warning", "code-invalid", value.reason, spec.table, first_field,
+                                                first, line))
+                    value = value.value
+                put(resource, value if template is None else template(ctx, spec.table, index, value))
+                return True
+            return converted_one
 
     def converted(resource: dict[str, Any], record: Mapping[str, str], spec: TableSpec, ctx: _Context, index: int,
                   line: str | None) -> bool:
@@ -801,15 +857,17 @@ def _scrub(value: Any, dropped: set[str]) -> Any:
 
 
 _NAMESPACE_BYTES = NAMESPACE.bytes
+#: The 17th hex digit of a version-5 UUID by that of the digest: its byte's top two bits set to
+#: ``10`` (the RFC 4122 variant), so 0-3 → 8-b, 4-7 → 8-b, …
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 def uuid5(name: str) -> str:
-    """``str(uuid.uuid5(NAMESPACE, name))`` without making a UUID object (one per resource)."""
-    b = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8")).digest()[:16])
-    b[6] = (b[6] & 0x0F) | 0x50  # version 5
-    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
-    x = b.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    """``str(uuid.uuid5(NAMESPACE, name))`` without making a UUID object (one per resource): the
+    digest's hex with the version nibble (13th digit) ``5`` and the variant bits set, as text
+    (no bytearray round trip)."""
+    x = hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8")).hexdigest()
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
 
 
 def _full_url(ctx: _Context, rule: str, key: str) -> str:
@@ -846,6 +904,12 @@ def instantiate(spec: Spec, tables: Mapping[str, list[dict[str, str]]], facility
         ctx.referrer = built
         why: Problem | None = None
         resource, index = built.resource, built.records[0]
+        if not rule.drop_incomplete:  # the commonest rule: every element applied, nothing to decide after
+            get = record.get
+            for optional, run in rule._steps:
+                if optional is None or get(optional):  # else what _apply would do: nothing
+                    run(resource, record, tspec, ctx, index, stt)
+            continue
         for el in rule.elements:  # every element is tried, so that every bad field of the record is reported
             if el._optional is not None and not record.get(el._optional):
                 continue  # what _apply would do: nothing
