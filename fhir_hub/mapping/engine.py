@@ -953,15 +953,18 @@ def unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]], built: Iter
     is mapped when the field it copies is.  An entry is ``FIELD`` when no record of the table maps
     it, ``FIELD (STT 3, 5)`` when only those records do not.  A record from which nothing was
     made has all its fields listed, its keys (``ignore``) too."""
+    # (table, record index) → the fields read from it, with the table's ignored ones (a record
+    # something was made from keeps its keys; one read by no rule has no entry)
     read: dict[tuple[str, int], set[str]] = {}
     for b in built:
-        always, conditional = spec.tables[b.table].rule_fields(b.rule)
+        tspec = spec.tables[b.table]
+        always, conditional = tspec.rule_fields(b.rule)
         records = tables.get(b.table) or []
         for i in b.records:
             if i < len(records):
                 reads = read.get((b.table, i))
                 if reads is None:
-                    reads = read[(b.table, i)] = set(always)
+                    reads = read[(b.table, i)] = set(always).union(tspec.ignored)
                 else:
                     reads |= always
                 for when, names in conditional:
@@ -970,20 +973,22 @@ def unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]], built: Iter
     out: dict[str, list[str]] = {}
     for kind, records in tables.items():
         tspec = spec.tables[kind]
-        ignored = tspec.ignored
+        echo = tspec._echo
         lost: dict[str, list[str]] = {}
         for i, rec in enumerate(records):
             used = read.get((kind, i))
-            # the fields no rule read (set differences, in C: a record has tens of fields), then
+            # the fields no rule read (a set difference, in C: a record has tens of fields), then
             # those with a value; a record nothing was made from loses all, its keys too
-            for name in rec if used is None else rec.keys() - used - ignored:
+            for name in rec if used is None else rec.keys() - used:
                 if not rec[name] or name[0] == "$":
                     continue
-                origin = tspec.echo_origin(name)
+                origin = echo.get(name) if echo else None
                 if origin is not None and origin[0] in spec.tables and (
                         origin[1] in read.get((origin[0], 0), _NONE) or origin[1] in spec.tables[origin[0]].ignored):
                     continue
                 lost.setdefault(name, []).append(rec.get("STT") or str(i + 1))
+        if not lost:
+            continue
         listed = [name if len(records) == 1 or len(lines) == sum(1 for rec in records if rec.get(name))
                   else f"{name} (STT {', '.join(lines)})" for name, lines in sorted(lost.items())]
         if listed:
