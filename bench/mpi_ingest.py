@@ -14,7 +14,13 @@ Besides wall time, each run records the server's own CPU time over the measured 
 less than wall time, and the same per thread (the writer, the event loop, the parse workers'
 manager threads, the parse worker processes together). ``--profile`` runs ``py-spy`` on the server during each measured ingest and
 reports the share of samples inside reconciliation (``Reconciler.on_patient``), so the MPI's
-cost per Patient is ``share × sampled CPU / Patients``.
+cost per Patient is ``share × sampled CPU / Patients``. ``--gc`` adds, per thread, the CPU the
+server spent in garbage collections over the measured ingest, by generation (a
+``sitecustomize`` on the server's path registers a ``gc.callbacks`` hook): collections run in
+whichever thread allocates, so their cost shows up in threads that have nothing to do with what
+made the heap large (reconciliation once made the thread that unpickles the parser processes'
+answers spend +1.4 ms per Patient, all of it in full collections walking the terminology
+catalogue it had loaded).
 """
 
 from __future__ import annotations
@@ -108,6 +114,50 @@ def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float
     return {k: round(v - before.get(k, 0.0), 3) for k, v in sorted(after.items()) if v - before.get(k, 0.0) > 0}
 
 
+#: The server's ``sitecustomize`` with ``--gc``: per thread, CPU seconds in collections of each
+#: generation and their count, written to ``$FHIR_HUB_BENCH_GC/<pid>.json`` after every collection
+#: of generation 1 or 2 (and read before and after the measured ingest).
+_GC_HOOK = """
+import gc, json, os, threading, time
+_out = os.path.join(os.environ["FHIR_HUB_BENCH_GC"], f"{os.getpid()}.json")
+_stats, _start = {}, {}
+def _hook(phase, info):
+    name = threading.current_thread().name
+    if phase == "start":
+        _start[name] = time.thread_time()
+        return
+    gen = info["generation"]
+    row = _stats.setdefault(name, {"cpu_s": [0.0, 0.0, 0.0], "count": [0, 0, 0]})
+    row["cpu_s"][gen] += time.thread_time() - _start.get(name, time.thread_time())
+    row["count"][gen] += 1
+    if gen:
+        with open(_out + ".tmp", "w") as f:
+            json.dump(_stats, f)
+        os.replace(_out + ".tmp", _out)
+gc.callbacks.append(_hook)
+"""
+
+
+def _gc_read(folder: Path, pid: int) -> dict[str, Any]:
+    try:
+        loaded: dict[str, Any] = orjson.loads((folder / f"{pid}.json").read_bytes())
+        return loaded
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+
+
+def _gc_spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Per thread, GC CPU seconds and counts by generation between two readings."""
+    out: dict[str, Any] = {}
+    for name, row in sorted(after.items()):
+        was = before.get(name, {"cpu_s": [0.0] * 3, "count": [0] * 3})
+        cpu = [round(a - b, 3) for a, b in zip(row["cpu_s"], was["cpu_s"], strict=True)]
+        count = [a - b for a, b in zip(row["count"], was["count"], strict=True)]
+        if any(count):
+            out[name] = {"cpu_s": cpu, "count": count, "total_s": round(sum(cpu), 3)}
+    return out
+
+
 def mpi_share(profile: Path) -> dict[str, Any]:
     """Share of a py-spy profile's samples with reconciliation on the stack, and its top frames."""
     summary = summarize_speedscope(profile, top=40)
@@ -117,12 +167,16 @@ def mpi_share(profile: Path) -> dict[str, Any]:
 
 
 def one_run(tmp: Path, mode: str, bundles: list[dict[str, Any]], bodies: list[bytes],
-            warm: list[dict[str, Any]], clients: int, profile: Path | None = None) -> dict[str, Any]:
+            warm: list[dict[str, Any]], clients: int, profile: Path | None = None,
+            gc_dir: Path | None = None) -> dict[str, Any]:
     db = tmp / f"hub-{mode}.db"
     for leftover in tmp.glob(f"hub-{mode}.db*"):
         leftover.unlink()
     proc = fhir_hub_proc(free_port(), db, tmp / f"fhir-hub-{mode}.log")
     proc.env = child_env(FHIR_HUB_MPI=mode)
+    if gc_dir is not None:
+        proc.env["PYTHONPATH"] += os.pathsep + str(gc_dir)
+        proc.env["FHIR_HUB_BENCH_GC"] = str(gc_dir)
     proc.start()
     try:
         ingest(proc, warm, [orjson.dumps(b) for b in warm], clients)
@@ -131,9 +185,11 @@ def one_run(tmp: Path, mode: str, bundles: list[dict[str, Any]], bodies: list[by
             spy.__enter__()
         try:
             names = thread_names(proc.pid)
+            gc0 = _gc_read(gc_dir, proc.pid) if gc_dir is not None else {}
             cpu0, threads0 = cpu_s(proc.pid), thread_cpu_s(proc.pid, names)
             out = ingest(proc, bundles, bodies, clients)
             cpu, threads = cpu_s(proc.pid) - cpu0, _spent(threads0, thread_cpu_s(proc.pid, names))
+            gc_spent = _gc_spent(gc0, _gc_read(gc_dir, proc.pid)) if gc_dir is not None else None
         finally:
             if spy is not None:
                 spy.__exit__(None, None, None)
@@ -144,6 +200,8 @@ def one_run(tmp: Path, mode: str, bundles: list[dict[str, Any]], bodies: list[by
     result["server_cpu_s"] = round(cpu, 3)
     result["thread_cpu_s"] = threads
     result["resources_per_cpu_s"] = round(out["resources_ok"] / cpu, 1) if cpu else 0.0
+    if gc_spent is not None:
+        result["gc"] = gc_spent
     if spy is not None:
         result["profile"] = mpi_share(profile) if spy.error is None and profile is not None else {"error": spy.error}
     return result
@@ -157,8 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "mpi_ingest.json")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="py-spy on the server into DIR; share of reconciliation")
+    p.add_argument("--gc", action="store_true", help="record the server's garbage-collection CPU per thread")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="fhirhub-mpi-ingest-"))
+    gc_dir: Path | None = None
+    if args.gc:
+        gc_dir = tmp / "gc"
+        gc_dir.mkdir()
+        (gc_dir / "sitecustomize.py").write_text(_GC_HOOK)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     try:
@@ -172,9 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.rounds):
             for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):
                 prof = args.profile / f"mpi-ingest-{mode}-{i}.speedscope.json" if args.profile else None
-                r = one_run(tmp, mode, bundles, bodies, warm, args.clients, prof)
+                r = one_run(tmp, mode, bundles, bodies, warm, args.clients, prof, gc_dir)
                 runs[mode].append(r)
                 extra = f", MPI {r['profile'].get('mpi_pct')} % of samples" if "profile" in r else ""
+                if "gc" in r:
+                    extra += ", GC " + ", ".join(f"{t} {g['total_s']} s {g['count']}" for t, g in r["gc"].items())
                 log(f"round {i + 1} mpi={mode}: {r['resources_per_s']} resources/s, server CPU "
                     f"{r['server_cpu_s']} s ({r['resources_per_cpu_s']} resources/CPU-s){extra}, threads "
                     f"{r['thread_cpu_s']}, "
@@ -201,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
             off, on = by_thread["off"].get(t, 0.0), by_thread["on"].get(t, 0.0)
             print(f"  {t:<16} off {off:6.2f} s, on {on:6.2f} s (least of each): "
                   f"{1000 * (on - off) / max(n_patients, 1):+.2f} ms per Patient")
+        if args.gc:
+            for mode, rs in runs.items():
+                for t in sorted({t for r in rs for t in r.get("gc", {})}):
+                    least = min(r.get("gc", {}).get(t, {}).get("total_s", 0.0) for r in rs)
+                    print(f"  GC {mode:<3} {t:<16} {least:6.3f} s (least of the runs)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
