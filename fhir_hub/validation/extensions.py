@@ -12,6 +12,11 @@ the resource (``Patient.name.family``, ``Questionnaire.item.item``), its path wi
 (``HumanName.family``), its type (``string``, ``Address``, ``Quantity`` for an ``Age``), or a type
 every element of that kind is (``Element``; ``Resource``/``DomainResource`` for a resource;
 ``BackboneElement`` for a backbone element).
+
+A few HL7 core extensions are used by the R4 build itself outside the context their own R4 definition
+declares (on every StructureDefinition and on the normative terminology resources of the spec). For
+those, and only those, :data:`CORRECTIONS` adds the context that FHIR R5 gives the same extension
+(same URL), so that R4's own content is not rejected; anything else still has to meet the R4 context.
 """
 
 from __future__ import annotations
@@ -25,9 +30,37 @@ import orjson
 
 from fhir_hub import profiles
 
-__all__ = ["Definition", "Place", "allowed", "definition"]
+__all__ = ["CORRECTIONS", "Definition", "Place", "allowed", "definition"]
 
 _QUANTITIES = frozenset({"Age", "Count", "Distance", "Duration", "MoneyQuantity", "SimpleQuantity"})
+
+
+#: The resource types of R4 that R5 makes specialisations of CanonicalResource (R5 resource list:
+#: "CanonicalResource"), restricted to those that are already canonical in R4 (carry a ``url``): R4 has
+#: no CanonicalResource type, so an R5 context "CanonicalResource" names these here.
+_R4_CANONICAL = frozenset({
+    "ActivityDefinition", "CapabilityStatement", "ChargeItemDefinition", "CodeSystem", "CompartmentDefinition",
+    "ConceptMap", "EventDefinition", "Evidence", "EvidenceVariable", "ExampleScenario", "GraphDefinition",
+    "ImplementationGuide", "Library", "Measure", "MessageDefinition", "OperationDefinition", "PlanDefinition",
+    "Questionnaire", "SearchParameter", "StructureDefinition", "StructureMap", "TerminologyCapabilities",
+    "TestScript", "ValueSet",
+})
+
+#: url -> context expressions added to the extension's declared context. Why each one:
+CORRECTIONS: dict[str, frozenset[str]] = {
+    # R4 4.0.1 declares context ElementDefinition.type.code, but the R4 snapshots put it on
+    # ElementDefinition.type (the type of Element.id, Extension.url, primitive values: 437 official
+    # examples). FHIR R5 (5.0.0) defines the same extension with context ElementDefinition.type.
+    "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type": frozenset({"ElementDefinition.type"}),
+    # R4 4.0.1 declares context StructureDefinition only, but the R4 build marks its normative ValueSets,
+    # CodeSystems and OperationDefinitions with it too (130 official examples). FHIR R5 (5.0.0) defines
+    # it with contexts CanonicalResource and ElementDefinition.
+    "http://hl7.org/fhir/StructureDefinition/structuredefinition-normative-version":
+        _R4_CANONICAL | {"ElementDefinition"},
+}
+# Not corrected: valueset-concept-comments (context ValueSet.compose.include.concept) on CodeSystem.concept
+# in CodeSystem-dicom-dcim: R5 and the extensions pack keep that context, and codesystem-concept-comments
+# is the extension for a CodeSystem concept, so that use is an error of the example.
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +100,14 @@ def _from_sd(sd: dict[str, Any]) -> Definition:
         elif e["id"] == "Extension":
             modifier = bool(e.get("isModifier"))
     context = frozenset(c["expression"] for c in sd.get("context", ()) if c.get("type") == "element")
-    return Definition(sd["url"], context, value, modifier)
+    return Definition(sd["url"], _corrected(sd["url"], context), value, modifier)
+
+
+def _corrected(url: str, context: frozenset[str]) -> frozenset[str]:
+    """The declared context and the correction of :data:`CORRECTIONS` for ``url``, if any. Applied when the
+    definition is read (once per StructureDefinition), so the check itself stays a set lookup."""
+    extra = CORRECTIONS.get(url)
+    return context if extra is None or not context else context | extra
 
 
 # url -> (the StructureDefinition it was read from, or None for a core one; the definition)
@@ -89,8 +129,8 @@ def definition(url: str) -> Definition | None:
         found: Definition | None = _from_sd(sd)
     else:
         raw = _r4().get(url)
-        found = None if raw is None else Definition(url, frozenset(raw["context"]), frozenset(raw["value"]),
-                                                    bool(raw["modifier"]))
+        found = None if raw is None else Definition(url, _corrected(url, frozenset(raw["context"])),
+                                                    frozenset(raw["value"]), bool(raw["modifier"]))
     if found is None:
         _SEEN.pop(url, None)  # unknown URLs are not remembered: any client can make up as many as it likes
     else:
