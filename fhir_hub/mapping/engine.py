@@ -510,6 +510,8 @@ class Built:
 class _Context:
     facility: str
     ma_lk: str
+    #: ``facility/ma_lk``, the start of every line key and fullUrl name (made once, not per resource)
+    visit: str = field(init=False)
     built: list[Built] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     #: (built, rule, table spec, record, STT): elements are applied once every resource exists,
@@ -524,6 +526,9 @@ class _Context:
     #: that resource: only those can hold a reference to a dropped resource.
     referrer: Built | None = None
     refs: dict[int, set[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.visit = f"{self.facility}/{self.ma_lk}"
 
     def reindex(self) -> None:
         same: dict[tuple[str, str], dict[int, Built]] = {}
@@ -871,7 +876,7 @@ def uuid5(name: str) -> str:
 
 
 def _full_url(ctx: _Context, rule: str, key: str) -> str:
-    return f"urn:uuid:{uuid5(f'{ctx.facility}/{ctx.ma_lk}/{rule}/{key}')}"
+    return f"urn:uuid:{uuid5(f'{ctx.visit}/{rule}/{key}')}"
 
 
 def _zip_repeat(rule: ResourceRule, record: Mapping[str, str], spec: TableSpec, ctx: _Context,
@@ -977,6 +982,7 @@ def unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]], built: Iter
         lost: dict[str, list[str]] = {}
         for i, rec in enumerate(records):
             used = read.get((kind, i))
+            line: str | None = None  # the record's STT (or position), when it first loses a field
             # the fields no rule read (a set difference, in C: a record has tens of fields), then
             # those with a value; a record nothing was made from loses all, its keys too
             for name in rec if used is None else rec.keys() - used:
@@ -986,11 +992,17 @@ def unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]], built: Iter
                 if origin is not None and origin[0] in spec.tables and (
                         origin[1] in read.get((origin[0], 0), _NONE) or origin[1] in spec.tables[origin[0]].ignored):
                     continue
-                lost.setdefault(name, []).append(rec.get("STT") or str(i + 1))
+                if line is None:
+                    line = rec.get("STT") or str(i + 1)
+                lines = lost.get(name)
+                if lines is None:
+                    lost[name] = [line]
+                else:
+                    lines.append(line)
         if not lost:
             continue
-        listed = [name if len(records) == 1 or len(lines) == sum(1 for rec in records if rec.get(name))
-                  else f"{name} (STT {', '.join(lines)})" for name, lines in sorted(lost.items())]
+        listed = [name if len(records) == 1 or len(lost_at) == len([1 for rec in records if rec.get(name)])
+                  else f"{name} (STT {', '.join(lost_at)})" for name, lost_at in sorted(lost.items())]
         if listed:
             out[kind] = listed
     return out
@@ -998,7 +1010,7 @@ def unmapped(spec: Spec, tables: Mapping[str, list[dict[str, str]]], built: Iter
 
 def _line_key(tspec: TableSpec, record: Mapping[str, str], ctx: _Context, index: int) -> tuple[str, str | None]:
     stt = record.get("STT") or None
-    return f"{ctx.facility}/{ctx.ma_lk}/{tspec.table}/{stt or index + 1}", stt
+    return f"{ctx.visit}/{tspec.table}/{stt or index + 1}", stt
 
 
 def _instantiate_rule(rule: ResourceRule, tspec: TableSpec, records: list[dict[str, str]], ctx: _Context) -> None:
@@ -1011,7 +1023,7 @@ def _instantiate_rule(rule: ResourceRule, tspec: TableSpec, records: list[dict[s
                     groups.setdefault(value, []).append(i)
         for value, members in groups.items():
             first = members[0]
-            key = f"{ctx.facility}/{ctx.ma_lk}/{tspec.table}/{rule.group_by}={value}"
+            key = f"{ctx.visit}/{tspec.table}/{rule.group_by}={value}"
             _build(rule, tspec, records[first], ctx, tuple(members), key, records[first].get("STT"))
         return
     for i, rec in enumerate(records):
@@ -1031,7 +1043,7 @@ def _build(rule: ResourceRule, tspec: TableSpec, record: Mapping[str, str], ctx:
     resource: dict[str, Any] = {"resourceType": rule.type}
     # the one copy of the record a resource gets: its own keys added (``$line`` is the line key)
     record = {**record, "$line": key, "$id": f"{rule.name}/{key}", "$facility": ctx.facility,
-              "$visit": f"{ctx.facility}/{ctx.ma_lk}"}
+              "$visit": ctx.visit}
     built = Built(rule.name, tspec.table, key, members, _full_url(ctx, rule.name, key), resource, rule.request)
     ctx.built.append(built)
     ctx._same = None
