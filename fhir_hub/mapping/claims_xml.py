@@ -159,13 +159,18 @@ def _parse_envelope(data: bytes) -> ET.Element:
     ``<\\0`` (expat would read UTF-16 then, where a ``<!DOCTYPE`` is not those bytes), hold no
     ``<!DOCTYPE``, and declare UTF-8 or nothing.  Anything else goes to :func:`_parse`.
     defusedxml's pure-Python parser took 3 % of the mapping on the envelope alone."""
+    return ET.fromstring(data.removeprefix(_BOM)) if plain_utf8(data) else _parse(data)
+
+
+def plain_utf8(data: bytes) -> bool:
+    """Whether expat's C parser reads ``data`` as :func:`_parse` would (see :func:`_parse_envelope`):
+    then any element's bytes cut from it parse alone to the same element (mapping in worker
+    processes relies on it)."""
     body = data.removeprefix(_BOM)
     if body[:1] != b"<" or body[1:2] == b"\0" or b"<!DOCTYPE" in body:
-        return _parse(data)
+        return False
     declared = _ENCODING_BYTES.match(body)
-    if declared is not None and declared.group(1).lower() != b"utf-8":
-        return _parse(data)
-    return ET.fromstring(body)
+    return declared is None or declared.group(1).lower() == b"utf-8"
 
 
 def _parse_text(data: bytes, text: str) -> ET.Element:
@@ -540,7 +545,42 @@ def stream_file(result: FileResult, data: bytes, recorded: str | None = None, sp
         yield from _map_file(result, data, recorded, spec)
 
 
+@dataclass
+class OpenedFile:
+    """An envelope read up to its HOSO: what mapping each of them needs."""
+
+    envelope: _Envelope
+    recorded: str
+    hosos: list[ET.Element]
+    #: Each HOSO's bytes as written in the file (kept in its Binary), or ``None`` where the
+    #: slices do not line up with the parsed HOSO (then the element is serialised again).
+    slices: list[bytes] | None
+
+
 def _map_file(result: FileResult, data: bytes, recorded: str | None, spec: Spec | None) -> Iterator[HosoResult]:
+    opened = open_file(result, data, recorded)
+    if opened is None:
+        return
+    for i, hoso in enumerate(opened.hosos, 1):
+        done = map_hoso(i, hoso, opened.slices[i - 1] if opened.slices else None, opened, spec)
+        result.hosos.append(done)
+        yield done
+
+
+def map_hoso(index: int, hoso: ET.Element, raw: bytes | None, opened: OpenedFile, spec: Spec | None) -> HosoResult:
+    """One HOSO of an opened file (1-based ``index``); a bug in the mapping becomes its fatal problem."""
+    if raw is None:
+        raw = ET.tostring(hoso, encoding="utf-8")
+    try:
+        return _map_hoso(index, hoso, raw, opened.envelope, spec, opened.recorded)
+    except Exception as exc:  # noqa: BLE001 - one HOSO's bug must not lose the others
+        return HosoResult(index, None, None, [Problem("fatal", "exception", f"mapping failed: "
+                                                      f"{type(exc).__name__}: {exc}")])
+
+
+def open_file(result: FileResult, data: bytes, recorded: str | None) -> OpenedFile | None:
+    """Parse the envelope and read its header; ``None`` (with a fatal problem in ``result``) when
+    nothing can be imported."""
     recorded = recorded or datetime.now(VN_TZ).replace(microsecond=0).isoformat()
     name = result.name
     env = _Envelope(name, hashlib.sha256(data).hexdigest())
@@ -549,14 +589,14 @@ def _map_file(result: FileResult, data: bytes, recorded: str | None, spec: Spec 
     except DefusedXmlException as exc:
         result.problems.append(Problem("fatal", "security", f"the file uses a forbidden XML construct "
                                        f"({type(exc).__name__}: DTDs and entities are refused): nothing imported"))
-        return
+        return None
     except ET.ParseError as exc:
         result.problems.append(Problem("fatal", "structure", f"not well-formed XML ({exc}): nothing imported"))
-        return
+        return None
     if _local(root.tag) != "GIAMDINHHS":
         result.problems.append(Problem("fatal", "structure", f"root element is <{_local(root.tag)}>, not "
                                        "<GIAMDINHHS>: nothing imported"))
-        return
+        return None
     info = _child(root, "THONGTINDONVI")
     env.facility = result.facility = _text(_child(info, "MACSKCB")) if info is not None else ""
     head = _child(root, "THONGTINHOSO")
@@ -578,12 +618,4 @@ def _map_file(result: FileResult, data: bytes, recorded: str | None, spec: Spec 
     if signature and signature.group(1).strip():
         env.signature = signature.group(1).strip()
     slices = _HOSO_BYTES.findall(data)
-    for i, hoso in enumerate(hosos, 1):
-        raw = slices[i - 1] if len(slices) == len(hosos) else ET.tostring(hoso, encoding="utf-8")
-        try:
-            done = _map_hoso(i, hoso, raw, env, spec, recorded)
-        except Exception as exc:  # noqa: BLE001 - one HOSO's bug must not lose the others
-            done = HosoResult(i, None, None, [Problem("fatal", "exception", f"mapping failed: "
-                                                      f"{type(exc).__name__}: {exc}")])
-        result.hosos.append(done)
-        yield done
+    return OpenedFile(env, recorded, hosos, slices if len(slices) == len(hosos) else None)

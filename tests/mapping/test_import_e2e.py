@@ -175,3 +175,39 @@ def test_adt_a40_whose_prior_record_is_unknown_is_refused_whole(fresh_server: Se
     assert result.exit_code == 1
     assert "404" in result.output
     assert _count(fresh_server, "Patient") == 0  # all or nothing: the survivor was not written either
+
+
+def _without_recorded(raw: bytes) -> object:
+    """A written bundle or outcome without Provenance.recorded (the time of the command)."""
+    doc = orjson.loads(raw)
+    for entry in doc.get("entry", []):
+        entry["resource"].pop("recorded", None)
+    return doc
+
+
+def test_mapping_workers_write_what_one_process_writes(tmp_path: Path) -> None:
+    generated = generate(40, seed=11, faults={kind: 1 for kind in FAULT_KINDS})
+    path = tmp_path / "many.xml"
+    path.write_bytes(generated.data)
+    written = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out{jobs}"
+        result = runner.invoke(app, ["import-claims", str(path), "--out", str(out), "--jobs", jobs])
+        assert result.exit_code == 1, result.output  # the faulty HOSO
+        written.append({p.name: _without_recorded(p.read_bytes()) for p in sorted(out.iterdir())})
+    assert len(written[0]) == 40 - sum(not f.imported for f in generated.faults) + 1  # + the outcome
+    assert written[0] == written[1]
+
+
+def test_mapping_workers_post_every_good_hoso(fresh_server: Server, tmp_path: Path) -> None:
+    generated = generate(40, seed=12, faults={kind: 1 for kind in FAULT_KINDS})
+    path = tmp_path / "many.xml"
+    path.write_bytes(generated.data)
+    result = runner.invoke(app, ["import-claims", str(path), "--base", fresh_server.base, "--jobs", "2"])
+    assert result.exit_code == 1, result.output
+    output = " ".join(result.output.split())
+    for f in generated.faults:
+        assert f"HOSO {f.hoso} (MA_LK {f.ma_lk})" in output
+    imported = 40 - sum(not f.imported for f in generated.faults)
+    assert _count(fresh_server, "Encounter") == imported
+    assert _count(fresh_server, "Provenance") == imported
