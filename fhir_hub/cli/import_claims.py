@@ -47,17 +47,22 @@ _HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir
             "Prefer": "return=minimal"}
 _SHOW = 50  # warnings printed (the rest are counted in the table and kept in the .outcome.json)
 _SHOW_ERRORS = 500  # errors printed: a separate budget, printed before any warning
-_JOBS_HELP = "Processes mapping the HOSO of a claims file (0: one per core; 1: this process alone)."
+# options the commands share (typer reads each default's OptionInfo; one object may serve several)
+_OUT = typer.Option(None, "--out", "-o", help="Write the bundles and outcomes to this folder.")
+_TIMEOUT = typer.Option(60.0, help="Seconds to wait for each POST.")
+_SPEC = typer.Option(None, "--spec", help="For csv: the column spec (patients | vitals).")
+_JOBS = typer.Option(0, "--jobs", "-j", min=0,
+                     help="Processes mapping the HOSO of a claims file (0: one per core; 1: this process alone).")
 
 
 def import_claims(
     files: list[Path] = typer.Argument(..., help="GIAMDINHHS envelope files (XML)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Write the bundles and outcomes to this folder."),
+    out: Path = _OUT,
     base: str = typer.Option(None, "--base", help="POST the bundles to this FHIR base URL."),
-    timeout: float = typer.Option(60.0, help="Seconds to wait for each POST."),
+    timeout: float = _TIMEOUT,
     strict: bool = typer.Option(False, "--strict", help="Stop at the first HOSO or file with an error."),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, help="Bundles posted at once (--base)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help=_JOBS_HELP),
+    jobs: int = _JOBS,
 ) -> None:
     """Map claims XML (QĐ 130 / 4750 / 3176, or QĐ 4210) into one FHIR transaction Bundle per HOSO."""
     _run(files, "claims", None, out, base, timeout, strict, concurrency, jobs)
@@ -66,36 +71,59 @@ def import_claims(
 def import_any(
     files: list[Path] = typer.Argument(..., help="Input files (with --db: export directories or ndjson files)."),
     fmt: str = typer.Option(None, "--format", "-f", help="claims (GIAMDINHHS XML) | hl7v2 | csv."),
-    spec: str = typer.Option(None, "--spec", help="For csv: the column spec (patients | vitals)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Write the bundles and outcomes to this folder."),
+    spec: str = _SPEC,
+    out: Path = _OUT,
     base: str = typer.Option(None, "--base", help="POST the bundles to this FHIR base URL."),
-    timeout: float = typer.Option(60.0, help="Seconds to wait for each POST."),
+    timeout: float = _TIMEOUT,
     db: str = typer.Option(None, "--db", help="Load a `fhir-hub export` into this empty store instead (cli/move.py)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first record or file with an error."),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, help="Bundles posted at once (--base)."),
-    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help=_JOBS_HELP),
+    jobs: int = _JOBS,
 ) -> None:
     """Map legacy exports (claims XML, HL7 v2 messages, CSV) into FHIR transaction bundles;
     with --db, load `fhir-hub export` ndjson into a store."""
-    from fhir_hub.mapping.csv_import import SPECS
-
     if db is not None and fmt is None:
         from fhir_hub.cli.move import import_store
 
         import_store(files, db)
         return
-    if fmt not in ("claims", "hl7v2", "csv"):
-        raise typer.BadParameter(f"unknown format {fmt!r}: claims, hl7v2 or csv", param_hint="--format")
+    _check_format(fmt, spec, ("claims", "hl7v2", "csv"), "--format")
+    _run(files, fmt, spec, out, base, timeout, strict, concurrency, jobs)
+
+
+def map_command(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="qd130 | qd4210 (claims XML of that layout), "
+                              "claims (either, per HOSO) | hl7v2 | csv."),
+    files: list[Path] = typer.Argument(..., help="Input files."),
+    out: Path = _OUT,
+    post: str = typer.Option(None, "--post", help="POST the bundles to this FHIR base URL."),
+    spec: str = _SPEC,
+    timeout: float = _TIMEOUT,
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first record or file with an error."),
+    concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, help="Bundles posted at once (--post)."),
+    jobs: int = _JOBS,
+) -> None:
+    """Map legacy exports (claims XML read as QĐ 130 or QĐ 4210, HL7 v2, CSV) into FHIR
+    transaction bundles, written to --out or posted to --post."""
+    _check_format(fmt, spec, ("qd130", "qd4210", "claims", "hl7v2", "csv"), "FORMAT")
+    layout = fmt if fmt in ("qd130", "qd4210") else None
+    _run(files, "claims" if layout else fmt, spec, out, post, timeout, strict, concurrency, jobs, layout)
+
+
+def _check_format(fmt: str | None, spec: str | None, formats: tuple[str, ...], hint: str) -> None:
+    from fhir_hub.mapping.csv_import import SPECS
+
+    if fmt not in formats:
+        raise typer.BadParameter(f"unknown format {fmt!r}: {', '.join(formats)}", param_hint=hint)
     if fmt == "csv" and spec not in SPECS:
         raise typer.BadParameter(f"csv needs --spec {' | '.join(SPECS)}", param_hint="--spec")
-    _run(files, fmt, spec, out, base, timeout, strict, concurrency, jobs)
 
 
 def _bad(problems: list[Any]) -> bool:
     return any(p.severity in ("error", "fatal") for p in problems)
 
 
-def _mapper(fmt: str, spec: str | None, claims: ClaimsMapper | None
+def _mapper(fmt: str, spec: str | None, claims: ClaimsMapper | None, layout: str | None = None
             ) -> Callable[[bytes, str], tuple[Any, Iterator[Any]]]:
     """(file result, its records).  A claims file is mapped whole before its first POST: posting
     each HOSO as it was mapped (:func:`~fhir_hub.mapping.claims_xml.stream_file`) was measured
@@ -111,11 +139,13 @@ def _mapper(fmt: str, spec: str | None, claims: ClaimsMapper | None
 
         assert spec is not None
         return _whole(lambda data, name: map_csv(data, name, spec))
-    if claims is not None:
-        return _whole(claims.map_file)
     from fhir_hub.mapping import map_file
+    from fhir_hub.mapping.engine import load_spec
 
-    return _whole(lambda data, name: map_file(data, name))
+    forced = load_spec(layout) if layout is not None else None  # else each HOSO is read as either
+    if claims is not None:
+        return _whole(lambda data, name: claims.map_file(data, name, spec=forced))
+    return _whole(lambda data, name: map_file(data, name, spec=forced))
 
 
 def _whole(mapper: Callable[[bytes, str], Any]) -> Callable[[bytes, str], tuple[Any, Iterator[Any]]]:
@@ -126,9 +156,9 @@ def _whole(mapper: Callable[[bytes, str], Any]) -> Callable[[bytes, str], tuple[
 
 
 def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: str | None, timeout: float,
-         strict: bool = False, concurrency: int = 4, jobs: int = 1) -> None:
+         strict: bool = False, concurrency: int = 4, jobs: int = 1, layout: str | None = None) -> None:
     if (out is None) == (base is None):
-        raise typer.BadParameter("give exactly one of --out DIR or --base URL")
+        raise typer.BadParameter("give exactly one of --out DIR or --base URL (map: --post URL)")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     from fhir_hub.mapping.claims_xml import gc_paused
@@ -136,7 +166,7 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
 
     # the worker processes are forked first, before this process starts any thread
     claims = ClaimsMapper(jobs or default_jobs()) if fmt == "claims" and (jobs or default_jobs()) > 1 else None
-    mapper = _mapper(fmt, spec, claims)
+    mapper = _mapper(fmt, spec, claims, layout)
     unit = {"claims": "HOSO", "hl7v2": "messages", "csv": "row bundles"}[fmt]
     suffix = {"claims": "hoso", "hl7v2": "msg", "csv": "part"}[fmt]
     console = Console()
@@ -365,6 +395,7 @@ def _diagnostics(text: bytes) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``import-claims`` and ``import`` to the CLI (both here, so ``main.py`` lists one module)."""
+    """Add ``import-claims``, ``import`` and ``map`` to the CLI (all here, so ``main.py`` lists one module)."""
     app.command("import-claims")(import_claims)
     app.command("import")(import_any)
+    app.command("map")(map_command)

@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 #: Command name -> the module of ``fhir_hub.cli`` whose ``register`` adds it, in the order ``--help`` lists them.
 COMMANDS: dict[str, str] = {
     "serve": "serve", "demo-data": "demo", "load": "load", "reindex": "reindex", "import-claims": "import_claims",
-    "import": "import_claims", "export": "move", "validate": "validate", "profiles": "profiles",
+    "import": "import_claims", "map": "import_claims", "export": "move", "validate": "validate", "profiles": "profiles",
     "terminology": "terminology", "clients": "auth", "users": "auth", "mpi": "mpi", "db": "db",
 }
 

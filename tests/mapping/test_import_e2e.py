@@ -14,7 +14,7 @@ from fhir_hub.mapping import map_file
 from fhir_hub.mapping.generate import FAULT_KINDS, Fault, generate
 from fhir_hub.mapping.systems import NATIONAL_ID, PATIENT_INTERNAL_ID, PRACTITIONER_LICENCE, VISIT_NUMBER
 from tests.conftest import Server, fhir_client
-from tests.mapping.conftest import RECORDED, sample_files
+from tests.mapping.conftest import RECORDED, envelope, sample_files
 
 runner = CliRunner()
 
@@ -211,3 +211,20 @@ def test_mapping_workers_post_every_good_hoso(fresh_server: Server, tmp_path: Pa
     imported = 40 - sum(not f.imported for f in generated.faults)
     assert _count(fresh_server, "Encounter") == imported
     assert _count(fresh_server, "Provenance") == imported
+
+
+def test_map_command_takes_the_format_first(fresh_server: Server, tmp_path: Path) -> None:
+    tables = {p.stem: p.read_bytes() for p in sorted((Path(__file__).parent / "data" / "qd4210").glob("XML*.xml"))}
+    old = tmp_path / "old.xml"
+    old.write_bytes(envelope([tables], facility="00997"))
+    result = runner.invoke(app, ["map", "qd4210", str(old), "--post", fresh_server.base])
+    assert result.exit_code == 0, result.output
+    assert _count(fresh_server, "Encounter") == 1
+    # read as QĐ 130 (the layout said wrongly), the same file does not map cleanly
+    wrong = runner.invoke(app, ["map", "qd130", str(old), "--out", str(tmp_path / "wrong")])
+    assert wrong.exit_code == 1, wrong.output
+    written = runner.invoke(app, ["map", "qd130", str(sample_files()[0]), "--out", str(tmp_path / "out")])
+    assert written.exit_code == 0, written.output
+    assert len(list((tmp_path / "out").glob("*.hoso*.json"))) == 3
+    bad = runner.invoke(app, ["map", "xml9", str(old), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown format" in bad.output
