@@ -17,7 +17,18 @@ from urllib.parse import parse_qsl
 
 from fhir_hub.config import Settings
 from fhir_hub.errors import FhirError, error
-from fhir_hub.rest import everything, history, mpi, read, reindex, search, terminology, transaction, write
+from fhir_hub.rest import (
+    everything,
+    history,
+    import_legacy,
+    mpi,
+    read,
+    reindex,
+    search,
+    terminology,
+    transaction,
+    write,
+)
 from fhir_hub.rest.capability import capability_statement
 from fhir_hub.rest.parsers import Parsers
 from fhir_hub.rest.references import ReferenceChecker
@@ -58,6 +69,8 @@ class Hub:
         #: Worker processes for large transaction bundles (``None``: parsed in this process).
         workers = settings.parse_processes()
         self.parsers: Parsers | None = Parsers(workers) if workers else None
+        #: ``$import-legacy`` jobs, from the store's opening on.
+        self.jobs: import_legacy.Jobs | None = None
         if settings.mpi:
             from fhir_hub.mpi.service import Reconciler
 
@@ -91,6 +104,8 @@ async def _route(hub: Hub, req: Request) -> Response:
     m = req.method
     if m == "GET" or m == "HEAD":
         check_accept(req)
+        if n == 2 and seg[0] == "$import-legacy":
+            return await import_legacy.handle(hub, req, seg[1])
         if n == 2 and seg[1][0] not in "_$" and seg[0][0] != "_":
             return await read.handle_read(hub, req, seg[0], seg[1])
         if n == 4 and seg[2] == "_history":
@@ -136,6 +151,8 @@ async def _route(hub: Hub, req: Request) -> Response:
             return await transaction.handle_bundle(hub, req)
         if n == 1 and seg[0] == "$reindex":
             return await reindex.handle_reindex(hub, req, None)
+        if n == 1 and seg[0] == "$import-legacy":
+            return await import_legacy.handle(hub, req, None)
         if n == 2 and seg[1] == "$reindex":
             return await reindex.handle_reindex(hub, req, seg[0])
         if n == 2 and seg[0] == "Patient" and seg[1] in mpi.OPERATIONS:
@@ -212,9 +229,16 @@ class FhirApp:
                 written = await seed(self.hub, self._sample, base)
                 if written:
                     log.warning("loaded %d sample resources", written)
+            # after the custom search parameters are registered: the jobs' writes index with them
+            jobs = import_legacy.Jobs(import_legacy.jobs_folder(self.settings.db, self.settings.jobs_dir))
+            self.hub.jobs = jobs
+            if resumed := jobs.resume(self.hub):
+                log.warning("running again %d $import-legacy job(s) accepted before the last stop", resumed)
 
     async def shutdown(self) -> None:
         if self._opened:
+            if self.hub.jobs is not None:
+                await self.hub.jobs.close()
             if self.auth is not None:
                 await self.auth.close()
             await self.store.close()

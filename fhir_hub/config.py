@@ -71,6 +71,9 @@ class Settings:
     #: that pool connections (EMR interfaces, the import CLI) meet a connection closed under them
     #: less often. 75 is nginx's default.
     keep_alive_seconds: int = 75
+    #: Folder of ``$import-legacy`` jobs (each accepted file and its result); empty: ``<db>.jobs``
+    #: beside a SQLite file, else ``~/.cache/fhir-hub/jobs`` (``fhir_hub/rest/import_legacy.py``).
+    jobs_dir: str = ""
 
     def parse_processes(self) -> int:
         if self.parse_workers >= 0:

@@ -40,7 +40,8 @@ the compartment: ``_include``, ``_revinclude`` (and ``:iterate``), chained param
 system-level search and history, type history, ``Patient/$everything``, type-level ``$validate``,
 ``$reindex`` and every write. Instance ``$validate`` (it writes nothing) is open to a patient's token
 with read access to the instance, without ``mode`` (see :meth:`Enforcer._validate`), and to system
-tokens with an unrestricted ``system/*`` read scope. ``Patient/[id]/$summary`` and ``Patient/[id]/$everything`` are open to a patient's
+tokens with an unrestricted ``system/*`` read scope. ``$import-legacy`` (submitting a job and
+polling it) needs unrestricted ``system/*`` create and update scopes. ``Patient/[id]/$summary`` and ``Patient/[id]/$everything`` are open to a patient's
 token for its own patient with an unrestricted ``patient/*`` read scope (another patient's: 404). System tokens need an
 unrestricted ``system/*`` read+search scope for the same features, and write scopes without a
 query restriction.
@@ -434,6 +435,11 @@ class Enforcer:
     async def _decide(self, hub: Any, req: Request, p: Principal, method: str, seg: list[str],
                       pairs: list[tuple[str, str]]) -> tuple[list[str], list[tuple[str, str]]]:
         n = len(seg)
+        if seg[:1] == ["$import-legacy"] and ((method == "POST" and n == 1) or (method in ("GET", "HEAD") and n == 2)):
+            # the job writes any type, and its result names what it wrote
+            if p.patient is not None or not p.scopes.wildcard("system", "cu"):
+                raise forbidden("$import-legacy needs unrestricted system/*.c and system/*.u scopes")
+            return seg, []
         if method in ("GET", "HEAD"):
             if n == 2 and seg[1][:1] not in ("_", "$") and seg[0][:1] != "_":
                 await self._read(hub, req, p, seg[0], seg[1])
