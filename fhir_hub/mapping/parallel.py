@@ -80,9 +80,9 @@ def _ready() -> None:
 
 
 class ClaimsMapper:
-    """Maps claims files with ``jobs`` processes (this one and ``jobs - 1`` workers would leave a
-    core idle while this one waits for results: ``jobs`` workers are started, and this process
-    only opens envelopes and collects).  Use as a context manager, or call :meth:`close`."""
+    """Maps claims files with ``jobs`` worker processes; this process opens each envelope and
+    collects the workers' results (it mostly waits, so it takes no core of its own).  Use as a
+    context manager, or call :meth:`close`."""
 
     def __init__(self, jobs: int) -> None:
         self.jobs = jobs

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from fhir_hub.mapping import FileResult, map_file
+from fhir_hub.mapping.engine import load_spec
 from fhir_hub.mapping.generate import generate
 from fhir_hub.mapping.parallel import RUN, ClaimsMapper
 from tests.mapping.conftest import RECORDED
@@ -92,6 +93,16 @@ def test_a_killed_worker_leaves_its_hoso_to_this_process(faulty: bytes) -> None:
         assert m.here == 3 * RUN + 5 and m._pool is None
         # and the next file too: the broken pool is not used again
         assert _wire(m.map_file(faulty, "f.xml", RECORDED)) == expected
+
+
+def test_a_layout_given_reaches_the_workers(mapper: ClaimsMapper) -> None:
+    data = generate(2 * RUN + 2, seed=8).data
+    for layout in ("qd130", "qd4210"):  # the generated file is QĐ 130: read as QĐ 4210 it maps otherwise
+        spec = load_spec(layout)
+        before = mapper.in_workers
+        got = _wire(mapper.map_file(data, "f.xml", RECORDED, spec))
+        assert mapper.in_workers - before == 2 * RUN + 2
+        assert got == _wire(map_file(data, "f.xml", RECORDED, spec))
 
 
 def test_one_job_starts_no_worker() -> None:
