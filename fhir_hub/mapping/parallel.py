@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -92,10 +93,13 @@ class ClaimsMapper:
         self._pool: ProcessPoolExecutor | None = None
         if jobs > 1:
             # forked, so the workers start with the specs and the R4 definitions this process
-            # loaded; started now, before the caller's threads (a fork copies only its own)
+            # loaded; started now, before the caller's threads. A process that already runs
+            # other threads spawns them instead: a fork copies only the forking thread, and a
+            # lock another one held at that moment would stay held in the child for ever
             for fmt in ("qd130", "qd4210"):
                 load_spec(fmt)
-            self._pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"))
+            method = "fork" if threading.active_count() == 1 else "spawn"
+            self._pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method))
             self._pool.submit(_ready).result()
 
     def __enter__(self) -> ClaimsMapper:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -86,7 +87,7 @@ def test_a_killed_worker_leaves_its_hoso_to_this_process(faulty: bytes) -> None:
         pool = m._pool
         assert pool is not None
         pids = list(pool._processes)  # the pool's worker processes
-        assert len(pids) == 2
+        assert pids  # forked: both; spawned (other threads run here): started as needed
         os.kill(pids[0], signal.SIGKILL)
         time.sleep(0.5)
         assert _wire(m.map_file(faulty, "f.xml", RECORDED)) == expected
@@ -103,6 +104,20 @@ def test_a_layout_given_reaches_the_workers(mapper: ClaimsMapper) -> None:
         got = _wire(mapper.map_file(data, "f.xml", RECORDED, spec))
         assert mapper.in_workers - before == 2 * RUN + 2
         assert got == _wire(map_file(data, "f.xml", RECORDED, spec))
+
+
+def test_with_other_threads_running_the_workers_are_spawned(faulty: bytes) -> None:
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        with ClaimsMapper(2) as m:
+            assert m._pool is not None and m._pool._mp_context.get_start_method() == "spawn"
+            assert _wire(m.map_file(faulty, "f.xml", RECORDED)) == _wire(map_file(faulty, "f.xml", RECORDED))
+            assert m.in_workers == 3 * RUN + 5
+    finally:
+        stop.set()
+        other.join()
 
 
 def test_one_job_starts_no_worker() -> None:
