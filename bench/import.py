@@ -57,9 +57,10 @@ sys.path.insert(0, str(ROOT))
 import defusedxml.ElementTree as SafeET  # noqa: E402
 import orjson  # noqa: E402
 
+from fhir_hub.cli.validate import default_jobs  # noqa: E402
 from fhir_hub.mapping import map_file  # noqa: E402
 from fhir_hub.mapping.generate import generate  # noqa: E402
-from fhir_hub.mapping.parallel import ClaimsMapper, default_jobs  # noqa: E402
+from fhir_hub.mapping.parallel import ClaimsMapper  # noqa: E402
 
 DECODED = ROOT.parent / "shared" / "vn" / "bhyt-xml" / "sample-synthetic" / "decoded"
 

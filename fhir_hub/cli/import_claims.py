@@ -39,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fhir_hub.errors import described
+from fhir_hub.mapping import formats
 
 if TYPE_CHECKING:
     from fhir_hub.mapping.parallel import ClaimsMapper
@@ -105,47 +106,31 @@ def map_command(
 ) -> None:
     """Map legacy exports (claims XML read as QĐ 130 or QĐ 4210, HL7 v2, CSV) into FHIR
     transaction bundles, written to --out or posted to --post."""
-    _check_format(fmt, spec, ("qd130", "qd4210", "claims", "hl7v2", "csv"), "FORMAT")
-    layout = fmt if fmt in ("qd130", "qd4210") else None
-    _run(files, "claims" if layout else fmt, spec, out, post, timeout, strict, concurrency, jobs, layout)
+    _check_format(fmt, spec, formats.FORMATS, "FORMAT")
+    _run(files, fmt, spec, out, post, timeout, strict, concurrency, jobs)
 
 
-def _check_format(fmt: str | None, spec: str | None, formats: tuple[str, ...], hint: str) -> None:
-    from fhir_hub.mapping.csv_import import SPECS
-
-    if fmt not in formats:
-        raise typer.BadParameter(f"unknown format {fmt!r}: {', '.join(formats)}", param_hint=hint)
-    if fmt == "csv" and spec not in SPECS:
-        raise typer.BadParameter(f"csv needs --spec {' | '.join(SPECS)}", param_hint="--spec")
+def _check_format(fmt: str | None, spec: str | None, allowed: tuple[str, ...], hint: str) -> None:
+    refused = formats.refusal(fmt, spec, allowed)
+    if refused is not None:
+        raise typer.BadParameter(refused[0], param_hint=hint if refused[1] == "format" else "--spec")
 
 
 def _bad(problems: list[Any]) -> bool:
     return any(p.severity in ("error", "fatal") for p in problems)
 
 
-def _mapper(fmt: str, spec: str | None, claims: ClaimsMapper | None, layout: str | None = None
+def _mapper(fmt: str, spec: str | None, claims: ClaimsMapper | None
             ) -> Callable[[bytes, str], tuple[Any, Iterator[Any]]]:
     """(file result, its records).  A claims file is mapped whole before its first POST: posting
     each HOSO as it was mapped (:func:`~fhir_hub.mapping.claims_xml.stream_file`) was measured
     slower end to end on the shared 2-core machine (39-43 s against 45-64 s for 1,002 HOSO,
     interleaved runs, server CPU 17 s against 15 s): not explained yet; likely the posting threads
     waiting for the GIL the mapping holds, so the server is sent fewer bundles at once."""
-    if fmt == "hl7v2":
-        from fhir_hub.mapping.hl7v2 import map_messages
-
-        return _whole(lambda data, name: map_messages(data, name))
-    if fmt == "csv":
-        from fhir_hub.mapping.csv_import import map_csv
-
-        assert spec is not None
-        return _whole(lambda data, name: map_csv(data, name, spec))
-    from fhir_hub.mapping import map_file
-    from fhir_hub.mapping.engine import load_spec
-
-    forced = load_spec(layout) if layout is not None else None  # else each HOSO is read as either
     if claims is not None:
+        forced = formats.layout(fmt)
         return _whole(lambda data, name: claims.map_file(data, name, spec=forced))
-    return _whole(lambda data, name: map_file(data, name, spec=forced))
+    return _whole(formats.mapper(fmt, spec))
 
 
 def _whole(mapper: Callable[[bytes, str], Any]) -> Callable[[bytes, str], tuple[Any, Iterator[Any]]]:
@@ -156,19 +141,22 @@ def _whole(mapper: Callable[[bytes, str], Any]) -> Callable[[bytes, str], tuple[
 
 
 def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: str | None, timeout: float,
-         strict: bool = False, concurrency: int = 4, jobs: int = 1, layout: str | None = None) -> None:
+         strict: bool = False, concurrency: int = 4, jobs: int = 1) -> None:
     if (out is None) == (base is None):
         raise typer.BadParameter("give exactly one of --out DIR or --base URL (map: --post URL)")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+    from fhir_hub.cli.validate import default_jobs
     from fhir_hub.mapping.claims_xml import gc_paused
-    from fhir_hub.mapping.parallel import ClaimsMapper, default_jobs
+    from fhir_hub.mapping.parallel import ClaimsMapper
 
+    jobs = jobs or default_jobs()
     # the worker processes are forked first, before this process starts any thread
-    claims = ClaimsMapper(jobs or default_jobs()) if fmt == "claims" and (jobs or default_jobs()) > 1 else None
-    mapper = _mapper(fmt, spec, claims, layout)
-    unit = {"claims": "HOSO", "hl7v2": "messages", "csv": "row bundles"}[fmt]
-    suffix = {"claims": "hoso", "hl7v2": "msg", "csv": "part"}[fmt]
+    claims = ClaimsMapper(jobs) if formats.is_claims(fmt) and jobs > 1 else None
+    mapper = _mapper(fmt, spec, claims)
+    kind = "claims" if formats.is_claims(fmt) else fmt
+    unit = {"claims": "HOSO", "hl7v2": "messages", "csv": "row bundles"}[kind]
+    suffix = {"claims": "hoso", "hl7v2": "msg", "csv": "part"}[kind]
     console = Console()
     types: Counter[str] = Counter()
     severities: Counter[str] = Counter()

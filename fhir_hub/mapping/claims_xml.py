@@ -108,6 +108,10 @@ class FileResult:
         """The HOSO: what every adapter's result calls its records."""
         return self.hosos
 
+    def record_outcome(self, hoso: HosoResult) -> dict[str, Any]:
+        """The problems of one HOSO, as :meth:`outcome` words them."""
+        return {"resourceType": "OperationOutcome", "issue": [_issue(p, self.name, hoso) for p in hoso.problems]}
+
     def outcome(self) -> dict[str, Any]:
         """Every problem of the file as one OperationOutcome (an ``information`` issue when none)."""
         issues = [_issue(p, self.name, None) for p in self.problems]
@@ -559,10 +563,15 @@ class OpenedFile:
 
 def _map_file(result: FileResult, data: bytes, recorded: str | None, spec: Spec | None) -> Iterator[HosoResult]:
     opened = open_file(result, data, recorded)
-    if opened is None:
-        return
-    for i, hoso in enumerate(opened.hosos, 1):
-        done = map_hoso(i, hoso, opened.slices[i - 1] if opened.slices else None, opened, spec)
+    if opened is not None:
+        yield from map_opened(result, opened, spec)
+
+
+def map_opened(result: FileResult, opened: OpenedFile, spec: Spec | None) -> Iterator[HosoResult]:
+    """Map every HOSO of an opened file here, appending each result to ``result.hosos`` as it is
+    yielded."""
+    for i, hoso in enumerate(opened.hosos):
+        done = map_hoso(i + 1, hoso, opened.slices[i] if opened.slices else None, opened, spec)
         result.hosos.append(done)
         yield done
 

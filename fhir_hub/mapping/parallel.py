@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from fhir_hub.mapping.claims_xml import (
     _Envelope,
     gc_paused,
     map_hoso,
+    map_opened,
     open_file,
     plain_utf8,
 )
@@ -131,10 +131,8 @@ class ClaimsMapper:
                 return
             hosos, slices = opened.hosos, opened.slices
             if self._pool is None or slices is None or len(hosos) < 2 * RUN or not plain_utf8(data):
-                for i, hoso in enumerate(hosos, 1):
-                    done = map_hoso(i, hoso, slices[i - 1] if slices else None, opened, spec)
+                for done in map_opened(result, opened, spec):
                     self.here += 1
-                    result.hosos.append(done)
                     yield done
                 return
             fmt = spec.format if spec is not None else None
@@ -183,10 +181,4 @@ class ClaimsMapper:
             self._pool = None
 
 
-def default_jobs() -> int:
-    """Worker processes by default: one per core this process may run on, when there are two or more."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cores if cores > 1 else 1
-
-
-__all__ = ["RUN", "ClaimsMapper", "default_jobs"]
+__all__ = ["RUN", "ClaimsMapper"]

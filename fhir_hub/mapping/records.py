@@ -52,6 +52,10 @@ class FileRecords:
                        "diagnostics": f"{self.name}: {len(self.records)} records mapped without problems"}]
         return {"resourceType": "OperationOutcome", "issue": issues}
 
+    def record_outcome(self, record: RecordResult) -> dict[str, Any]:
+        """The problems of one record, as :meth:`outcome` words them."""
+        return {"resourceType": "OperationOutcome", "issue": [self._issue(record, p) for p in record.problems]}
+
     def _issue(self, record: RecordResult | None, p: Problem) -> dict[str, Any]:
         parts = [self.name] + ([record.where] if record is not None else [])
         if p.table:

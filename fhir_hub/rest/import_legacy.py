@@ -26,7 +26,6 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,6 @@ from fhir_hub.search.dates import instant
 
 log = logging.getLogger("fhir_hub")
 
-FORMATS = ("claims", "qd130", "qd4210", "hl7v2", "csv")
 #: Records committed at once (claims and CSV; HL7 v2 messages are events in order, one at a time).
 CONCURRENCY = 4
 _JSON = [(b"content-type", b"application/json")]
@@ -61,35 +59,14 @@ def jobs_folder(db: str, configured: str) -> Path:
     return Path.home() / ".cache" / "fhir-hub" / "jobs" / hashlib.sha256(db.encode()).hexdigest()[:16]
 
 
-def _mapper(fmt: str, spec: str | None) -> Callable[[bytes, str], Any]:
-    if fmt == "hl7v2":
-        from fhir_hub.mapping.hl7v2 import map_messages
-
-        return map_messages
-    if fmt == "csv":
-        from fhir_hub.mapping.csv_import import map_csv
-
-        assert spec is not None
-        return lambda data, name: map_csv(data, name, spec)
-    from fhir_hub.mapping import map_file
-    from fhir_hub.mapping.engine import load_spec
-
-    layout = load_spec(fmt) if fmt in ("qd130", "qd4210") else None
-    return lambda data, name: map_file(data, name, spec=layout)
-
-
 def _check(req: Request) -> tuple[str, str | None, str]:
-    fmt = req.param("format")
-    if fmt not in FORMATS:
-        raise FhirError(400, error("required" if fmt is None else "value",
-                                   f"format must be one of {', '.join(FORMATS)}" +
-                                   ("" if fmt is None else f", not {fmt!r}"), "format"))
-    spec = req.param("spec")
-    if fmt == "csv":
-        from fhir_hub.mapping.csv_import import SPECS
+    from fhir_hub.mapping import formats
 
-        if spec not in SPECS:
-            raise FhirError(400, error("value", f"format=csv needs spec={' | '.join(SPECS)}", "spec"))
+    fmt, spec = req.param("format"), req.param("spec")
+    refused = formats.refusal(fmt, spec)
+    if refused is not None:
+        raise FhirError(400, error("required" if fmt is None else "value", refused[0], refused[1]))
+    assert fmt is not None
     if not req.body.strip():
         raise FhirError(400, error("required", "the body is empty: send the exported file as the body"))
     name = req.param("name") or "upload"
@@ -221,11 +198,12 @@ class Jobs:
         (self.folder / f"{job}.in").unlink(missing_ok=True)  # the file itself is no longer needed
 
     async def _import(self, hub: Any, meta: dict[str, Any], data: bytes, running: _Running) -> dict[str, Any]:
+        from fhir_hub.mapping import formats
         from fhir_hub.mapping.claims_xml import gc_paused
         from fhir_hub.rest import transaction
 
         fmt, name = meta["format"], meta["name"]
-        mapper = _mapper(fmt, meta.get("spec"))
+        mapper = formats.mapper(fmt, meta.get("spec"))
 
         def mapped() -> Any:
             with gc_paused():  # a file's result is one large tree (mapping/claims_xml.py)
@@ -262,8 +240,7 @@ class Jobs:
                     (created if status.startswith("201") else updated).append(where)
 
         await asyncio.gather(*(commit(r) for r in todo))
-        unmapped = [{"record": r.where, "outcome": _problems(name, r.where, r.problems)} for r in records
-                    if r.bundle is None]
+        unmapped = [{"record": r.where, "outcome": result.record_outcome(r)} for r in records if r.bundle is None]
         return {
             "format": fmt, "file": name, "records": len(records),
             "imported": len(todo) - len(failed), "failed": len(unmapped) + len(failed),
@@ -273,20 +250,8 @@ class Jobs:
         }
 
 
-def _problems(name: str, where: str, problems: list[Any]) -> dict[str, Any]:
-    """A record's problems as an OperationOutcome (the file's outcome has them with their places)."""
-    issues = []
-    for p in problems:
-        place = ", ".join(x for x in (p.table, p.line and f"STT {p.line}", p.field) if x)
-        value = f" (value {p.value!r})" if p.value is not None else ""
-        issues.append({"severity": p.severity, "code": p.code,
-                       "diagnostics": f"{name}, {where}{', ' + place if place else ''}: {p.reason}{value}"})
-    return {"resourceType": "OperationOutcome", "issue": issues or [
-        {"severity": "error", "code": "processing", "diagnostics": f"{name}, {where}: could not be mapped"}]}
-
-
 async def handle(hub: Any, req: Request, job: str | None) -> Response:
-    jobs: Jobs | None = getattr(hub, "jobs", None)
+    jobs: Jobs | None = hub.jobs
     if jobs is None:
         raise FhirError(503, error("transient", "import jobs are not ready yet; retry shortly"))
     if job is None:
@@ -294,4 +259,4 @@ async def handle(hub: Any, req: Request, job: str | None) -> Response:
     return await jobs.status(job)
 
 
-__all__ = ["FORMATS", "Jobs", "handle", "jobs_folder"]
+__all__ = ["Jobs", "handle", "jobs_folder"]
