@@ -33,7 +33,7 @@ from fhir_hub.search.dates import instant
 from fhir_hub.search.query import Clause, Criterion, TokenValue
 from fhir_hub.storage.port import HistoryQuery, Indexer, IndexForm, StoredVersion, StoreUnavailable
 from fhir_hub.storage.sqlite import schema, search
-from fhir_hub.storage.sqlite.rows import EMPTY, TableForm, TableRows, table_rows, with_row
+from fhir_hub.storage.sqlite.rows import EMPTY, TableForm, TableRows, keyed, table_rows, with_row
 
 T = TypeVar("T")
 log = logging.getLogger("fhir_hub")
@@ -116,12 +116,12 @@ def _insert_many(conn: sqlite3.Connection, template: str, rows: Sequence[tuple[A
 def _index_statements() -> dict[str, tuple[str, str]]:
     out = {}
     for kind, cols in schema.INDEX_COLUMNS.items():
-        names = ("pid", *cols)
-        picks = ", ".join(f"j.value ->> {i}" for i in range(len(names)))
-        order = ", ".join(str(i + 1) for i in range(len(names) + 1))
-        # ``[[rk, [row, ...]], ...]``: the key once per resource (rows.py makes the rows)
-        out[kind] = (f"INSERT OR IGNORE INTO idx_{kind} ({', '.join(names)}, rk) SELECT {picks}, r.value ->> 0 "
-                     f"FROM json_each(?) r, json_each(r.value, '$[1]') j ORDER BY {order}",
+        names = ("pid", *cols, "rk")
+        picks = ", ".join(f"value ->> {i}" for i in range(len(names)))
+        order = ", ".join(str(i + 1) for i in range(len(names)))
+        # ``[[pid, ..., rk], ...]`` (rows.py makes the rows, :func:`_batch` puts the keys in)
+        out[kind] = (f"INSERT OR IGNORE INTO idx_{kind} ({', '.join(names)}) SELECT {picks} "
+                     f"FROM json_each(?) ORDER BY {order}",
                      f"DELETE FROM idx_{kind} WHERE rk IN ({{rows}})")
     return out
 
@@ -130,7 +130,7 @@ def _index_statements() -> dict[str, tuple[str, str]]:
 _INDEX_SQL = _index_statements()
 #: A resource's held rows: (rtype, rid, rows, the serial of the unit that wrote them).
 _Held = tuple[str, str, TableRows, int | None]
-#: Held rows taken for insertion: ``kind -> [b"[rk,[row,...]]", ...]`` (see :func:`_batch`).
+#: Held rows taken for insertion: ``kind -> [b"[pid,...,rk],[pid,...,rk]", ...]`` (see :func:`_batch`).
 _Batch = dict[str, list[bytes]]
 _LATEST = "SELECT vid, deleted, rk FROM current WHERE rtype = ? AND rid = ?"
 _FLUSH_ROWS = 500
@@ -271,11 +271,11 @@ class _IndexBuffer:
 
 
 def _batch(resources: Iterable[tuple[int, TableRows]]) -> _Batch:
-    """Per table, ``[rk,[row,...]]`` of each resource as JSON: its rows' bytes spliced, not parsed."""
+    """Per table, each resource's rows with its key put in: their bytes spliced, not parsed."""
     out: _Batch = {}
     for rk, rows in resources:
         for kind, frag in rows.frags.items():
-            piece = b"[%d,[%s]]" % (rk, frag)
+            piece = keyed(frag, rk)
             bucket = out.get(kind)
             if bucket is None:
                 out[kind] = [piece]
