@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from dataclasses import dataclass, field
@@ -312,7 +313,9 @@ def wrk(url: str, script: Path, duration: float, connections: int, threads: int 
     load_before = loadavg()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     res = parse_wrk(proc.stdout)
-    res.update(cmd=" ".join(cmd), exit=proc.returncode, loadavg_before=load_before, loadavg_after=loadavg())
+    # the script's name, not its temporary folder: results are committed
+    shown = [script.name if part == str(script) else Path(part).name if part.startswith("/") else part for part in cmd]
+    res.update(cmd=" ".join(shown), exit=proc.returncode, loadavg_before=load_before, loadavg_after=loadavg())
     if proc.returncode != 0 or res["req_s"] is None:
         res["stderr"] = proc.stderr[-2000:]
         res["stdout"] = proc.stdout[-2000:]
@@ -357,9 +360,21 @@ class PySpy:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             out, _ = self.popen.communicate(timeout=10)
-        if not self.out.exists() and self.error is None:
-            self.error = f"py-spy wrote no profile (exit {self.popen.returncode}): " \
-                         f"{(out or b'').decode(errors='replace')[-800:]}"
+        if not self.out.exists():
+            if self.error is None:
+                self.error = f"py-spy wrote no profile (exit {self.popen.returncode}): " \
+                             f"{(out or b'').decode(errors='replace')[-800:]}"
+            return
+        self.out.write_text(local_paths_hidden(self.out.read_text()))
+
+
+def local_paths_hidden(text: str) -> str:
+    """A profile's frame files relative to the checkout, ``site-packages/`` or ``stdlib/``:
+    results are committed, and no path of the machine they were measured on belongs there."""
+    for prefix, short in ((str(ROOT) + "/", ""), (sysconfig.get_paths()["purelib"] + "/", "site-packages/"),
+                          (sysconfig.get_paths()["stdlib"] + "/", "stdlib/")):
+        text = text.replace(prefix, short)
+    return text
 
 
 def summarize_speedscope(path: Path, top: int = 15) -> dict[str, Any]:
