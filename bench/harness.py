@@ -31,11 +31,12 @@ TASKSET = shutil.which("taskset")
 
 
 def rel(p: Path) -> str:
-    """``p`` relative to the repository when inside it (for the results files)."""
+    """``p`` relative to the repository when inside it, else its name (results files sit beside
+    what they name, and are committed: no path of the machine belongs in them)."""
     try:
         return str(p.resolve().relative_to(ROOT))
     except ValueError:
-        return str(p)
+        return p.name
 
 
 def free_port() -> int:
@@ -313,8 +314,8 @@ def wrk(url: str, script: Path, duration: float, connections: int, threads: int 
     load_before = loadavg()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     res = parse_wrk(proc.stdout)
-    # the script's name, not its temporary folder: results are committed
-    shown = [script.name if part == str(script) else Path(part).name if part.startswith("/") else part for part in cmd]
+    # names, not folders (the script's is temporary): results are committed
+    shown = [Path(part).name if part.startswith("/") else part for part in cmd]
     res.update(cmd=" ".join(shown), exit=proc.returncode, loadavg_before=load_before, loadavg_after=loadavg())
     if proc.returncode != 0 or res["req_s"] is None:
         res["stderr"] = proc.stderr[-2000:]
@@ -371,8 +372,9 @@ class PySpy:
 def local_paths_hidden(text: str) -> str:
     """A profile's frame files relative to the checkout, ``site-packages/`` or ``stdlib/``:
     results are committed, and no path of the machine they were measured on belongs there."""
-    for prefix, short in ((str(ROOT) + "/", ""), (sysconfig.get_paths()["purelib"] + "/", "site-packages/"),
-                          (sysconfig.get_paths()["stdlib"] + "/", "stdlib/")):
+    paths = sysconfig.get_paths()
+    for prefix, short in ((str(ROOT) + "/", ""), (paths["purelib"] + "/", "site-packages/"),
+                          (paths["stdlib"] + "/", "stdlib/")):
         text = text.replace(prefix, short)
     return text
 

@@ -152,9 +152,9 @@ def _run(files: list[Path], fmt: str, spec: str | None, out: Path | None, base: 
 
     jobs = jobs or default_jobs()
     # the worker processes are forked first, before this process starts any thread
-    claims = ClaimsMapper(jobs) if formats.is_claims(fmt) and jobs > 1 else None
-    mapper = _mapper(fmt, spec, claims)
     kind = "claims" if formats.is_claims(fmt) else fmt
+    claims = ClaimsMapper(jobs) if kind == "claims" and jobs > 1 else None
+    mapper = _mapper(fmt, spec, claims)
     unit = {"claims": "HOSO", "hl7v2": "messages", "csv": "row bundles"}[kind]
     suffix = {"claims": "hoso", "hl7v2": "msg", "csv": "part"}[kind]
     console = Console()

@@ -1,4 +1,4 @@
-"""A resource's search-index rows in the index tables' own column order, the resource key left blank.
+"""A resource's search-index rows in the index tables' own column order, the resource key marked.
 
 Made where the rows are extracted (the event loop, or a parser process for a large transaction),
 so the writer, which limits ingest, does no work per row: it adds the resource key ``rk`` once
