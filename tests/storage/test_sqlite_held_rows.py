@@ -78,14 +78,19 @@ async def test_held_rows_are_inserted_when_the_store_closes(tmp_path: Path) -> N
         await again.close()
 
 
-@pytest.fixture
-async def holding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SQLiteStore]:
-    """A store that holds every index row until a search needs it (no batch fills, no idle insert)."""
-    monkeypatch.setattr(store_module, "_IDLE_SECONDS", 3600)
-    store = SQLiteStore(str(tmp_path / "store.db"), indexer=Indexer(), index_batch_rows=1_000_000)
+async def _store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_rows: int) -> AsyncIterator[SQLiteStore]:
+    monkeypatch.setattr(store_module, "_IDLE_SECONDS", 3600)  # no idle insert
+    store = SQLiteStore(str(tmp_path / "store.db"), indexer=Indexer(), index_batch_rows=batch_rows)
     await store.open()
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def holding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SQLiteStore]:
+    """A store that holds every index row until a search needs it (no batch fills)."""
+    async for store in _store(tmp_path, monkeypatch, 1_000_000):
+        yield store
 
 
 def _patient(value: str) -> dict[str, Any]:
@@ -150,3 +155,91 @@ async def test_reindexed_rows_are_inserted_at_once(holding: SQLiteStore) -> None
     assert await store.transact(lambda tx: tx.reindex("Patient", "r")) is True
     assert store._held.count == 0
     assert await store.find("Patient", _ident("reindexed"), 10) == ["r"]
+
+
+# --- a full buffer goes in one table per group ------------------------------------------------
+
+
+@pytest.fixture
+async def spilling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SQLiteStore]:
+    """A store whose buffer is full after every write: each group spills or inserts a queued table."""
+    async for store in _store(tmp_path, monkeypatch, 1):
+        yield store
+
+
+def _named(rid: str, family: str, value: str, tx: Tx) -> None:
+    tx.put("Patient", rid, {**_patient(value), "name": [{"family": family}], "birthDate": "1980-02-03"}, "PUT")
+
+
+def _family(text: str) -> list[Clause]:
+    return [Clause("family", "string", (StringValue(text),))]
+
+
+def _stored_watermark(store: SQLiteStore) -> int:
+    assert store._reader is not None
+    return int(store._reader.execute("SELECT value FROM store_meta WHERE key = 'indexed_seq'").fetchone()[0])
+
+
+async def test_a_full_buffer_is_inserted_one_table_per_group_token_rows_first(spilling: SQLiteStore) -> None:
+    store = spilling
+    await store.transact(partial(_named, "a", "Old", "id-a"))
+    queued = set(store._held.queued)
+    assert queued >= {"string", "date"} and "token" not in queued  # the token rows went in at once
+    assert store._held.batch_seq == 1 and _stored_watermark(store) == 0
+    # a conditional match on tokens needs nothing more inserted
+    assert await store.transact(lambda tx: tx.find("Patient", _ident("id-a"), 2)) == ["a"]
+    assert len(store._held.queued) == len(queued) - 1  # that group inserted the next table
+    while store._held.queued:
+        await store.transact(lambda tx: None)
+    assert _stored_watermark(store) == 1  # every row of version 1 is in the tables
+    assert await store.find("Patient", _family("old"), 10) == ["a"]
+
+
+async def test_a_write_to_a_queued_resource_takes_its_queued_rows_out(spilling: SQLiteStore) -> None:
+    store = spilling
+    await store.transact(partial(_named, "a", "Old", "id-a"))
+    assert "string" in store._held.queued
+    await store.transact(partial(_named, "a", "New", "id-a"))
+    assert all(1 not in rows_of for rows_of in store._held.queued.values())
+    assert await store.find("Patient", _family("old"), 10) == []
+    assert await store.find("Patient", _family("new"), 10) == ["a"]
+    assert await store.find("Patient", _ident("id-a"), 10) == ["a"]
+
+
+async def test_a_unit_that_failed_gives_the_queued_rows_back(spilling: SQLiteStore) -> None:
+    store = spilling
+    await store.transact(partial(_named, "a", "Old", "id-a"))
+    queued = {kind: dict(rows_of) for kind, rows_of in store._held.queued.items()}
+
+    def rename_then_fail(tx: Tx) -> None:
+        _named("a", "New", "id-a", tx)
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        await store.transact(rename_then_fail)
+    # the failed unit's group then inserted the next table, as any group does
+    assert all(store._held.queued[kind] == queued[kind] for kind in store._held.queued)
+    assert await store.find("Patient", _family("old"), 10) == ["a"]
+    assert await store.find("Patient", _family("new"), 10) == []
+
+
+_SPILL_AND_DIE = _WRITE_AND_DIE.replace("index_batch_rows=1_000_000", "index_batch_rows=1").replace(
+    '"identifier": [{"system": "urn:test", "value": f"id{i}"}]}',
+    '"identifier": [{"system": "urn:test", "value": f"id{i}"}], "name": [{"family": f"fam{i}"}]}').replace(
+    "held = store._held.count", "held = len(store._held.queued)")
+
+
+async def test_rows_queued_when_the_process_died_are_indexed_at_the_next_start(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    assert _SPILL_AND_DIE != _WRITE_AND_DIE
+    out = subprocess.run([sys.executable, "-c", _SPILL_AND_DIE, str(db)], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert int(out.stdout.split()[0]) > 0, "nothing was queued: the test would prove nothing"
+    store = SQLiteStore(str(db), indexer=Indexer())
+    await store.open()
+    try:
+        for i in (0, 17, 38, 39):
+            assert await store.find("Patient", _family(f"fam{i}"), 10) == [f"p{i}"]
+        assert await store.count("Patient", _family("fam")) == 40
+    finally:
+        await store.close()
