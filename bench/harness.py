@@ -39,6 +39,11 @@ def rel(p: Path) -> str:
         return p.name
 
 
+def command(script: str, args: list[str]) -> str:
+    """The command line of a run as results record it: absolute paths as :func:`rel` names them."""
+    return " ".join([script, *(rel(Path(a)) if a.startswith("/") else a for a in args)])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
