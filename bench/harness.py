@@ -40,8 +40,12 @@ def rel(p: Path) -> str:
 
 
 def command(script: str, args: list[str]) -> str:
-    """The command line of a run as results record it: absolute paths as :func:`rel` names them."""
-    return " ".join([script, *(rel(Path(a)) if a.startswith("/") else a for a in args)])
+    """The command line of a run as results record it: absolute paths (``/x`` or ``--opt=/x``)
+    as :func:`rel` names them."""
+    def shown(arg: str) -> str:
+        head, eq, value = arg.rpartition("=")  # "/x": ("", "", "/x")
+        return head + eq + (rel(Path(value)) if value.startswith("/") else value)
+    return " ".join([script, *map(shown, args)])
 
 
 def free_port() -> int:

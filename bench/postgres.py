@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:
 
 import orjson  # noqa: E402
 
-from bench import data, harness  # noqa: E402
-from bench.harness import RESULTS, Proc, free_port, loadavg, random_get_script, wrk  # noqa: E402
+from bench import data  # noqa: E402
+from bench.harness import RESULTS, Proc, command, free_port, loadavg, random_get_script, wrk  # noqa: E402
 from bench.run import git_commit, ingest, log  # noqa: E402
 from tests.pgcluster import Cluster, find_bindir  # noqa: E402
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fhirhub-bench-pg-"))
     cluster = Cluster(bindir, durable=True)
     result: dict[str, Any] = {"meta": {
-        "command": harness.command("postgres.py", list(argv if argv is not None else sys.argv[1:])),
+        "command": command("postgres.py", list(argv if argv is not None else sys.argv[1:])),
         "started": dt.datetime.now().isoformat(timespec="seconds"), "commit": git_commit(),
         "python": platform.python_version(), "patients": args.patients, "connections": args.connections,
         "ingest_clients": args.clients, "duration_s": args.duration, "loadavg_start": loadavg(),

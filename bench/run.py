@@ -38,12 +38,13 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
-from bench import data, floors, harness  # noqa: E402
+from bench import data, floors  # noqa: E402
 from bench.harness import (  # noqa: E402
     RESULTS,
     Proc,
     PySpy,
     RssSampler,
+    command,
     fhir_hub_proc,
     floor_proc,
     free_port,
@@ -374,7 +375,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started: list[Proc] = []
     r: dict[str, Any] = {"paths": {}, "profiles": {}, "ratios": {}, "server": {}}
     r["meta"] = {
-        "command": harness.command(Path(sys.argv[0]).name if sys.argv else "run.py", sys.argv[1:]),
+        "command": command(Path(sys.argv[0]).name if sys.argv else "run.py", sys.argv[1:]),
         "started": dt.datetime.now().isoformat(timespec="seconds"), "commit": git_commit(),
         "python": platform.python_version(), "cpus": __import__("os").cpu_count(),
         "duration_s": args.duration, "warmup_s": args.warmup, "connections": args.connections,
