@@ -323,9 +323,8 @@ def wrk(url: str, script: Path, duration: float, connections: int, threads: int 
     load_before = loadavg()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     res = parse_wrk(proc.stdout)
-    # names, not folders (the script's is temporary): results are committed
-    shown = [Path(part).name if part.startswith("/") else part for part in cmd]
-    res.update(cmd=" ".join(shown), exit=proc.returncode, loadavg_before=load_before, loadavg_after=loadavg())
+    res.update(cmd=command(Path(cmd[0]).name, cmd[1:]), exit=proc.returncode, loadavg_before=load_before,
+               loadavg_after=loadavg())
     if proc.returncode != 0 or res["req_s"] is None:
         res["stderr"] = proc.stderr[-2000:]
         res["stdout"] = proc.stdout[-2000:]

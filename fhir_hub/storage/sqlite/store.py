@@ -151,9 +151,9 @@ _CHECKPOINT_PAGES = 8192
 
 
 class _QueueWas(NamedTuple):
-    """An undo step of :class:`_IndexBuffer`: its queue as it was (each table's rows are never
-    changed in place, only left out of a new dict, except by :meth:`_IndexBuffer.put`, whose own
-    step puts them back)."""
+    """An undo step of :class:`_IndexBuffer`: its queue as it was. The queue is replaced, never
+    changed in place, so the old dict is the undo; only :meth:`_IndexBuffer.put` takes rows out
+    of a table's dict, and its own step puts them back."""
 
     queued: _Batch
     batch_seq: int
@@ -187,7 +187,7 @@ class _IndexBuffer:
     group whose COMMIT fails, restores the buffer to what it held before (``mark``/``undo``).
     """
 
-    __slots__ = ("by_rk", "count", "tokens", "queued", "queued_rks", "batch_seq", "_undo", "_unit", "_units")
+    __slots__ = ("by_rk", "count", "tokens", "queued", "batch_seq", "_undo", "_unit", "_units")
 
     def __init__(self) -> None:
         self.by_rk: dict[int, _Held] = {}
@@ -196,10 +196,9 @@ class _IndexBuffer:
         self.tokens: dict[tuple[int, str], dict[int, set[int]]] = {}
         #: Rows taken by :meth:`spill` and not inserted yet, per table (never ``token``).
         self.queued: _Batch = {}
-        #: Keys of the resources with rows in ``queued`` (or that had, until it empties).
-        self.queued_rks: set[int] = set()
         #: The writer's ``seq`` when the last spilled batch was taken: once its queue is
-        #: inserted, every version up to it has its rows in the tables.
+        #: inserted, every version up to it has its rows in the tables. Every queued resource's
+        #: key is at most this (a key is the ``seq`` of the first version).
         self.batch_seq = 0
         self._undo: list[tuple[int, _Held | None, dict[str, bytes] | None] | dict[int, _Held] | _QueueWas] = []
         #: The unit running (a serial), or ``None`` between units.
@@ -227,14 +226,14 @@ class _IndexBuffer:
     def put(self, rk: int, rtype: str, rid: str, rows: TableRows) -> None:
         """Hold ``rows`` as the resource's rows, replacing any it had, here or queued (none: it has none)."""
         dropped = None
-        if rk in self.queued_rks:
+        if self.queued and rk <= self.batch_seq:
             dropped = {kind: piece for kind, rows_of in self.queued.items() if (piece := rows_of.pop(rk, None))}
         self._undo.append((rk, self._remove(rk), dropped))
         if rows.size:
             self._add(rk, (rtype, rid, rows, self._unit))
 
     def _queue_was(self) -> None:
-        self._undo.append(_QueueWas(dict(self.queued), self.batch_seq))
+        self._undo.append(_QueueWas(self.queued, self.batch_seq))
 
     def spill(self, conn: sqlite3.Connection, seq: int) -> None:
         """Take every held row (the writer's ``seq`` is ``seq``), insert the token rows, queue the rest."""
@@ -244,7 +243,6 @@ class _IndexBuffer:
         if tokens:
             _insert_rows(conn, {"token": tokens})
         self.queued, self.batch_seq = batch, seq
-        self.queued_rks = {rk for rows_of in batch.values() for rk in rows_of}
 
     def insert_next(self, conn: sqlite3.Connection) -> None:
         """Insert the next queued table's rows."""
@@ -255,15 +253,13 @@ class _IndexBuffer:
         if rows_of:
             _insert_rows(conn, {kind: rows_of})
         self.queued = queued
-        if not queued:
-            self.queued_rks = set()
 
     def drain(self, conn: sqlite3.Connection) -> None:
         """Insert every queued and held row."""
         if self.queued:
             self._queue_was()
             _insert_rows(conn, self.queued)
-            self.queued, self.queued_rks = {}, set()
+            self.queued = {}
         if self.count:
             _insert_rows(conn, self.take())
 
@@ -329,7 +325,6 @@ class _IndexBuffer:
                     self._add(rk, held)
             elif isinstance(step, _QueueWas):
                 self.queued, self.batch_seq = step.queued, step.batch_seq
-                self.queued_rks = {rk for rows_of in self.queued.values() for rk in rows_of}
             else:
                 rk, old, dropped = step
                 self._remove(rk)
