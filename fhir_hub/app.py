@@ -38,7 +38,7 @@ from fhir_hub.rest.templates import handle_template_check
 from fhir_hub.rest.validate import handle_validate
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, check_accept, dumps, outcome_response
 from fhir_hub.search.dates import instant
-from fhir_hub.storage.port import Store, StoreUnavailable, Tx
+from fhir_hub.storage.port import PreparedBody, Store, StoreUnavailable, Tx
 from fhir_hub.storage.select import make_store
 from fhir_hub.validation import structure
 
@@ -48,7 +48,7 @@ _JSON_HEADERS = [CONTENT_TYPE_HEADER]
 
 
 class _NoReferenceCheck(ReferenceChecker):
-    def check(self, resource: dict[str, Any], where: str,
+    def check(self, resource: dict[str, Any] | PreparedBody, where: str,
               holders: list[dict[str, Any]] | None = None) -> None:
         return None
 

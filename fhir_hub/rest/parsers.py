@@ -83,10 +83,8 @@ def parse(body: bytes, base_url: str, validate: bool, required: str, form: Index
         kind, raw_entries = transaction.bundle_of(transaction.parse_json(body))
         if kind != "transaction":
             return ("batch",)
-        urn_types = transaction.urn_types(raw_entries)
         indexer = Indexer() if form is not None else None
-        entries = [transaction.parse_entry(raw, i, base_url, validate, indexer=indexer, urn_types=urn_types,
-                                           required=required, form=form) for i, raw in enumerate(raw_entries)]
+        entries = transaction.parse_entries(raw_entries, base_url, validate, indexer, required, form)
     except FhirError as exc:
         return ("error", exc.status, exc.issues, exc.headers)
     return ("ok", kind, entries)

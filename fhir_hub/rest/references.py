@@ -11,9 +11,11 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
+
 from fhir_hub import definitions
 from fhir_hub.errors import FhirError, error
-from fhir_hub.storage.port import Tx
+from fhir_hub.storage.port import PreparedBody, Tx
 
 #: ``Type/id`` or ``Type/id/_history/vid`` (relative literal reference).
 _RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$")
@@ -86,6 +88,18 @@ def strip_base(ref: str, base_url: str) -> str:
     return ref[len(prefix):] if ref.startswith(prefix) else ref
 
 
+def _broken(ref: str, problem: tuple[str, str], path: str) -> FhirError:
+    code, text = problem
+    return FhirError(400 if code == "invalid" else 409, error(code, f"reference {ref!r}: {text}", path))
+
+
+def _prepared_path(prepared: PreparedBody, ref: str, where: str) -> str:
+    """Where ``ref`` sits in a prepared body (its first holder of that reference), for an error."""
+    resource = orjson.loads(prepared.at(""))
+    holder = next((h for h in reference_holders(resource) if h["reference"] == ref), None)
+    return where if holder is None else path_of(resource, holder, where)
+
+
 class ReferenceChecker:
     """Checks that relative references resolve to live resources inside one write transaction.
 
@@ -106,18 +120,18 @@ class ReferenceChecker:
     def known(self, rtype: str, rid: str) -> None:
         self._live.add(f"{rtype}/{rid}")
 
-    def check(self, resource: dict[str, Any], where: str,
+    def check(self, resource: dict[str, Any] | PreparedBody, where: str,
               holders: list[dict[str, Any]] | None = None) -> None:
         """Raise a 409 for the first reference that does not resolve; ``holders`` may be reused."""
+        if isinstance(resource, PreparedBody):
+            for ref in resource.refs:
+                if ref not in self._live and ref[0] != "#" and (problem := self._problem(ref)) is not None:
+                    raise _broken(ref, problem, _prepared_path(resource, ref, where))
+            return
         for holder in reference_holders(resource) if holders is None else holders:
-            ref: str = holder["reference"]
-            if ref in self._live or ref[0] == "#":
-                continue
-            problem = self._problem(ref)
-            if problem is not None:
-                code, text = problem
-                status = 400 if code == "invalid" else 409
-                raise FhirError(status, error(code, f"reference {ref!r}: {text}", path_of(resource, holder, where)))
+            held: str = holder["reference"]
+            if held not in self._live and held[0] != "#" and (problem := self._problem(held)) is not None:
+                raise _broken(held, problem, path_of(resource, holder, where))
 
     def _problem(self, ref: str) -> tuple[str, str] | None:
         rel = strip_base(ref, self._base)

@@ -37,7 +37,7 @@ from fhir_hub.rest.respond import prefer_return
 from fhir_hub.rest.wire import CONTENT_TYPE_HEADER, Request, Response, dumps, parse_json, require_json_body
 from fhir_hub.search.dates import instant
 from fhir_hub.search.parse import Conditions, conditions
-from fhir_hub.storage.port import Indexer, IndexForm, StoredVersion, Tx
+from fhir_hub.storage.port import Indexer, IndexForm, PreparedBody, StoredVersion, Tx, prepare_body
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}
@@ -71,6 +71,9 @@ class Entry:
     holders: list[dict[str, Any]] | None = None
     #: The resource as compact JSON instead of ``resource``, for bundles too large to hold as dicts.
     packed: bytes | None = None
+    #: Instead of ``resource``: a plain create's stored bytes, made with its id and its references
+    #: resolved before the writer runs (:func:`_prepare_creates`).
+    prepared: PreparedBody | None = None
     #: ``resource.id`` as sent (conditional PUT checks it against the match).
     body_id: str | None = None
     #: Search-index rows extracted on the event loop or by a parser process, prepared in the
@@ -252,18 +255,110 @@ def parse_entry(raw: Any, index: int, base_url: str, validate: bool, pack: bool 
     entry.resource = resource
     entry.holders = reference_holders(resource)
     if indexer is not None and form is not None:
-        swapped = []
-        for holder in entry.holders:
-            ref = holder["reference"]
-            target_type = urn_types.get(ref) if urn_types else None
-            if target_type is not None:
-                holder["reference"] = _placeholder(ref, target_type)
-                swapped.append((holder, ref))
-        entry.index_rows = form.prepare(rtype, indexer.rows(rtype, resource))
-        entry.index_form = form
-        for holder, ref in swapped:
-            holder["reference"] = ref
+        _index_entry(entry, indexer, form, urn_types)
     return entry
+
+
+def _index_entry(entry: Entry, indexer: Indexer, form: IndexForm, urn_types: dict[str, str] | None) -> None:
+    """The entry's index rows, its ``urn:uuid:`` references as placeholders (see :data:`_URN_ID`)."""
+    assert entry.resource is not None and entry.holders is not None
+    swapped = []
+    for holder in entry.holders:
+        ref = holder["reference"]
+        target_type = urn_types.get(ref) if urn_types else None
+        if target_type is not None:
+            holder["reference"] = _placeholder(ref, target_type)
+            swapped.append((holder, ref))
+    entry.index_rows = form.prepare(entry.rtype, indexer.rows(entry.rtype, entry.resource))
+    entry.index_form = form
+    for holder, ref in swapped:
+        holder["reference"] = ref
+
+
+def parse_entries(raw_entries: list[Any], base_url: str, validate: bool, indexer: Indexer | None,
+                  required: str = "", form: IndexForm | None = None) -> list[Entry]:
+    """A transaction's entries, parsed and checked (:func:`parse_entry`), its plain creates
+    prepared (:func:`_prepare_creates`) and every other write's index rows extracted."""
+    entries = [parse_entry(raw, i, base_url, validate, required=required) for i, raw in enumerate(raw_entries)]
+    if indexer is None or form is None:
+        return entries
+    _prepare_creates(entries, base_url, indexer, form)
+    urns = urn_types(raw_entries)
+    for e in entries:
+        if e.resource is not None:
+            _index_entry(e, indexer, form, urns)
+    return entries
+
+
+def _alias_keys(e: Entry) -> tuple[str | None, str | None]:
+    """The strings that name entry ``e`` in the other entries' references
+    (references.html#bundle-references): its ``fullUrl``, and a POST's absolute fullUrl's
+    ``Type/id`` tail; ``None`` where it has none."""
+    if not e.full_url or e.method not in ("POST", "PUT"):
+        return None, None
+    return e.full_url, _fullurl_tail(e.full_url, e.rtype) if e.method == "POST" else None
+
+
+def _conditional_reference(rel: str) -> bool:
+    return "?" in rel and not rel.startswith("urn:") and definitions.is_resource_type(rel.split("?", 1)[0])
+
+
+def _prepare_creates(entries: list[Entry], base_url: str, indexer: Indexer, form: IndexForm) -> None:
+    """Give each plain create (a POST without ``ifNoneExist``) its id now and, where every one of
+    its references can be resolved without the store, its stored bytes and index rows.
+
+    This is :func:`_resolve`'s and :func:`_rewrite`'s work done ahead, in the parser process,
+    for the entries whose outcome does not depend on stored state: their ids are fresh, and a
+    reference to an entry whose id is known here (a plain create, a PUT to ``Type/id``) or to
+    no entry at all is rewritten exactly as the writer would. An entry that names a conditional
+    reference, or an entry whose id only the writer can know (``ifNoneExist``, a conditional
+    PUT), is left for the writer; so is every entry of a bundle in which a fullUrl (or tail)
+    names two entries.
+    """
+    for e in entries:
+        if e.method == "POST" and e.if_none_exist is None and e.resource is not None:
+            e.rid = write.new_id()
+    known: dict[str, str] = {}
+    unknown: set[str] = set()
+    for e in entries:
+        full_url, tail = _alias_keys(e)
+        sure = e.rid is not None and e.criteria is None
+        for key in (full_url, tail):
+            if key is None:
+                continue
+            if key in known or key in unknown:
+                return  # named twice: which entry it means is the writer's rule to apply
+            if sure:
+                known[key] = f"{e.rtype}/{e.rid}"
+            else:
+                unknown.add(key)
+    for e in entries:
+        if e.method != "POST" or e.if_none_exist is not None or e.resource is None or e.holders is None:
+            continue
+        targets = []
+        for holder in e.holders:
+            ref = holder["reference"]
+            target = known.get(ref)
+            if target is None:
+                rel = strip_base(ref, base_url)
+                if ref in unknown or _conditional_reference(rel):
+                    break
+                target = rel
+            targets.append(target)
+        else:
+            assert e.rid is not None
+            sent = [holder["reference"] for holder in e.holders]
+            for holder, target in zip(e.holders, targets, strict=True):
+                holder["reference"] = target
+            prepared = prepare_body(e.rtype, e.rid, e.resource, tuple(targets))
+            if prepared is None:
+                for holder, ref in zip(e.holders, sent, strict=True):
+                    holder["reference"] = ref
+                continue
+            e.index_rows = form.prepare(e.rtype, indexer.rows(e.rtype, e.resource))
+            e.index_form = form
+            e.prepared = prepared
+            e.resource = e.holders = None
 
 
 def _instant_seconds(raw: Any, where: str) -> int:
@@ -368,7 +463,9 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
         if e.method == "POST":
             if e.if_none_exist is not None:
                 e.existing = write.match_one(tx, e.rtype, e.if_none_exist, f"{e.where}: ifNoneExist")
-            e.rid = e.existing or write.new_id()
+                e.rid = e.existing or write.new_id()
+            elif e.rid is None:  # not given its id by _prepare_creates
+                e.rid = write.new_id()
             claim(e, e.rid)
         elif e.method == "DELETE" and e.criteria is not None:
             e.targets = write.delete_targets(tx, e.rtype, e.criteria, f"{e.where}: conditional delete")
@@ -388,10 +485,10 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
             claim(e, e.rid)
         elif e.method != "GET" and e.method != "HEAD" and e.rid is not None:
             claim(e, e.rid)
-        if e.full_url and e.rid is not None and e.method in ("POST", "PUT"):
-            aliases[e.full_url] = f"{e.rtype}/{e.rid}"
-            tail = _fullurl_tail(e.full_url, e.rtype)
-            if e.method == "POST" and tail is not None:
+        full_url, tail = _alias_keys(e)
+        if full_url is not None and e.rid is not None:
+            aliases[full_url] = f"{e.rtype}/{e.rid}"
+            if tail is not None:
                 # a relative reference to an absolute fullUrl's Type/id means that entry
                 # (references.html#bundle-references); its placeholder id is replaced
                 aliases.setdefault(tail, f"{e.rtype}/{e.rid}")
@@ -418,7 +515,7 @@ def _rewrite(tx: Tx, e: Entry, resource: dict[str, Any], holders: list[dict[str,
             holder["reference"] = changed[ref] = target
             continue
         rel = strip_base(ref, base_url)
-        if "?" in rel and not rel.startswith("urn:") and definitions.is_resource_type(rel.split("?", 1)[0]):
+        if _conditional_reference(rel):
             path = path_of(resource, holder, f"{e.where}.resource")
             holder["reference"] = changed[ref] = _resolve_conditional_ref(tx, rel, path.removesuffix(".reference"))
         elif rel != ref:
@@ -524,7 +621,7 @@ def execute(tx: Tx, entries: list[Entry], hub: Any, base_url: str, with_body: bo
         where = f"{e.where}.resource"
         results[e.index] = _apply(tx, e, refs, base_url, with_body, validate, where, hub.settings.require_profile)
         if e.method != "GET" and e.method != "HEAD":
-            e.resource = e.holders = e.packed = e.index_rows = None  # written: the stored bytes are all that is needed
+            e.resource = e.holders = e.packed = e.prepared = e.index_rows = None  # written: the stored bytes are all that is needed
     return [results[e.index] for e in entries]
 
 
@@ -544,7 +641,7 @@ def _apply(tx: Tx, e: Entry, refs: ReferenceChecker, base_url: str, with_body: b
         if e.existing is not None:
             return _response(200, tx.current(e.rtype, e.existing), with_body)
         else:
-            resource = e.load()
+            resource = e.prepared or e.load()
             assert resource is not None
             w = write.create(tx, e.rtype, resource, refs, rid=e.rid, fresh=True, where=where,
                              holders=e.holders, index=e.index_rows)
@@ -604,13 +701,12 @@ async def handle_bundle(hub: Any, req: Request) -> Response:
         kind, raw_entries, streamed = parse_bundle(req, hub.settings.stream_bundle_bytes)
     if kind == "transaction":
         if entries is None:
-            indexer = hub.store.indexer
-            if not streamed:
-                raw_entries = list(raw_entries)
-            urns = None if streamed else urn_types(raw_entries)
-            entries = [parse_entry(raw, i, base_url, validate, pack=streamed, indexer=indexer, urn_types=urns,
-                                   required=hub.settings.require_profile, form=hub.store.index_form)
-                       for i, raw in enumerate(raw_entries)]
+            if streamed:
+                entries = [parse_entry(raw, i, base_url, validate, pack=True, required=hub.settings.require_profile)
+                           for i, raw in enumerate(raw_entries)]
+            else:
+                entries = parse_entries(list(raw_entries), base_url, validate, hub.store.indexer,
+                                        hub.settings.require_profile, hub.store.index_form)
         parsed = entries
         results = await hub.store.transact(lambda tx: execute(tx, parsed, hub, base_url, with_body))
     else:

@@ -35,7 +35,7 @@ from fhir_hub.rest.wire import (
     require_json_body,
 )
 from fhir_hub.search.parse import Conditions, conditions
-from fhir_hub.storage.port import IndexRow, StoredVersion, Tx
+from fhir_hub.storage.port import IndexRow, PreparedBody, StoredVersion, Tx
 from fhir_hub.validation import policy, structure
 
 #: How many resources a conditional delete may remove at once before it answers 412.
@@ -211,13 +211,14 @@ def delete_targets(tx: Tx, rtype: str, criteria: Conditions, what: str) -> list[
     return found
 
 
-def create(tx: Tx, rtype: str, resource: dict[str, Any], refs: ReferenceChecker, *,
+def create(tx: Tx, rtype: str, resource: dict[str, Any] | PreparedBody, refs: ReferenceChecker, *,
            if_none_exist: Conditions | None = None, rid: str | None = None, fresh: bool = False,
            where: str = "", holders: list[dict[str, Any]] | None = None,
            index: Sequence[IndexRow] | None = None) -> Written:
     """POST: ``rid`` is an id chosen ahead (transactions); ``fresh`` says it was just generated.
 
-    ``holders`` and ``index`` are the reference holders and index rows found on the event loop.
+    ``holders`` and ``index`` are the reference holders and index rows found on the event loop;
+    a :class:`PreparedBody` (a transaction's plain create, ``rid`` fresh) carries its references.
     """
     if if_none_exist is not None:
         existing = match_one(tx, rtype, if_none_exist, "If-None-Exist")
@@ -229,7 +230,8 @@ def create(tx: Tx, rtype: str, resource: dict[str, Any], refs: ReferenceChecker,
     refs.known(rtype, rid)
     written = Written(201, tx.put(rtype, rid, resource, "POST", fresh=fresh, index=index))
     if rtype == "Patient" and refs.on_patient is not None:  # reconciliation, in this unit (mpi/service.py)
-        refs.on_patient(tx, rid, resource)
+        assert written.version is not None and written.version.body is not None
+        refs.on_patient(tx, rid, resource if isinstance(resource, dict) else orjson.loads(written.version.body))
     return written
 
 

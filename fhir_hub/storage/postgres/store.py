@@ -77,8 +77,10 @@ from fhir_hub.storage.port import (
     IndexForm,
     IndexRow,
     NeutralForm,
+    PreparedBody,
     StoredVersion,
     StoreUnavailable,
+    stamp,
 )
 from fhir_hub.storage.postgres import migrations, schema, search
 from fhir_hub.storage.postgres.replicas import COMMITTED, AsyncPool, Router
@@ -260,21 +262,19 @@ class _Tx:
         self._touched.add((rtype, rid))
         return rk
 
-    def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str, *,
+    def put(self, rtype: str, rid: str, resource: dict[str, Any] | PreparedBody, method: str, *,
             fresh: bool = False, index: Sequence[IndexRow] | None = None) -> StoredVersion:
         """``index``: rows in :class:`NeutralForm`, which leaves out ``_lastUpdated``."""
-        latest = None if fresh else self._latest(rtype, rid)
-        vid = 1 if latest is None else latest[0] + 1
-        meta = dict(resource.get("meta") or {})
-        meta["versionId"] = str(vid)
-        meta["lastUpdated"] = self._instant
-        resource.pop("id", None)
-        resource.pop("meta", None)
-        resource.pop("resourceType", None)
-        stored = {"resourceType": rtype, "id": rid, "meta": meta, **resource}
-        resource.clear()
-        resource.update(stored)
-        body = orjson.dumps(stored)
+        if isinstance(resource, PreparedBody):
+            assert fresh, "a prepared body is version 1 of a fresh id"
+            latest, vid = None, 1
+            body = resource.at(self._instant)
+            stored = orjson.loads(body) if index is None else {}
+        else:
+            latest = None if fresh else self._latest(rtype, rid)
+            vid = 1 if latest is None else latest[0] + 1
+            stored = stamp(rtype, rid, resource, vid, self._instant)
+            body = orjson.dumps(stored)
         if index is not None:
             index = [*index, ("date", "_lastUpdated", self.ts, self.ts, None)]
         rk = self._append(rtype, rid, vid, None if latest is None else latest[2], method, body)

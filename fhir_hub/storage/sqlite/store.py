@@ -31,7 +31,15 @@ import orjson
 
 from fhir_hub.search.dates import instant
 from fhir_hub.search.query import Clause, Criterion, TokenValue
-from fhir_hub.storage.port import HistoryQuery, Indexer, IndexForm, StoredVersion, StoreUnavailable
+from fhir_hub.storage.port import (
+    HistoryQuery,
+    Indexer,
+    IndexForm,
+    PreparedBody,
+    StoredVersion,
+    StoreUnavailable,
+    stamp,
+)
 from fhir_hub.storage.sqlite import schema, search
 from fhir_hub.storage.sqlite.rows import EMPTY, TableForm, TableRows, keyed, table_rows, with_row
 
@@ -515,23 +523,19 @@ class _Tx:
             self.flush()  # bound the buffer: a 50 MB bundle must not hold every body twice
         return self.seq
 
-    def put(self, rtype: str, rid: str, resource: dict[str, Any], method: str, *,
+    def put(self, rtype: str, rid: str, resource: dict[str, Any] | PreparedBody, method: str, *,
             fresh: bool = False, index: TableRows | None = None) -> StoredVersion:
         """``index``: rows prepared by :class:`TableForm`, which leaves out ``_lastUpdated``."""
-        latest = None if fresh else self._latest(rtype, rid)
-        vid = 1 if latest is None else latest[0] + 1
-        meta = dict(resource.get("meta") or {})
-        meta["versionId"] = str(vid)
-        meta["lastUpdated"] = self._instant
-        resource.pop("id", None)
-        resource.pop("meta", None)
-        resource.pop("resourceType", None)
-        stored = {"resourceType": rtype, "id": rid, "meta": meta, **resource}
-        resource.clear()
-        resource.update(stored)
-        body = orjson.dumps(stored)
+        if isinstance(resource, PreparedBody):
+            assert fresh, "a prepared body is version 1 of a fresh id"
+            latest, vid = None, 1
+            body = resource.at(self._instant)
+        else:
+            latest = None if fresh else self._latest(rtype, rid)
+            vid = 1 if latest is None else latest[0] + 1
+            body = orjson.dumps(stamp(rtype, rid, resource, vid, self._instant))
         if index is None:
-            rows = self._index_rows(rtype, stored)
+            rows = self._index_rows(rtype, orjson.loads(body))
         else:  # prepared before this write's time was known
             rows = with_row(index, "date", (schema.param_key(rtype, "_lastUpdated"), self.ts, self.ts))
         seq = self._append(rtype, rid, vid, None if latest is None else latest[2], method, body, rows)
