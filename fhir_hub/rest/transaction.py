@@ -65,6 +65,8 @@ class Entry:
     patch: tuple[str, Any] | None = None
     #: Filled while resolving: the id a POST found through ``ifNoneExist`` (no write then).
     existing: str | None = None
+    #: A conditional PUT that matched nothing got a new id: no earlier version to look for.
+    fresh: bool = False
     #: Ids a conditional DELETE resolved to.
     targets: Sequence[str] = ()
     #: The dicts holding the resource's references (found once, rewritten, then checked).
@@ -480,7 +482,9 @@ def _resolve(tx: Tx, entries: list[Entry], base_url: str) -> None:
             claim(e, e.rid)
         elif e.method == "PUT" and e.criteria is not None:
             e.rid = write.update_target(tx, e.rtype, e.criteria, e.body_id, f"{e.where}: conditional PUT",
-                                        f"{e.where}.resource.id") or write.new_id()
+                                        f"{e.where}.resource.id")
+            if e.rid is None:  # no match and no id: a create (http.html#cond-update), under a new id
+                e.rid, e.fresh = write.new_id(), True
             e.criteria = None
             claim(e, e.rid)
         elif e.method != "GET" and e.method != "HEAD" and e.rid is not None:
@@ -650,7 +654,7 @@ def _apply(tx: Tx, e: Entry, refs: ReferenceChecker, base_url: str, with_body: b
         resource = e.load()
         assert resource is not None and e.rid is not None
         w = write.update(tx, e.rtype, e.rid, resource, refs, if_match=e.if_match, where=where,
-                         holders=e.holders, index=e.index_rows)
+                         holders=e.holders, index=e.index_rows, fresh=e.fresh)
         return _response(w.status, w.version, with_body)
     elif e.method == "PATCH":
         assert e.rid is not None and e.patch is not None

@@ -237,8 +237,11 @@ def create(tx: Tx, rtype: str, resource: dict[str, Any] | PreparedBody, refs: Re
 
 def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: ReferenceChecker, *,
            if_match: int | None = None, method: str = "PUT", where: str = "",
-           holders: list[dict[str, Any]] | None = None, index: Sequence[IndexRow] | None = None) -> Written:
-    cur = tx.current(rtype, rid)
+           holders: list[dict[str, Any]] | None = None, index: Sequence[IndexRow] | None = None,
+           fresh: bool = False) -> Written:
+    """PUT (or a PATCH's write); ``fresh`` promises ``rid`` was just made (a conditional PUT that
+    matched nothing), so nothing is read before writing: most of a first claims import."""
+    cur = None if fresh else tx.current(rtype, rid)
     if if_match is not None:
         if cur is None or cur.deleted:
             raise precondition(f"If-Match: {rtype}/{rid} does not exist")
@@ -248,7 +251,7 @@ def update(tx: Tx, rtype: str, rid: str, resource: dict[str, Any], refs: Referen
     refs.check(resource, where or rtype, holders)
     refs.known(rtype, rid)
     created = cur is None or cur.deleted
-    written = Written(201 if created else 200, tx.put(rtype, rid, resource, method, index=index))
+    written = Written(201 if created else 200, tx.put(rtype, rid, resource, method, fresh=fresh, index=index))
     if rtype == "Patient" and refs.on_patient is not None:  # reconciliation, in this unit (mpi/service.py)
         refs.on_patient(tx, rid, resource)
     return written

@@ -1,5 +1,6 @@
-"""Plain creates prepared before the writer runs (``transaction._prepare_creates``): which entries
-are, that their bytes are the writer's own, and that a transaction means the same either way."""
+"""Creates the writer need not look anything up for: plain creates prepared before it runs
+(``transaction._prepare_creates``: which entries are, that their bytes are the writer's own, that a
+transaction means the same either way), and conditional PUTs that match nothing."""
 
 from __future__ import annotations
 
@@ -158,3 +159,27 @@ def test_prepared_creates_are_stored_indexed_and_checked(client: httpx.Client) -
     dangling = client.post("", json=bundle("transaction", [post_entry(obs(urn()))]))
     assert dangling.status_code == 400, dangling.text
     assert dangling.json()["issue"][0]["expression"] == ["Bundle.entry[0].resource.subject.reference"]
+
+
+def test_a_conditional_put_that_matches_nothing_creates_and_one_with_an_id_updates_it(client: httpx.Client) -> None:
+    rid = f"p{uuid.uuid4().hex[:12]}"
+    nid, other = str(uuid.uuid4().int)[:12], str(uuid.uuid4().int)[:12]
+    assert client.put(f"/Patient/{rid}", json={**patient(nid), "id": rid}).status_code == 201
+
+    def cond_put(resource: dict[str, Any], value: str, **request: Any) -> httpx.Response:
+        return client.post("", json=bundle("transaction", [{"resource": resource, "request": {
+            "method": "PUT", "url": f"Patient?identifier={NID}|{value}", **request}}]))
+
+    created = cond_put(patient(other), other)  # no match, no id: a create under a new id
+    assert created.status_code == 200, created.text
+    answer = created.json()["entry"][0]["response"]
+    assert answer["status"] == "201 Created" and answer["etag"] == 'W/"1"'
+    new_id = answer["location"].split("/")[1]
+    assert client.get(f"/Patient/{new_id}/_history").json()["entry"][0]["request"]["method"] == "PUT"
+
+    by_id = cond_put({**patient(nid), "id": rid}, str(uuid.uuid4().int)[:12])  # no match: the body's id
+    assert by_id.status_code == 200, by_id.text
+    assert by_id.json()["entry"][0]["response"]["etag"] == 'W/"2"'
+
+    guarded = cond_put(patient(), str(uuid.uuid4().int)[:12], ifMatch='W/"1"')
+    assert guarded.status_code == 412, guarded.text
