@@ -6,6 +6,7 @@ is stopped by its own pid (:class:`Proc.stop`).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import http.client
 import json
@@ -19,6 +20,7 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,76 @@ def http_get(port: int, path: str, headers: dict[str, str] | None = None,
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
+
+
+class _Connection:
+    """One kept-alive HTTP/1.1 connection to a server on loopback, with the least client work:
+    a request is one write of its head and body, an answer is read by ``Content-Length`` (or
+    chunks). The ingest benches post with these: ``httpx``'s async client spent about 4 ms of
+    the two cores per 73-entry bundle, a tenth of what the server spends on it, on the same box."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str):
+        self._reader, self._writer, self._host = reader, writer, host
+
+    @classmethod
+    async def open(cls, port: int) -> _Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
+        return cls(reader, writer, f"127.0.0.1:{port}")
+
+    async def request(self, method: str, target: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
+        head = [f"{method} {target} HTTP/1.1", f"Host: {self._host}", f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        self._writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        status_line, *lines = (await self._reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
+        if fields.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while size := int((await self._reader.readuntil(b"\r\n")).strip().split(b";")[0], 16):
+                parts.append(await self._reader.readexactly(size + 2))
+            await self._reader.readuntil(b"\r\n")
+            content = b"".join(p[:-2] for p in parts)
+        else:
+            content = await self._reader.readexactly(int(fields.get("content-length", "0")))
+        if fields.get("connection", "").lower() == "close":
+            raise ConnectionError("the server closed the connection")
+        return int(status_line.split()[1]), content
+
+    async def close(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
+
+
+async def post_bodies(port: int, target: str, bodies: Sequence[bytes], clients: int,
+                      headers: dict[str, str]) -> list[tuple[int, bytes]]:
+    """POST every body to ``target``, ``clients`` connections at a time, each posting its next
+    body once the last is answered; answers in the bodies' order (status ``-1`` and the error
+    text when a connection failed)."""
+    todo = iter(enumerate(bodies))
+    answers: list[tuple[int, bytes]] = [(-2, b"not sent")] * len(bodies)
+
+    async def client() -> None:
+        conn = await _Connection.open(port)
+        try:
+            for i, body in todo:
+                try:
+                    answers[i] = await conn.request("POST", target, headers, body)
+                except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+                    answers[i] = (-1, repr(exc).encode())
+                    await conn.close()
+                    conn = await _Connection.open(port)
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return answers
+
+
+async def get_once(port: int, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    conn = await _Connection.open(port)
+    try:
+        return await conn.request("GET", target, headers)
+    finally:
+        await conn.close()
 
 
 @dataclass

@@ -48,8 +48,10 @@ from bench.harness import (  # noqa: E402
     fhir_hub_proc,
     floor_proc,
     free_port,
+    get_once,
     http_get,
     loadavg,
+    post_bodies,
     post_script,
     random_get_script,
     rel,
@@ -68,35 +70,14 @@ def log(msg: str) -> None:
 
 
 async def _post_all(port: int, bodies: list[bytes], clients: int) -> dict[str, Any]:
-    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
-    for i, b in enumerate(bodies):
-        queue.put_nowait((i, b))
-    responses: list[tuple[int, bytes] | None] = [None] * len(bodies)
-    url = f"http://127.0.0.1:{port}/fhir"
     headers = {"Content-Type": FHIR, "Accept": FHIR}
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while True:
-            try:
-                i, body = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            try:
-                r = await client.post(url, content=body, headers=headers)
-                responses[i] = (r.status_code, r.content)
-            except httpx.HTTPError as exc:
-                responses[i] = (-1, repr(exc).encode())
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0), limits=limits) as client:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(clients)))
-        posted = time.perf_counter() - t0
-        # the writer may still hold index rows of the last bundles; a search waits for them, so
-        # the wall time ends when everything posted is findable, not only acknowledged
-        await client.get(f"{url}/Patient", params={"identifier": "urn:bench|none", "_summary": "count"},
-                         headers={"Accept": FHIR})
-        seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    responses = await post_bodies(port, "/fhir", bodies, clients, headers)
+    posted = time.perf_counter() - t0
+    # the writer may still hold index rows of the last bundles; a search waits for them, so
+    # the wall time ends when everything posted is findable, not only acknowledged
+    await get_once(port, "/fhir/Patient?identifier=urn:bench%7Cnone&_summary=count", {"Accept": FHIR})
+    seconds = time.perf_counter() - t0
     return {"seconds": seconds, "posted_seconds": posted, "responses": responses}
 
 
