@@ -72,6 +72,25 @@ def pinned(cmd: list[str], cpus: str | None) -> list[str]:
     return [TASKSET, "-c", cpus, *cmd]
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """``(steal, total)`` jiffies of every CPU so far (``/proc/stat``); ``(0, 0)`` if unreadable."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_pct(since: tuple[int, int]) -> float | None:
+    """The share of the machine's CPU time the hypervisor gave to others since ``since``
+    (:func:`cpu_ticks`), in %: on this VM it moves the figures by a third, so every measured
+    phase records it beside them."""
+    steal, total = cpu_ticks()
+    if total <= since[1]:
+        return None
+    return round(100 * (steal - since[0]) / (total - since[1]), 1)
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -392,11 +411,11 @@ def wrk(url: str, script: Path, duration: float, connections: int, threads: int 
     """One wrk run; ``cpus``: the CPUs it may run on (:func:`pinned`; default: any)."""
     cmd = pinned([WRK, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
                   f"--timeout={timeout_s}s", "-s", str(script), url], cpus)
-    load_before = loadavg()
+    load_before, ticks = loadavg(), cpu_ticks()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     res = parse_wrk(proc.stdout)
     res.update(cmd=command(Path(cmd[0]).name, cmd[1:]), exit=proc.returncode, loadavg_before=load_before,
-               loadavg_after=loadavg())
+               loadavg_after=loadavg(), steal_pct=steal_pct(ticks))
     if proc.returncode != 0 or res["req_s"] is None:
         res["stderr"] = proc.stderr[-2000:]
         res["stdout"] = proc.stdout[-2000:]

@@ -45,6 +45,7 @@ from bench.harness import (  # noqa: E402
     PySpy,
     RssSampler,
     command,
+    cpu_ticks,
     fhir_hub_proc,
     floor_proc,
     free_port,
@@ -55,6 +56,7 @@ from bench.harness import (  # noqa: E402
     post_script,
     random_get_script,
     rel,
+    steal_pct,
     summarize_speedscope,
     wrk,
 )
@@ -83,9 +85,10 @@ async def _post_all(port: int, bodies: list[bytes], clients: int) -> dict[str, A
 
 def ingest(proc: Proc, bundles: list[dict[str, Any]], bodies: list[bytes], clients: int) -> dict[str, Any]:
     """Post every bundle (``clients`` at a time); resources/s counts entries of bundles answered 200."""
-    hwm_before = proc.hwm_kb()
+    hwm_before, ticks = proc.hwm_kb(), cpu_ticks()
     with RssSampler(proc.pid) as rss:
         out = asyncio.run(_post_all(proc.port, bodies, clients))
+    stolen = steal_pct(ticks)
     statuses: dict[str, int] = {}
     errors: list[str] = []
     ok_resources = 0
@@ -110,7 +113,7 @@ def ingest(proc: Proc, bundles: list[dict[str, Any]], bodies: list[bytes], clien
         "clients": clients, "bundles": len(bundles), "resources": total, "resources_ok": ok_resources,
         "seconds": round(out["seconds"], 3), "seconds_until_answered": round(out["posted_seconds"], 3),
         "resources_per_s": round(ok_resources / out["seconds"], 1) if out["seconds"] else 0.0,
-        "statuses": statuses, "errors": errors,
+        "statuses": statuses, "errors": errors, "steal_pct": stolen,
         "peak_rss_kb_polled": rss.peak_kb, "peak_rss_anon_kb_polled": rss.peak_anon_kb, "rss_samples": rss.samples,
         "vmhwm_kb_before": hwm_before, "vmhwm_kb_after": proc.hwm_kb(), "rss_kb_after": proc.rss_kb(),
         "_patients": patients,
@@ -229,27 +232,29 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## HTTP paths (wrk, random ids)",
         "",
-        "| path | server | req/s | p50 ms | p99 ms | non-2xx/3xx | socket errors | probe status | body B |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| path | server | req/s | p50 ms | p99 ms | non-2xx/3xx | socket errors | probe status | body B | steal % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, p in r["paths"].items():
         if "req_s" not in p:
-            lines.append(f"| {key} | {p.get('server', '')} | skipped: {p.get('skipped', '?')} | | | | | | |")
+            lines.append(f"| {key} | {p.get('server', '')} | skipped: {p.get('skipped', '?')} | | | | | | | |")
             continue
         errs = sum(p.get("socket_errors", {}).values())
         lines.append(f"| {key} | {p['server']} | {fmt(p['req_s'], 0)} | {fmt(p['p50_ms'])} | {fmt(p['p99_ms'])} | "
-                     f"{p['non_2xx_3xx']} | {errs} | {p['probe']['status']} | {p['probe']['body_bytes']} |")
+                     f"{p['non_2xx_3xx']} | {errs} | {p['probe']['status']} | {p['probe']['body_bytes']} | "
+                     f"{fmt(p.get('steal_pct'))} |")
     ing, floor = r["ingest"], r["ingest_floor"]
     lines += [
         "",
         "## Ingest",
         "",
-        "| what | bundles | resources | seconds | resources/s | statuses |",
-        "|---|---:|---:|---:|---:|---|",
+        "| what | bundles | resources | seconds | resources/s | statuses | steal % |",
+        "|---|---:|---:|---:|---:|---|---:|",
         f"| raw ingest floor (orjson + SQLite WAL FULL, 1 tx/bundle, 1 thread) | {floor['bundles']} | "
-        f"{floor['resources']} | {fmt(floor['seconds'])} | {fmt(floor['resources_per_s'], 0)} | – |",
+        f"{floor['resources']} | {fmt(floor['seconds'])} | {fmt(floor['resources_per_s'], 0)} | – | "
+        f"{fmt(floor.get('steal_pct'))} |",
         f"| fhir-hub transaction, {ing['clients']} clients | {ing['bundles']} | {ing['resources_ok']} | "
-        f"{fmt(ing['seconds'])} | {fmt(ing['resources_per_s'], 0)} | {ing['statuses']} |",
+        f"{fmt(ing['seconds'])} | {fmt(ing['resources_per_s'], 0)} | {ing['statuses']} | {fmt(ing.get('steal_pct'))} |",
         "",
         "## Ratios (same run)",
         "",
@@ -374,7 +379,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"{len(bundles)} bundles, {sum(sizes)} resources, from {source}")
 
         # 2. raw ingest floor
+        ticks = cpu_ticks()
         r["ingest_floor"] = floors.raw_ingest(bodies, str(tmp / "floor-ingest.db"))
+        r["ingest_floor"]["steal_pct"] = steal_pct(ticks)
         log(f"raw ingest floor: {r['ingest_floor']['resources_per_s']:.0f} resources/s")
 
         # 3. fhir-hub start
