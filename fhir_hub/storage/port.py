@@ -216,7 +216,8 @@ class Tx(Protocol):
         """Ids of live resources of ``rtype`` matching all criteria (and one of ``ids`` if given),
         at most ``limit``, seeing this transaction's writes.
 
-        Ids come in ascending order, all greater than ``after``: a keyset cursor for paging.
+        Ids come in creation order (of each resource's first version), all created after the
+        resource ``after``: a keyset cursor for paging.
         """
         ...
 

@@ -17,8 +17,9 @@ import pytest
 
 from fhir_hub.search import parameters
 from fhir_hub.search.dates import instant
+from fhir_hub.search.extract import Indexer
 from fhir_hub.search.query import Clause, StringValue, TokenValue
-from fhir_hub.storage.port import HistoryQuery, Store, StoredVersion, Tx
+from fhir_hub.storage.port import HistoryQuery, Store, StoredVersion, Tx, prepare_body
 from tests.backends import StoreFactory
 
 
@@ -63,6 +64,26 @@ async def test_put_then_read_gives_the_stored_bytes_with_meta(opened: Opened) ->
     doc = orjson.loads(got.body)
     assert doc["id"] == "a" and doc["meta"]["versionId"] == "1" and doc["name"][0]["family"] == "Nguyễn"
     assert doc["meta"]["lastUpdated"].endswith("Z")
+
+
+async def test_a_prepared_body_is_stored_as_made_with_the_commit_time_and_indexed(opened: Opened) -> None:
+    store = opened.store
+    sent = {**patient("Trần", "prep-1"), "meta": {"profile": ["urn:test:profile"]}}
+    prepared = prepare_body("Patient", "prep", sent, ())
+    assert prepared is not None
+    rows = store.index_form.prepare("Patient", Indexer().rows("Patient", sent))
+    v = await store.transact(lambda tx: tx.put("Patient", "prep", prepared, "POST", fresh=True, index=rows))
+    unprepared = await store.transact(lambda tx: tx.put("Patient", "plain", dict(sent), "POST", fresh=True))
+    assert v.vid == 1 and v.body == prepared.at(instant(v.ts))
+    assert orjson.loads(v.body) == {**orjson.loads(unprepared.body), "id": "prep",
+                                    "meta": {"profile": ["urn:test:profile"], "versionId": "1",
+                                             "lastUpdated": instant(v.ts)}}
+    assert (await store.read("Patient", "prep")) == v
+    assert sorted(await store.find("Patient", [token("identifier", ("urn:test", "prep-1"))], 10)) == ["plain", "prep"]
+    bare = prepare_body("Patient", "bare", patient("Lê", "prep-2"), ())
+    assert bare is not None  # without prepared rows the store extracts them from the body
+    await store.transact(lambda tx: tx.put("Patient", "bare", bare, "POST", fresh=True))
+    assert await store.find("Patient", [token("identifier", ("urn:test", "prep-2"))], 10) == ["bare"]
 
 
 async def test_every_version_is_kept_and_readable(opened: Opened) -> None:
