@@ -196,7 +196,8 @@ def one_run(tmp: Path, mode: str, bundles: list[dict[str, Any]], bodies: list[by
     finally:
         proc.stop()
     out.pop("_patients", None)
-    result = {k: out[k] for k in ("resources", "resources_ok", "seconds", "resources_per_s", "statuses", "errors", "steal_pct")}
+    result = {k: out[k] for k in ("resources", "resources_ok", "seconds", "resources_per_s", "statuses", "errors",
+                                  "steal_pct")}
     result["server_cpu_s"] = round(cpu, 3)
     result["thread_cpu_s"] = threads
     result["resources_per_cpu_s"] = round(out["resources_ok"] / cpu, 1) if cpu else 0.0

@@ -625,7 +625,8 @@ def execute(tx: Tx, entries: list[Entry], hub: Any, base_url: str, with_body: bo
         where = f"{e.where}.resource"
         results[e.index] = _apply(tx, e, refs, base_url, with_body, validate, where, hub.settings.require_profile)
         if e.method != "GET" and e.method != "HEAD":
-            e.resource = e.holders = e.packed = e.prepared = e.index_rows = None  # written: the stored bytes are all that is needed
+            # written: the stored bytes are all that is needed
+            e.resource = e.holders = e.packed = e.prepared = e.index_rows = None
     return [results[e.index] for e in entries]
 
 

@@ -85,8 +85,10 @@ class PreparedBody(NamedTuple):
     """A new resource's stored bytes, made before the writer runs (a transaction's plain create,
     in a parser process): all but ``meta.lastUpdated``, the commit's time, which the writer
     splices in (:meth:`at`). The server then neither unpickles the resource's dicts nor
-    rewrites, builds and dumps them on the writer (bench/run.py's ingest: the writer's time per
-    resource 5-10 % lower, the thread that unpickles parsed bundles a fifth). It is written as version 1 of a fresh id; ``refs`` are its references as stored, in the
+    rewrites, builds and dumps them on the writer (ingest of 1,000 patients: the writer's time
+    per resource 5-10 % lower, the thread that unpickles parsed bundles a fifth).
+
+    It is written as version 1 of a fresh id. ``refs`` are its references as stored, in the
     order :func:`fhir_hub.rest.references.reference_holders` finds them, for the
     referential-integrity check."""
 

@@ -530,12 +530,15 @@ class _Tx:
             assert fresh, "a prepared body is version 1 of a fresh id"
             latest, vid = None, 1
             body = resource.at(self._instant)
+            stored = orjson.loads(body) if index is None else None
         else:
             latest = None if fresh else self._latest(rtype, rid)
             vid = 1 if latest is None else latest[0] + 1
-            body = orjson.dumps(stamp(rtype, rid, resource, vid, self._instant))
+            stored = stamp(rtype, rid, resource, vid, self._instant)
+            body = orjson.dumps(stored)
         if index is None:
-            rows = self._index_rows(rtype, orjson.loads(body))
+            assert stored is not None
+            rows = self._index_rows(rtype, stored)
         else:  # prepared before this write's time was known
             rows = with_row(index, "date", (schema.param_key(rtype, "_lastUpdated"), self.ts, self.ts))
         seq = self._append(rtype, rid, vid, None if latest is None else latest[2], method, body, rows)
