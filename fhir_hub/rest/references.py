@@ -125,12 +125,12 @@ class ReferenceChecker:
         """Raise a 409 for the first reference that does not resolve; ``holders`` may be reused."""
         if isinstance(resource, PreparedBody):
             for ref in resource.refs:
-                if ref not in self._live and ref[0] != "#" and (problem := self._problem(ref)) is not None:
+                if ref not in self._live and not ref.startswith("#") and (problem := self._problem(ref)) is not None:
                     raise _broken(ref, problem, _prepared_path(resource, ref, where))
             return
         for holder in reference_holders(resource) if holders is None else holders:
             held: str = holder["reference"]
-            if held not in self._live and held[0] != "#" and (problem := self._problem(held)) is not None:
+            if held not in self._live and not held.startswith("#") and (problem := self._problem(held)) is not None:
                 raise _broken(held, problem, path_of(resource, holder, where))
 
     def _problem(self, ref: str) -> tuple[str, str] | None:

@@ -42,5 +42,13 @@ def test_unknown_paths_and_methods(tmp_path: Path) -> None:
         r = httpx.post(f"{srv.base}/Patient", json={"resourceType": "Patient", "bogus": 1},
                        headers={"Content-Type": "application/fhir+json"})
         assert r.status_code == 201 and r.json()["bogus"] == 1
+        # validation off: an empty reference is not resolvable and not ours to check; no 500
+        obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": ""}}
+        r = httpx.post(f"{srv.base}/Observation", json=obs, headers={"Content-Type": "application/fhir+json"})
+        assert r.status_code == 201, r.text
+        bundle = {"resourceType": "Bundle", "type": "transaction",
+                  "entry": [{"resource": obs, "request": {"method": "POST", "url": "Observation"}}]}
+        r = httpx.post(srv.base, json=bundle, headers={"Content-Type": "application/fhir+json"})
+        assert r.status_code == 200 and r.json()["entry"][0]["response"]["status"] == "201 Created", r.text
     finally:
         srv.stop()
