@@ -18,8 +18,9 @@ new MA_LK, MA_BN and card number each, re-encoded as base64 like a real export.
   index and commit; resources/s = resources of the posted bundles ÷ wall time of the command,
   with the CPU seconds of the command and of the server;
 * **server alone** (with ``--e2e``) — the same bundles, mapped and serialised beforehand, POSTed
-  by http.client on 4 kept-alive connections into another fresh server: its ingest with next to
-  no client, the ceiling of the end-to-end figure on the same machine at the same moment.
+  by the benches' lean client on 4 kept-alive connections into another fresh server: its ingest
+  with next to no client, the ceiling of the end-to-end figure on the same machine at the same
+  moment.
 
 The mapping is timed in CPU seconds of this process (``time.process_time``: the machine is
 shared, wall time counts the others' work) and in wall seconds; best of ``--repeat`` each, and
@@ -150,43 +151,23 @@ def _fresh_server(tmp: Path, name: str) -> Iterator[tuple[Any, str]]:
 
 
 def _post_all(base: str, bodies: list[bytes], concurrency: int) -> list[str]:
-    """POST every body with ``concurrency`` threads, each on its own kept-alive connection (the
-    least a client can do); the answers that were not 2xx."""
-    import http.client
-    import threading
+    """POST every body on ``concurrency`` kept-alive connections with the benches' lean client
+    (:func:`bench.harness.post_bodies`); the answers that were not 2xx."""
+    import asyncio
     from urllib.parse import urlsplit
 
+    from bench.harness import post_bodies
+
     url = urlsplit(base)
-    todo = iter(enumerate(bodies))
-    lock = threading.Lock()
-    bad: list[str] = []
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=120)
-        headers = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
-        while True:
-            with lock:
-                nxt = next(todo, None)
-            if nxt is None:
-                break
-            conn.request("POST", url.path, body=nxt[1], headers=headers)
-            answer = conn.getresponse()
-            text = answer.read()
-            if answer.status >= 300:
-                bad.append(f"bundle {nxt[0]}: {answer.status} {text[:300]!r}")
-        conn.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return bad
+    headers = {"Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
+    answers = asyncio.run(post_bodies(url.port or 80, url.path, bodies, concurrency, headers))
+    return [f"bundle {i}: {status} {text[:300]!r}" for i, (status, text) in enumerate(answers)
+            if not 200 <= status < 300]
 
 
 def server_alone(bodies: list[bytes], resources: int, concurrency: int = 4) -> dict[str, object]:
     """The server's ingest alone: the same bundles, mapped and serialised beforehand, posted by
-    the thinnest client (http.client, ``concurrency`` kept-alive connections) into a fresh server."""
+    the thinnest client (``concurrency`` kept-alive connections) into a fresh server."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="fhir-hub-ingest-") as tmp, _fresh_server(Path(tmp), "alone") as (hub, base):
@@ -197,7 +178,7 @@ def server_alone(bodies: list[bytes], resources: int, concurrency: int = 4) -> d
         raise SystemExit("server alone: bundles refused:\n" + "\n".join(bad[:20]))
     return {"seconds": round(wall, 3), "resources_per_s": round(resources / wall, 1),
             "hoso_per_s": round(len(bodies) / wall, 1), "server_cpu_s": round(server_cpu, 2),
-            "what": f"the same bundles pre-serialised, POSTed by http.client ({concurrency} kept-alive connections) "
+            "what": f"the same bundles pre-serialised, POSTed by the lean client ({concurrency} kept-alive connections) "
                     "into a fresh fhir-hub on SQLite: the server's ingest with next to no client"}
 
 

@@ -285,9 +285,10 @@ def parse_entries(raw_entries: list[Any], base_url: str, validate: bool, indexer
     if indexer is None or form is None:
         return entries
     _prepare_creates(entries, base_url, indexer, form)
-    urns = urn_types(raw_entries)
-    for e in entries:
-        if e.resource is not None:
+    left = [e for e in entries if e.resource is not None]
+    if left:  # usually none: a bundle of plain creates is prepared whole
+        urns = urn_types(raw_entries)
+        for e in left:
             _index_entry(e, indexer, form, urns)
     return entries
 
