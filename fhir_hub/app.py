@@ -8,13 +8,13 @@ returns a :class:`Response`; a :class:`FhirError` anywhere becomes its Operation
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fhir_hub import collector
 from fhir_hub.config import Settings
 from fhir_hub.errors import FhirError, error
 from fhir_hub.rest import (
@@ -211,10 +211,7 @@ class FhirApp:
     async def startup(self) -> None:
         if not self._opened:
             structure.warm_up()  # compile the validators before the first request, not during it
-            # the compiled definitions live as long as the process: moved out of the collector's
-            # generations, a full collection no longer walks their million-odd objects
-            gc.collect()
-            gc.freeze()
+            collector.settle()
             await self.store.open()
             if self.auth is not None:
                 self.auth.open()  # its tables live in the store's file, which now exists

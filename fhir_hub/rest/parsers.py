@@ -44,11 +44,11 @@ def _start(parent: int) -> None:
     """Worker initialiser: go when the server goes, and compile the validators once, before the
     first job. A server killed with SIGKILL closes no pipe the worker would notice (the worker
     holds both ends of its job queue), so a thread watches the parent process instead."""
-    import gc
     import os
     import threading
     import time
 
+    from fhir_hub import collector
     from fhir_hub.validation import structure
 
     def watch() -> None:
@@ -58,8 +58,7 @@ def _start(parent: int) -> None:
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
     structure.warm_up()
-    gc.collect()
-    gc.freeze()
+    collector.settle()
 
 
 _generation = -1

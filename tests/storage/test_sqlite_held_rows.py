@@ -144,7 +144,42 @@ def test_rows_a_unit_inserted_itself_are_not_kept_for_an_undo() -> None:
     kept = [step for step in held._undo if isinstance(step, dict)]
     assert [len(step) for step in kept] == [1, 0]  # only the row from before the unit
     held.undo(1)
-    assert set(held.by_rk) == {1} and held.count == 1 and held.tokens == {(param_key("Patient", "p"), "a"): {1: {system_key("s")}}}
+    assert set(held.by_rk) == {1} and held.count == 1
+    assert held.match_tokens("Patient", [Clause("p", "token", (TokenValue("s", "a"),))], None) == [(1, "earlier")]
+    assert held.tokens == {(param_key("Patient", "p"), "a"): {1: {system_key("s")}}}
+
+
+def _code(code: str, system: str = "s") -> list[Clause]:
+    return [Clause("p", "token", (TokenValue(system, code),))]
+
+
+def test_held_token_rows_are_read_for_matching_only_when_a_match_asks() -> None:
+    held = store_module._IndexBuffer()
+    held.put(1, "Patient", "one", table_rows("Patient", [("token", "p", "s", "a", None)]))
+    held.put(2, "Patient", "two", table_rows("Patient", [("string", "name", "x", "X", None)]))
+    assert held.tokens == {} and list(held.unmatched) == [1]  # no token rows: nothing to read
+    assert held.match_tokens("Patient", _code("a"), None) == [(1, "one")]
+    assert held.match_tokens("Patient", _code("a", "other"), None) == []
+    assert held.unmatched == {}
+    # replaced after it was read: the old code is gone from the match, the new one found
+    held.put(1, "Patient", "one", table_rows("Patient", [("token", "p", "s", "b", None)]))
+    assert held.match_tokens("Patient", _code("a"), None) == []
+    assert held.match_tokens("Patient", _code("b"), None) == [(1, "one")]
+    # replaced before it was read: never matched under its old code
+    held.put(3, "Patient", "three", table_rows("Patient", [("token", "p", "s", "c", None)]))
+    held.put(3, "Patient", "three", table_rows("Patient", [("token", "p", "s", "d", None)]))
+    assert held.match_tokens("Patient", _code("c"), None) == []
+    assert held.match_tokens("Patient", _code("d"), None) == [(3, "three")]
+    # an undone write that replaced read rows: matched under its old code again
+    mark = held.begin_unit()
+    held.put(3, "Patient", "three", table_rows("Patient", [("token", "p", "s", "e", None)]))
+    assert held.match_tokens("Patient", _code("e"), None) == [(3, "three")]
+    held.undo(mark)
+    held.end_unit()
+    assert held.match_tokens("Patient", _code("e"), None) == []
+    assert held.match_tokens("Patient", _code("d"), None) == [(3, "three")]
+    assert held.take()["token"].keys() == {1, 3}
+    assert held.tokens == {} and held.unmatched == {} and held.match_tokens("Patient", _code("d"), None) == []
 
 
 async def test_reindexed_rows_are_inserted_at_once(holding: SQLiteStore) -> None:

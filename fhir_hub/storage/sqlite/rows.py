@@ -32,18 +32,18 @@ _MARKED = b",%d]" % _MARK
 class TableRows(NamedTuple):
     """A resource's rows: per table, its rows as JSON array elements without the brackets, the
     key column marked (``[pid,a,b,<mark>],[pid,a,b,<mark>]``: the writer puts the key in and
-    splices them into a batch, never parsing them), the token rows again as tuples (the writer
-    answers conditional matches from them), and how many rows there are. Bytes pickle for next
-    to nothing: unpickling rows as tuples cost the server about 20 µs per resource of its GIL.
-    Rows of one level, the key in each, spare SQLite parsing every resource's rows twice:
-    inserting 20,000 rows took about 115 ms of JSON work before, 60 after."""
+    splices them into a batch, never parsing them), and how many rows there are. Bytes pickle
+    for next to nothing: unpickling rows as tuples cost the server about 20 µs per resource of
+    its GIL, and the token rows the writer matches conditional writes against are read back from
+    their fragment only when a match asks (``store._IndexBuffer``). Rows of one level, the key in
+    each, spare SQLite parsing every resource's rows twice: inserting 20,000 rows took about
+    115 ms of JSON work before, 60 after."""
 
     frags: dict[str, bytes]
-    tokens: list[tuple[int, str, int, int]]
     size: int
 
 
-EMPTY = TableRows({}, [], 0)
+EMPTY = TableRows({}, 0)
 
 
 def table_rows(rtype: str, rows: Sequence[IndexRow], last_updated: bool = True) -> TableRows:
@@ -88,8 +88,7 @@ def _escaped(value: Any) -> bytes:
 
 def _packed(by_kind: dict[str, list[tuple[Any, ...]]]) -> TableRows:
     frags = {kind: _frag(kind_rows) for kind, kind_rows in by_kind.items()}
-    tokens = by_kind.get("token", [])
-    return TableRows(frags, tokens, sum(len(r) for r in by_kind.values()))
+    return TableRows(frags, sum(len(r) for r in by_kind.values()))
 
 
 def unpacked(rows: TableRows, kind: str) -> list[list[Any]]:
@@ -109,7 +108,7 @@ def with_row(rows: TableRows, kind: str, row: tuple[Any, ...]) -> TableRows:
     extra = orjson.dumps((*row, _MARK))
     frags = dict(rows.frags)
     frags[kind] = extra if not frag else frag + b"," + extra
-    return TableRows(frags, rows.tokens, rows.size + 1)  # not _replace: it cost 6 % of the writer
+    return TableRows(frags, rows.size + 1)  # not _replace: it cost 6 % of the writer
 
 
 class TableForm:
@@ -125,6 +124,6 @@ class TableForm:
             moved = _frag([(pid, targets.get(t, t), _MARK) for pid, t in refs])
             frags = dict(prepared.frags)
             frags["reference"] = moved
-            return TableRows(frags, prepared.tokens, prepared.size)
+            return TableRows(frags, prepared.size)
 
         return retargeted(prepared, targets, [r[1] for r in refs], rewrite)

@@ -41,7 +41,7 @@ from fhir_hub.storage.port import (
     stamp,
 )
 from fhir_hub.storage.sqlite import schema, search
-from fhir_hub.storage.sqlite.rows import EMPTY, TableForm, TableRows, keyed, table_rows, with_row
+from fhir_hub.storage.sqlite.rows import EMPTY, TableForm, TableRows, keyed, table_rows, unpacked, with_row
 
 T = TypeVar("T")
 log = logging.getLogger("fhir_hub")
@@ -180,7 +180,9 @@ class _IndexBuffer:
     A resource's rows are either here or in the tables, never both (a write deletes its old rows
     from the tables when it holds new ones). Token rows are also kept by ``(param key, code)``, so
     the conditional creates and updates of a transaction (``identifier=system|value``) are
-    answered from here too, without inserting the batch early.
+    answered from here too, without inserting the batch early. They are read back from their
+    fragments when a match first asks (``unmatched``): a bundle of plain creates asks nothing, and
+    its token rows cross from the parser process as bytes only.
 
     A full buffer is inserted one table per group (:meth:`spill`, :meth:`insert_next`): the
     token rows at once, so the conditional matches still find every row either here or in the
@@ -195,13 +197,15 @@ class _IndexBuffer:
     group whose COMMIT fails, restores the buffer to what it held before (``mark``/``undo``).
     """
 
-    __slots__ = ("by_rk", "count", "tokens", "queued", "batch_seq", "_undo", "_unit", "_units")
+    __slots__ = ("by_rk", "count", "tokens", "unmatched", "queued", "batch_seq", "_undo", "_unit", "_units")
 
     def __init__(self) -> None:
         self.by_rk: dict[int, _Held] = {}
         self.count = 0
-        #: ``(param key, code) -> rk -> system keys`` of the held token rows.
+        #: ``(param key, code) -> rk -> system keys`` of the held token rows, but those of
+        #: the resources in ``unmatched`` (an ordered set), not read yet.
         self.tokens: dict[tuple[int, str], dict[int, set[int]]] = {}
+        self.unmatched: dict[int, None] = {}
         #: Rows taken by :meth:`spill` and not inserted yet, per table (never ``token``).
         self.queued: _Batch = {}
         #: The writer's ``seq`` when the last spilled batch was taken: once its queue is
@@ -216,20 +220,30 @@ class _IndexBuffer:
     def _add(self, rk: int, held: _Held) -> None:
         self.by_rk[rk] = held
         self.count += held[2].size
-        for row in held[2].tokens:
-            self.tokens.setdefault((row[0], row[1]), {}).setdefault(rk, set()).add(row[2])
+        if "token" in held[2].frags:
+            self.unmatched[rk] = None
 
     def _remove(self, rk: int) -> _Held | None:
         held = self.by_rk.pop(rk, None)
         if held is not None:
             self.count -= held[2].size
-            for row in held[2].tokens:
-                owners = self.tokens.get((row[0], row[1]))
-                if owners is not None:
-                    owners.pop(rk, None)
-                    if not owners:
-                        del self.tokens[(row[0], row[1])]
+            if rk in self.unmatched:
+                del self.unmatched[rk]
+            else:
+                for row in unpacked(held[2], "token"):
+                    owners = self.tokens.get((row[0], row[1]))
+                    if owners is not None:
+                        owners.pop(rk, None)
+                        if not owners:
+                            del self.tokens[(row[0], row[1])]
         return held
+
+    def _match_unmatched(self) -> None:
+        """Put the token rows of ``unmatched`` into ``tokens``."""
+        for rk in self.unmatched:
+            for row in unpacked(self.by_rk[rk][2], "token"):
+                self.tokens.setdefault((row[0], row[1]), {}).setdefault(rk, set()).add(row[2])
+        self.unmatched.clear()
 
     def put(self, rk: int, rtype: str, rid: str, rows: TableRows) -> None:
         """Hold ``rows`` as the resource's rows, replacing any it had, here or queued (none: it has none)."""
@@ -286,7 +300,7 @@ class _IndexBuffer:
         taken = self.by_rk
         unit = self._unit
         self._undo.append(taken if unit is None else {rk: h for rk, h in taken.items() if h[3] != unit})
-        self.by_rk, self.tokens, self.count = {}, {}, 0
+        self.by_rk, self.tokens, self.unmatched, self.count = {}, {}, {}, 0
         return _batch((rk, held[2]) for rk, held in taken.items())
 
     def begin_unit(self) -> int:
@@ -302,6 +316,8 @@ class _IndexBuffer:
                      ids: Sequence[str] | None) -> list[tuple[int, str]] | None:
         """``(rk, rid)`` of the held ``rtype`` resources matching every criterion, if all are
         plain token clauses (``identifier=system|value``); ``None`` when they are not."""
+        if self.unmatched:
+            self._match_unmatched()
         found: set[int] | None = None
         for c in criteria:
             if not (isinstance(c, Clause) and c.type == "token" and c.modifier is None and c.values
@@ -328,7 +344,7 @@ class _IndexBuffer:
         while len(self._undo) > mark:
             step = self._undo.pop()
             if isinstance(step, dict):  # a take: the buffer as it was, less the failed unit's rows
-                self.by_rk, self.tokens, self.count = {}, {}, 0
+                self.by_rk, self.tokens, self.unmatched, self.count = {}, {}, {}, 0
                 for rk, held in step.items():
                     self._add(rk, held)
             elif isinstance(step, _QueueWas):
