@@ -73,6 +73,9 @@ def split_or(raw: str) -> list[str]:
 
 
 def _split(raw: str, sep: str) -> list[str]:
+    """``raw`` split on ``sep`` where no backslash escapes it."""
+    if "\\" not in raw:  # nothing escaped: str.split, not a loop in Python over every character
+        return raw.split(sep)
     parts: list[str] = []
     start = 0
     i = 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fhir_hub.errors import FhirError
 from fhir_hub.search import dates
@@ -146,3 +148,24 @@ def test_conditions_are_strict_and_not_empty() -> None:
     for pairs in ([], [("zzz", "1")], [("_count", "1")]):
         with pytest.raises(FhirError):
             conditions("Patient", pairs, "If-None-Exist")
+
+
+def _split_by_hand(raw: str, sep: str) -> list[str]:
+    """The escaping rule, one character at a time (search.html#escaping): ``\\x`` never splits."""
+    parts, start, i = [], 0, 0
+    while i < len(raw):
+        if raw[i] == "\\":
+            i += 2
+            continue
+        if raw[i] == sep:
+            parts.append(raw[start:i])
+            start = i + 1
+        i += 1
+    return [*parts, raw[start:]]
+
+
+@given(st.text(alphabet="ab|,$\\", max_size=12), st.sampled_from(["|", ",", "$"]))
+def test_split_honours_escapes_with_or_without_a_backslash(raw: str, sep: str) -> None:
+    from fhir_hub.search.parse import _split
+
+    assert _split(raw, sep) == _split_by_hand(raw, sep)
