@@ -5,10 +5,11 @@ definitions are about a million objects that live as long as the process: left i
 collector's generations, every full collection walks them, so start-up moves them out
 (``gc.freeze``). And ingest makes objects in bursts that almost all die by reference count
 within the request (parsed entries, index rows, pickled answers of the parser processes): at
-the default young-generation threshold of 700 allocations a 100-entry bundle set off a dozen
-young collections, each scanning what the bundle still held. At 20,000 the server spent about
-0.1 s instead of 0.4 s collecting per 72,750 resources ingested, and a parser process 0.03 s
-instead of 0.34 s (``bench/run.py``'s ingest of 1,000 patients); garbage in cycles waits a little
+the default young-generation threshold of 700 allocations each 73-entry bundle set off one or
+two young collections in the server and in a parser process, each scanning what the bundles in
+flight still held, and every tenth of those a middle one. At 20,000 the server spent about 0.1 s
+instead of 0.4 s collecting per 72,750 resources ingested, and a parser process 0.03 s instead
+of 0.34 s (``bench/run.py``'s ingest of 1,000 patients); garbage in cycles waits a little
 longer, bounded by the same count.
 """
 
